@@ -1,0 +1,1 @@
+"""Sub-commands of the segqc command line."""

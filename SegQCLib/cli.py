@@ -6,7 +6,8 @@ import argparse
 import importlib
 import logging
 import sys
-from typing import Optional, Sequence
+from collections.abc import Sequence
+from typing import Optional
 
 from . import __version__
 from .errors import SegQCError

@@ -1,0 +1,36 @@
+"""Shared fixtures: real hippocampus cases from ../shared/data (or $SEGQC_DATA_DIR)."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from SegQCLib.datasets import CaseFiles, hippocampus_dir, list_nnunet_cases
+from SegQCLib.io import LabelMap, Volume, read_image, read_labelmap
+
+# Tests must behave the same on a laptop and in CI: keep torch from grabbing every core.
+os.environ.setdefault("OMP_NUM_THREADS", "2")
+
+
+@pytest.fixture(scope="session")
+def hippocampus_cases() -> list[CaseFiles]:
+    root = hippocampus_dir()
+    if not (root / "imagesTr").is_dir():
+        pytest.skip(f"real data not found at {root} (set SEGQC_DATA_DIR to the folder holding hippocampus/)")
+    return list_nnunet_cases(root)
+
+
+@pytest.fixture(scope="session")
+def hippocampus_case(hippocampus_cases) -> tuple[Volume, LabelMap]:
+    """The first shared case: (image, ground-truth label map)."""
+    case = hippocampus_cases[0]
+    return read_image(case.images[0]), read_labelmap(case.label)
+
+
+@pytest.fixture(scope="session")
+def hippocampus_sample(hippocampus_cases) -> list[tuple[str, Volume, LabelMap]]:
+    """Five shared cases spread over the dataset."""
+    step = max(1, len(hippocampus_cases) // 5)
+    chosen = hippocampus_cases[::step][:5]
+    return [(c.case_id, read_image(c.images[0]), read_labelmap(c.label)) for c in chosen]

@@ -1,0 +1,347 @@
+"""Segmentation metrics from ground truth: per class and multi-class, in 3D and per slice.
+
+These are the *true* metrics that SegQC's estimates (``estimates.py``) approximate without ground truth;
+they are used to build training targets, to evaluate QC predictions and to check that the estimates are
+exact when the predicted error map equals the true one.
+
+Notation (SegQC paper, eqs. 1-3): M is the query mask, T the ground truth, both boolean.
+
+* Dice = 2|M∩T| / (|M|+|T|);  IoU = |M∩T| / |M∪T|
+* RVD = (|M|-|T|) / |T|  (signed relative volume difference)
+* ARVD = Σ|m-t| / Σt = |M xor T| / |T|, as the paper writes it: the symmetric-difference volume over the
+  true volume (not |RVD|, which would let over- and under-segmentation cancel).
+* NSD (normalised surface Dice, Nikolov et al. 2021): the fraction of the boundary voxels of both masks
+  that lie within ``tolerance_mm`` of the other mask's boundary, distances in mm (spacing-aware).
+
+Empty masks (the conventions every caller relies on; nan is written as JSON null in reports):
+
+* 3D, both masks empty: perfect agreement, so Dice = IoU = NSD = 1 and RVD = ARVD = 0.
+* 3D, truth empty and query not: RVD = ARVD = nan (relative to a zero volume); Dice = IoU = NSD = 0.
+* Per slice: a slice where *neither* mask has the class carries no information about it, so every
+  per-slice metric is nan there.  Otherwise the 3D rules apply within the slice (ARVD and RVD are nan
+  where the slice's truth is empty but its query is not).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import ndimage
+
+from .errors import InputError
+
+# Surface tolerance when the caller gives none: one voxel at the typical 1 mm MRI resolution.  NSD is
+# only comparable between results computed with the same tolerance; set it per structure when known.
+DEFAULT_NSD_TOLERANCE_MM = 1.0
+
+# The crop kept around the masks' bounding box, in voxels: one voxel is enough for the erosion to see
+# the background beyond the outermost mask voxels exactly as it would in the full volume.
+_CROP_MARGIN_VOXELS = 1
+
+
+@dataclass
+class ClassMetrics:
+    """True metrics of one foreground class (query vs ground truth)."""
+
+    label: int
+    dice: float
+    iou: float
+    rvd: float
+    arvd: float
+    nsd: float
+
+
+@dataclass
+class CaseMetrics:
+    """True case-level metrics: multi-class Dice (QCResUNet appendix A), mean NSD, and each class."""
+
+    dice: float
+    nsd: float
+    classes: list[ClassMetrics]
+
+
+def _as_bool_pair(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    a = np.asarray(a)
+    b = np.asarray(b)
+    if a.shape != b.shape:
+        raise InputError(f"Masks must have the same shape to be compared, got {a.shape} and {b.shape}")
+    return a.astype(bool, copy=False), b.astype(bool, copy=False)
+
+
+def _check_labels_pair(query: np.ndarray, truth: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    query = np.asarray(query)
+    truth = np.asarray(truth)
+    if query.shape != truth.shape:
+        raise InputError(f"Label maps must have the same shape, got query {query.shape} and truth {truth.shape}")
+    return query, truth
+
+
+def _check_spacing(spacing_zyx_mm: Sequence[float], ndim: int) -> tuple[float, ...]:
+    spacing = tuple(float(s) for s in spacing_zyx_mm)
+    if len(spacing) != ndim or not all(math.isfinite(s) and s > 0 for s in spacing):
+        raise InputError(f"Spacing must be {ndim} positive finite values in mm, got {spacing_zyx_mm}")
+    return spacing
+
+
+def error_maps(query: np.ndarray, truth: np.ndarray, labels: Sequence[int]) -> dict[int, np.ndarray]:
+    """Per-class true error maps E_c = (M == c) xor (T == c), boolean, one per label."""
+    query, truth = _check_labels_pair(query, truth)
+    return {int(c): (query == c) ^ (truth == c) for c in labels}
+
+
+def dice(a: np.ndarray, b: np.ndarray) -> float:
+    """Dice 2|A∩B|/(|A|+|B|) of two masks; 1.0 when both are empty."""
+    a, b = _as_bool_pair(a, b)
+    total = int(np.count_nonzero(a)) + int(np.count_nonzero(b))
+    if total == 0:
+        return 1.0
+    return 2.0 * int(np.count_nonzero(a & b)) / total
+
+
+def iou(a: np.ndarray, b: np.ndarray) -> float:
+    """Intersection over union |A∩B|/|A∪B|; 1.0 when both masks are empty."""
+    a, b = _as_bool_pair(a, b)
+    union = int(np.count_nonzero(a | b))
+    if union == 0:
+        return 1.0
+    return int(np.count_nonzero(a & b)) / union
+
+
+def _relative_to_truth(numerator: int, query_volume: int, truth_volume: int) -> float:
+    if truth_volume == 0:
+        return 0.0 if query_volume == 0 else math.nan
+    return numerator / truth_volume
+
+
+def rvd(query: np.ndarray, truth: np.ndarray) -> float:
+    """Signed relative volume difference (|M|-|T|)/|T|; 0 if both empty, nan if only the truth is empty."""
+    query, truth = _as_bool_pair(query, truth)
+    m = int(np.count_nonzero(query))
+    t = int(np.count_nonzero(truth))
+    return _relative_to_truth(m - t, m, t)
+
+
+def arvd(query: np.ndarray, truth: np.ndarray) -> float:
+    """ARVD Σ|m-t|/Σt = |M xor T|/|T| (SegQC eq. 3); 0 if both empty, nan if only the truth is empty."""
+    query, truth = _as_bool_pair(query, truth)
+    m = int(np.count_nonzero(query))
+    t = int(np.count_nonzero(truth))
+    return _relative_to_truth(int(np.count_nonzero(query ^ truth)), m, t)
+
+
+def multiclass_dice(query: np.ndarray, truth: np.ndarray, labels: Sequence[int]) -> float:
+    """Subject-level multi-class Dice 2TP/(2TP+FP+FN) over the foreground ``labels`` (QCResUNet app. A).
+
+    Equals 2 Σ_c |M_c∩T_c| / Σ_c (|M_c|+|T_c|): a voxel given the wrong foreground label counts as a
+    false positive of its query class and a false negative of its true class.  1.0 when no listed
+    class occurs in either map.
+    """
+    query, truth = _check_labels_pair(query, truth)
+    labels = [int(c) for c in labels]
+    if min([int(query.min(initial=0)), int(truth.min(initial=0)), *labels]) < 0:
+        raise InputError("Label maps and labels must be non-negative integers")
+    # One pass each over the maps instead of one per class: histogram the labels and the agreements.
+    size = max([int(query.max(initial=0)), int(truth.max(initial=0)), *labels]) + 1
+    query_counts = np.bincount(query.ravel().astype(np.int64, copy=False), minlength=size)
+    truth_counts = np.bincount(truth.ravel().astype(np.int64, copy=False), minlength=size)
+    agree = query == truth
+    tp_counts = np.bincount(query[agree].astype(np.int64, copy=False), minlength=size)
+    total = int(query_counts[labels].sum() + truth_counts[labels].sum())
+    if total == 0:
+        return 1.0
+    return 2.0 * int(tp_counts[labels].sum()) / total
+
+
+def _bounding_crop(mask: np.ndarray, margin: int) -> tuple[slice, ...]:
+    """Slices of the bounding box of ``mask`` grown by ``margin`` voxels (clipped to the array)."""
+    crop = []
+    for axis in range(mask.ndim):
+        other = tuple(i for i in range(mask.ndim) if i != axis)
+        occupied = np.flatnonzero(np.any(mask, axis=other))
+        crop.append(slice(max(0, occupied[0] - margin), min(mask.shape[axis], occupied[-1] + 1 + margin)))
+    return tuple(crop)
+
+
+def _boundary(mask: np.ndarray, structure: np.ndarray) -> np.ndarray:
+    # border_value=0: voxels on the array border are boundary, as if the volume were padded with background.
+    return mask & ~ndimage.binary_erosion(mask, structure=structure, border_value=0)
+
+
+def _within_tolerance_counts(
+    a: np.ndarray, b: np.ndarray, structure: np.ndarray, sampling: Sequence[float], tolerance_mm: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Boundaries of a and b, and which boundary voxels lie within tolerance of the other boundary.
+
+    Both boundaries must be non-empty (the distance transform needs a zero somewhere).
+    """
+    boundary_a = _boundary(a, structure)
+    boundary_b = _boundary(b, structure)
+    dist_to_b = ndimage.distance_transform_edt(~boundary_b, sampling=sampling)
+    dist_to_a = ndimage.distance_transform_edt(~boundary_a, sampling=sampling)
+    return boundary_a, boundary_b, boundary_a & (dist_to_b <= tolerance_mm), boundary_b & (dist_to_a <= tolerance_mm)
+
+
+def normalized_surface_dice(
+    a: np.ndarray, b: np.ndarray, spacing_zyx_mm: Sequence[float], tolerance_mm: float = DEFAULT_NSD_TOLERANCE_MM
+) -> float:
+    """Normalised surface Dice of two masks at ``tolerance_mm`` (Nikolov et al.), voxel-boundary version.
+
+    Surfaces are the boundary voxels (mask voxels with a face neighbour outside the mask); distances
+    between them are Euclidean in mm (``distance_transform_edt`` with ``sampling=spacing``).  NSD is
+    (#boundary voxels of A within tolerance of B's boundary + the same for B) / (#boundary voxels of A
+    and B).  The work is done on the bounding box of A∪B plus one voxel, so it scales with the structure,
+    not the volume.  Both empty: 1.0; exactly one empty: 0.0.
+    """
+    a, b = _as_bool_pair(a, b)
+    spacing = _check_spacing(spacing_zyx_mm, a.ndim)
+    if tolerance_mm < 0:
+        raise InputError(f"NSD tolerance must be >= 0 mm, got {tolerance_mm}")
+    has_a = bool(a.any())
+    has_b = bool(b.any())
+    if not has_a and not has_b:
+        return 1.0
+    if not has_a or not has_b:
+        return 0.0
+    crop = _bounding_crop(a | b, _CROP_MARGIN_VOXELS)
+    structure = ndimage.generate_binary_structure(a.ndim, 1)
+    boundary_a, boundary_b, ok_a, ok_b = _within_tolerance_counts(a[crop], b[crop], structure, spacing, tolerance_mm)
+    n_ok = int(np.count_nonzero(ok_a)) + int(np.count_nonzero(ok_b))
+    return n_ok / (int(np.count_nonzero(boundary_a)) + int(np.count_nonzero(boundary_b)))
+
+
+def case_metrics(
+    query: np.ndarray,
+    truth: np.ndarray,
+    labels: Sequence[int],
+    spacing_zyx_mm: Sequence[float],
+    nsd_tolerance_mm: float = DEFAULT_NSD_TOLERANCE_MM,
+) -> CaseMetrics:
+    """All true metrics of a multi-class query label map against the truth.
+
+    Case Dice is the multi-class Dice over ``labels``; case NSD is the mean class NSD over the classes
+    present in the query or the truth (1.0 when none is, matching the both-empty convention).
+    """
+    query, truth = _check_labels_pair(query, truth)
+    classes = []
+    present = []
+    for label in labels:
+        m = query == label
+        t = truth == label
+        classes.append(
+            ClassMetrics(
+                label=int(label),
+                dice=dice(m, t),
+                iou=iou(m, t),
+                rvd=rvd(m, t),
+                arvd=arvd(m, t),
+                nsd=normalized_surface_dice(m, t, spacing_zyx_mm, nsd_tolerance_mm),
+            )
+        )
+        present.append(bool(m.any() or t.any()))
+    nsd_values = [c.nsd for c, p in zip(classes, present) if p]
+    case_nsd = float(np.mean(nsd_values)) if nsd_values else 1.0
+    return CaseMetrics(dice=multiclass_dice(query, truth, labels), nsd=case_nsd, classes=classes)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Per slice: every function reduces over the in-plane axes in one call, no loop over slices.
+
+
+def _in_plane_axes(ndim: int, axis: int) -> tuple[int, ...]:
+    if not -ndim <= axis < ndim:
+        raise InputError(f"Slice axis {axis} is out of range for a {ndim}D array")
+    axis %= ndim
+    return tuple(i for i in range(ndim) if i != axis)
+
+
+def _slice_counts(a: np.ndarray, b: np.ndarray, axis: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per-slice |A|, |B| and |A∩B| as float64 arrays."""
+    a, b = _as_bool_pair(a, b)
+    plane = _in_plane_axes(a.ndim, axis)
+    count_a = np.count_nonzero(a, axis=plane).astype(np.float64)
+    count_b = np.count_nonzero(b, axis=plane).astype(np.float64)
+    count_ab = np.count_nonzero(a & b, axis=plane).astype(np.float64)
+    return count_a, count_b, count_ab
+
+
+def _divide_or_nan(numerator: np.ndarray, denominator: np.ndarray) -> np.ndarray:
+    out = np.full(numerator.shape, np.nan)
+    np.divide(numerator, denominator, out=out, where=denominator != 0)
+    return out
+
+
+def per_slice_dice(query_mask: np.ndarray, truth_mask: np.ndarray, axis: int) -> np.ndarray:
+    """Dice of each slice along ``axis``; nan where both masks are empty in the slice."""
+    m, t, mt = _slice_counts(query_mask, truth_mask, axis)
+    return _divide_or_nan(2.0 * mt, m + t)
+
+
+def per_slice_iou(query_mask: np.ndarray, truth_mask: np.ndarray, axis: int) -> np.ndarray:
+    """IoU of each slice along ``axis``; nan where both masks are empty in the slice."""
+    m, t, mt = _slice_counts(query_mask, truth_mask, axis)
+    return _divide_or_nan(mt, m + t - mt)
+
+
+def per_slice_rvd(query_mask: np.ndarray, truth_mask: np.ndarray, axis: int) -> np.ndarray:
+    """(|M|-|T|)/|T| of each slice; nan where the slice's truth is empty (whatever the query holds)."""
+    m, t, _ = _slice_counts(query_mask, truth_mask, axis)
+    return _divide_or_nan(m - t, t)
+
+
+def per_slice_arvd(query_mask: np.ndarray, truth_mask: np.ndarray, axis: int) -> np.ndarray:
+    """|M xor T|/|T| of each slice; nan where the slice's truth is empty (whatever the query holds)."""
+    m, t, mt = _slice_counts(query_mask, truth_mask, axis)
+    return _divide_or_nan(m + t - 2.0 * mt, t)
+
+
+def per_slice_nsd(
+    a: np.ndarray,
+    b: np.ndarray,
+    spacing_zyx_mm: Sequence[float],
+    tolerance_mm: float = DEFAULT_NSD_TOLERANCE_MM,
+    axis: int = 0,
+) -> np.ndarray:
+    """2D normalised surface Dice of each slice along ``axis``.
+
+    Surfaces are the 2D boundaries within each slice (4-connected erosion in the slice plane) and the
+    distances are 2D, in mm, within the slice.  Both come from single 3D calls: the erosion uses a
+    structuring element that is flat along ``axis``, and the one 3D distance transform uses, along
+    ``axis``, a spacing larger than any in-plane distance plus the tolerance, so a boundary voxel in
+    another slice can never be nearer (or within tolerance) than one in the same slice.  nan where both
+    masks are empty in the slice, 0 where exactly one is.
+    """
+    a, b = _as_bool_pair(a, b)
+    if a.ndim != 3:
+        raise InputError(f"per_slice_nsd needs 3D masks, got {a.ndim}D")
+    spacing = _check_spacing(spacing_zyx_mm, a.ndim)
+    plane = _in_plane_axes(a.ndim, axis)
+    axis %= a.ndim
+    if tolerance_mm < 0:
+        raise InputError(f"NSD tolerance must be >= 0 mm, got {tolerance_mm}")
+    has_a = np.any(a, axis=plane)
+    has_b = np.any(b, axis=plane)
+    result = np.full(a.shape[axis], np.nan)
+    result[has_a ^ has_b] = 0.0
+    both = has_a & has_b
+    if not both.any():
+        return result
+    crop = list(_bounding_crop(a | b, _CROP_MARGIN_VOXELS))
+    crop[axis] = slice(None)  # keep every slice so the per-slice counts line up with the result
+    crop = tuple(crop)
+    a_crop = a[crop]
+    b_crop = b[crop]
+    in_plane_extent_mm = sum(a_crop.shape[i] * spacing[i] for i in plane)
+    sampling = list(spacing)
+    sampling[axis] = in_plane_extent_mm + tolerance_mm + 1.0
+    structure = np.zeros((3, 3, 3), dtype=bool)
+    flat_index = [slice(None)] * 3
+    flat_index[axis] = 1
+    structure[tuple(flat_index)] = ndimage.generate_binary_structure(2, 1)
+    boundary_a, boundary_b, ok_a, ok_b = _within_tolerance_counts(a_crop, b_crop, structure, sampling, tolerance_mm)
+    n_ok = np.count_nonzero(ok_a, axis=plane) + np.count_nonzero(ok_b, axis=plane)
+    n_boundary = np.count_nonzero(boundary_a, axis=plane) + np.count_nonzero(boundary_b, axis=plane)
+    result[both] = n_ok[both] / n_boundary[both]
+    return result

@@ -17,9 +17,10 @@ Empty masks (the conventions every caller relies on; nan is written as JSON null
 
 * 3D, both masks empty: perfect agreement, so Dice = IoU = NSD = 1 and RVD = ARVD = 0.
 * 3D, truth empty and query not: RVD = ARVD = nan (relative to a zero volume); Dice = IoU = NSD = 0.
-* Per slice: a slice where *neither* mask has the class carries no information about it, so every
-  per-slice metric is nan there.  Otherwise the 3D rules apply within the slice (ARVD and RVD are nan
-  where the slice's truth is empty but its query is not).
+* Per slice: a slice where *neither* mask has the class carries no information about the overlap, so
+  per-slice Dice, IoU and NSD are nan there.  RVD and ARVD follow the 3D rule within each slice: 0 where
+  both are empty (no volume error), nan where the slice's truth is empty but its query is not.  (The
+  same conventions as :mod:`SegQCLib.estimates`, so estimates and true values line up slice by slice.)
 """
 
 from __future__ import annotations
@@ -37,9 +38,9 @@ from .errors import InputError
 # only comparable between results computed with the same tolerance; set it per structure when known.
 DEFAULT_NSD_TOLERANCE_MM = 1.0
 
-# The crop kept around the masks' bounding box, in voxels: one voxel is enough for the erosion to see
-# the background beyond the outermost mask voxels exactly as it would in the full volume.
-_CROP_MARGIN_VOXELS = 1
+# NSD works on the bounding box of both masks.  No margin is needed: the erosion treats everything
+# beyond the array as background (border_value=0), which is exactly what lies beyond the box, and every
+# boundary voxel, hence every nearest one, lies inside the box.
 
 
 @dataclass
@@ -155,13 +156,13 @@ def multiclass_dice(query: np.ndarray, truth: np.ndarray, labels: Sequence[int])
     return 2.0 * int(tp_counts[labels].sum()) / total
 
 
-def _bounding_crop(mask: np.ndarray, margin: int) -> tuple[slice, ...]:
-    """Slices of the bounding box of ``mask`` grown by ``margin`` voxels (clipped to the array)."""
+def _bounding_crop(mask: np.ndarray) -> tuple[slice, ...]:
+    """Slices of the bounding box of a non-empty ``mask``."""
     crop = []
     for axis in range(mask.ndim):
         other = tuple(i for i in range(mask.ndim) if i != axis)
         occupied = np.flatnonzero(np.any(mask, axis=other))
-        crop.append(slice(max(0, occupied[0] - margin), min(mask.shape[axis], occupied[-1] + 1 + margin)))
+        crop.append(slice(int(occupied[0]), int(occupied[-1]) + 1))
     return tuple(crop)
 
 
@@ -192,7 +193,7 @@ def normalized_surface_dice(
     Surfaces are the boundary voxels (mask voxels with a face neighbour outside the mask); distances
     between them are Euclidean in mm (``distance_transform_edt`` with ``sampling=spacing``).  NSD is
     (#boundary voxels of A within tolerance of B's boundary + the same for B) / (#boundary voxels of A
-    and B).  The work is done on the bounding box of A∪B plus one voxel, so it scales with the structure,
+    and B).  The work is done on the bounding box of A∪B, so it scales with the structure,
     not the volume.  Both empty: 1.0; exactly one empty: 0.0.
     """
     a, b = _as_bool_pair(a, b)
@@ -205,7 +206,7 @@ def normalized_surface_dice(
         return 1.0
     if not has_a or not has_b:
         return 0.0
-    crop = _bounding_crop(a | b, _CROP_MARGIN_VOXELS)
+    crop = _bounding_crop(a | b)
     structure = ndimage.generate_binary_structure(a.ndim, 1)
     boundary_a, boundary_b, ok_a, ok_b = _within_tolerance_counts(a[crop], b[crop], structure, spacing, tolerance_mm)
     n_ok = int(np.count_nonzero(ok_a)) + int(np.count_nonzero(ok_b))
@@ -285,16 +286,22 @@ def per_slice_iou(query_mask: np.ndarray, truth_mask: np.ndarray, axis: int) -> 
     return _divide_or_nan(mt, m + t - mt)
 
 
+def _relative_to_truth_per_slice(numerator: np.ndarray, query: np.ndarray, truth: np.ndarray) -> np.ndarray:
+    out = _divide_or_nan(numerator, truth)
+    out[(truth == 0) & (query == 0)] = 0.0
+    return out
+
+
 def per_slice_rvd(query_mask: np.ndarray, truth_mask: np.ndarray, axis: int) -> np.ndarray:
-    """(|M|-|T|)/|T| of each slice; nan where the slice's truth is empty (whatever the query holds)."""
+    """(|M|-|T|)/|T| of each slice; 0 where both are empty, nan where only the slice's truth is."""
     m, t, _ = _slice_counts(query_mask, truth_mask, axis)
-    return _divide_or_nan(m - t, t)
+    return _relative_to_truth_per_slice(m - t, m, t)
 
 
 def per_slice_arvd(query_mask: np.ndarray, truth_mask: np.ndarray, axis: int) -> np.ndarray:
-    """|M xor T|/|T| of each slice; nan where the slice's truth is empty (whatever the query holds)."""
+    """|M xor T|/|T| of each slice; 0 where both are empty, nan where only the slice's truth is."""
     m, t, mt = _slice_counts(query_mask, truth_mask, axis)
-    return _divide_or_nan(m + t - 2.0 * mt, t)
+    return _relative_to_truth_per_slice(m + t - 2.0 * mt, m, t)
 
 
 def per_slice_nsd(
@@ -328,7 +335,7 @@ def per_slice_nsd(
     both = has_a & has_b
     if not both.any():
         return result
-    crop = list(_bounding_crop(a | b, _CROP_MARGIN_VOXELS))
+    crop = list(_bounding_crop(a | b))
     crop[axis] = slice(None)  # keep every slice so the per-slice counts line up with the result
     crop = tuple(crop)
     a_crop = a[crop]

@@ -1,0 +1,405 @@
+"""QCResUNet-style multi-task QC network (QCResUNet paper §2.3) and its configuration.
+
+Inputs: ``m`` image modalities and the query segmentation given one-hot, one channel per foreground
+class (plus a background channel first when ``include_background_channel`` is set).  Outputs: one
+error logit map per foreground class (sigmoid -> probability that the query mask is wrong there) and
+case-level Dice (and NSD) regressed from the encoder bottleneck (already through a sigmoid).
+
+Layout (all sizes from :class:`ModelConfig`):
+
+* encoder: a strided 3x3x3 stem (stride ``strides[0]``) and one stage of residual blocks per width;
+  stage ``i > 0`` downsamples by ``strides[i]`` in its first block.  Instance norm, LeakyReLU and
+  spatial dropout in every residual block, as in the paper.
+* decoder: starts from stage ``decoder_from_stage`` (the paper uses the third of four stages, whose
+  features are less specific to the Dice task than the bottleneck's).  Each step upsamples
+  (nearest), applies a 1x1x1 conv, concatenates the encoder skip and the one-hot mask pooled to that
+  scale, weighs the channels with ECA attention (mask re-injection) and runs ``decoder_convs`` conv
+  blocks.  A last step at full resolution concatenates the image and the full-resolution mask.
+* heads: ECA over [decoder features, one-hot mask] then a 1x1x1 conv to one logit per class (the
+  paper's attention-based SEM aggregation); global average pooling of the bottleneck then two fully
+  connected layers and a sigmoid for Dice / NSD.
+
+The default configuration is an order of magnitude cheaper than the published QCResUNet (see
+``benchmarks/bench_inference.py``); :func:`reference_qcresunet_config` builds the published size.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field, fields
+from enum import Enum
+from typing import Any, NamedTuple, Optional
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .errors import ModelError
+
+LEAKY_SLOPE = 0.01
+HIPPOCAMPUS_CLASSES = {1: "anterior", 2: "posterior"}
+
+
+class Normalization(str, Enum):
+    """Per-case intensity normalisation applied to every modality before the network."""
+
+    ZSCORE_NONZERO = "zscore_nonzero"  # mean/std over nonzero voxels (MRI with zero background)
+    ZSCORE = "zscore"  # mean/std over all voxels
+    PERCENTILE_ZSCORE = "percentile_zscore"  # clip to percentiles of the nonzero voxels, then z-score
+    NONE = "none"
+
+
+# Keys a package's config.json must define: without them the architecture is not determined.
+REQUIRED_CONFIG_KEYS = ("classes", "modalities", "widths", "blocks_per_stage", "strides", "patch_size_zyx")
+
+
+@dataclass
+class ModelConfig:
+    """Everything needed to rebuild the network and to prepare its input; stored as config.json."""
+
+    name: str = "segqc-qcresunet-small"
+    version: str = "0.1.0"
+    classes: dict[int, str] = field(default_factory=lambda: dict(HIPPOCAMPUS_CLASSES))
+    modalities: list[str] = field(default_factory=lambda: ["MRI"])
+    include_background_channel: bool = False
+    # architecture
+    widths: list[int] = field(default_factory=lambda: [16, 32, 64, 128])
+    blocks_per_stage: list[int] = field(default_factory=lambda: [1, 1, 1, 1])
+    strides: list[list[int]] = field(default_factory=lambda: [[2, 2, 2], [2, 2, 2], [2, 2, 2], [2, 2, 2]])
+    decoder_from_stage: int = 2
+    decoder_convs: int = 1
+    full_res_width: int = 8
+    eca_kernel_size: int = 3
+    dropout: float = 0.1
+    case_head_hidden: int = 64
+    predict_nsd: bool = True
+    nsd_tolerance_mm: float = 1.0
+    # input preparation and inference
+    patch_size_zyx: list[int] = field(default_factory=lambda: [48, 64, 48])
+    target_spacing_zyx_mm: Optional[list[float]] = field(default_factory=lambda: [1.0, 1.0, 1.0])
+    normalization: str = Normalization.ZSCORE_NONZERO.value
+    clip_percentiles: list[float] = field(default_factory=lambda: [0.5, 99.5])
+    crop_margin_mm: float = 10.0
+    window_overlap: float = 0.25
+    # provenance
+    trained: bool = False
+    training_data: str = ""
+    license: str = ""
+    validation_metrics: dict[str, Any] = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    # --- derived ------------------------------------------------------------------------------
+    @property
+    def labels(self) -> list[int]:
+        """Foreground labels in channel order."""
+        return sorted(self.classes)
+
+    @property
+    def mask_labels(self) -> list[int]:
+        """Labels of the one-hot mask channels fed to the network."""
+        return ([0] if self.include_background_channel else []) + self.labels
+
+    @property
+    def in_channels(self) -> int:
+        return len(self.modalities) + len(self.mask_labels)
+
+    @property
+    def total_stride_zyx(self) -> list[int]:
+        return [math.prod(s[axis] for s in self.strides) for axis in range(3)]
+
+    # --- validation and (de)serialisation ------------------------------------------------------
+    def validate(self) -> None:
+        problems = []
+        if not self.classes:
+            problems.append("classes is empty (need at least one foreground class)")
+        if any(int(label) <= 0 for label in self.classes):
+            problems.append(f"class labels must be > 0 (background is implicit), got {sorted(self.classes)}")
+        if not self.modalities:
+            problems.append("modalities is empty (need at least one image channel)")
+        stages = len(self.widths)
+        if stages < 2:
+            problems.append("widths needs at least two stages")
+        if len(self.blocks_per_stage) != stages or len(self.strides) != stages:
+            problems.append(f"widths ({stages}), blocks_per_stage ({len(self.blocks_per_stage)}) and strides "
+                            f"({len(self.strides)}) need one entry per stage")
+        if any(len(s) != 3 or min(s) < 1 for s in self.strides):
+            problems.append(f"each stride is three positive integers (z, y, x), got {self.strides}")
+        if any(w < 1 for w in self.widths) or any(b < 1 for b in self.blocks_per_stage) or self.full_res_width < 1:
+            problems.append("widths, blocks_per_stage and full_res_width must be positive")
+        if not 0 <= self.decoder_from_stage < stages:
+            problems.append(f"decoder_from_stage {self.decoder_from_stage} is not a stage index 0..{stages - 1}")
+        if len(self.patch_size_zyx) != 3:
+            problems.append(f"patch_size_zyx needs three values, got {self.patch_size_zyx}")
+        elif not problems:
+            total = self.total_stride_zyx
+            if any(p % t for p, t in zip(self.patch_size_zyx, total)):
+                problems.append(f"patch_size_zyx {self.patch_size_zyx} is not divisible by the total stride {total}")
+            if any(p // t < 2 for p, t in zip(self.patch_size_zyx, total)):
+                problems.append(f"patch_size_zyx {self.patch_size_zyx} leaves less than 2 voxels per axis at the "
+                                f"bottleneck (total stride {total}); instance norm needs more")
+        if self.target_spacing_zyx_mm is not None and (len(self.target_spacing_zyx_mm) != 3
+                                                       or min(self.target_spacing_zyx_mm) <= 0):
+            problems.append(f"target_spacing_zyx_mm must be three positive values or null, got "
+                            f"{self.target_spacing_zyx_mm}")
+        if self.normalization not in {n.value for n in Normalization}:
+            problems.append(f"normalization {self.normalization!r} is not one of {[n.value for n in Normalization]}")
+        if not 0 <= self.window_overlap < 1:
+            problems.append(f"window_overlap must be in [0, 1), got {self.window_overlap}")
+        if self.eca_kernel_size < 1 or self.eca_kernel_size % 2 == 0:
+            problems.append(f"eca_kernel_size must be odd and positive, got {self.eca_kernel_size}")
+        if problems:
+            raise ModelError("Invalid model configuration: " + "; ".join(problems))
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["classes"] = {str(k): v for k, v in sorted(self.classes.items())}
+        return data
+
+    @classmethod
+    def from_dict(cls, data: Any, base: Optional[ModelConfig] = None, require_complete: bool = True) -> ModelConfig:
+        """Build a config from JSON data; with ``base`` the data overrides a copy of ``base``.
+
+        Unknown keys are kept in ``extra`` (newer packages stay loadable).  ``require_complete``
+        demands the architecture keys, so an empty or partial config.json is refused rather than
+        silently turned into the default network.
+        """
+        if not isinstance(data, dict):
+            raise ModelError(f"Model configuration must be a JSON object, got {type(data).__name__}")
+        if require_complete:
+            missing = [key for key in REQUIRED_CONFIG_KEYS if key not in data]
+            if missing:
+                raise ModelError(f"Model configuration is missing required keys: {', '.join(missing)}"
+                                 + (" (the config is empty)" if not data else ""))
+        known = {f.name for f in fields(cls)}
+        values = base.to_dict() if base is not None else {}
+        extra = dict(values.get("extra", {}))
+        for key, value in data.items():
+            if key in known:
+                values[key] = value
+            else:
+                extra[key] = value
+        values["extra"] = extra
+        try:
+            if "classes" in values:
+                values["classes"] = {int(k): str(v) for k, v in dict(values["classes"]).items()}
+            for key in ("widths", "blocks_per_stage", "patch_size_zyx"):
+                if key in values:
+                    values[key] = [int(v) for v in values[key]]
+            if "strides" in values:
+                values["strides"] = [[int(v) for v in s] for s in values["strides"]]
+            if values.get("target_spacing_zyx_mm") is not None:
+                values["target_spacing_zyx_mm"] = [float(v) for v in values["target_spacing_zyx_mm"]]
+            if "modalities" in values:
+                values["modalities"] = [str(v) for v in values["modalities"]]
+            return cls(**values)
+        except (TypeError, ValueError) as exc:
+            raise ModelError(f"Invalid model configuration: {exc}") from exc
+
+
+def reference_qcresunet_config(in_modalities: int = 1, classes: Optional[dict[int, str]] = None) -> ModelConfig:
+    """The published QCResUNet size: ResNet-34 3D encoder (3/4/6/3 blocks), widths 32/64/128/256,
+    stride 2 everywhere, decoder from stage 3 with two conv blocks per scale."""
+    return ModelConfig(
+        name="qcresunet-reference", classes=dict(classes or HIPPOCAMPUS_CLASSES),
+        modalities=[f"modality{i}" for i in range(in_modalities)],
+        widths=[32, 64, 128, 256], blocks_per_stage=[3, 4, 6, 3], strides=[[2, 2, 2]] * 4,
+        decoder_from_stage=2, decoder_convs=2, full_res_width=16, dropout=0.3, case_head_hidden=128,
+        patch_size_zyx=[160, 192, 160],
+    )
+
+
+class QCOutput(NamedTuple):
+    error_logits: torch.Tensor  # (B, C, Z, Y, X)
+    dice: torch.Tensor  # (B,) in [0, 1]
+    nsd: Optional[torch.Tensor]  # (B,) in [0, 1], None when the config does not predict NSD
+
+
+def one_hot(seg: torch.Tensor, labels: Sequence[int]) -> torch.Tensor:
+    """One float channel per label: (B, Z, Y, X) or (Z, Y, X) integer -> (B, len(labels), Z, Y, X).
+
+    Labels not listed get no channel (all zeros there); use the model config's ``mask_labels``.
+    """
+    if seg.is_floating_point():
+        raise ValueError("one_hot expects an integer label tensor")
+    if seg.dim() == 3:
+        seg = seg.unsqueeze(0)
+    if seg.dim() != 4:
+        raise ValueError(f"one_hot expects (B, Z, Y, X) labels, got shape {tuple(seg.shape)}")
+    label_tensor = torch.as_tensor(list(labels), dtype=seg.dtype, device=seg.device).view(1, -1, 1, 1, 1)
+    return (seg.unsqueeze(1) == label_tensor).float()
+
+
+# --- building blocks --------------------------------------------------------------------------
+def _conv_norm_act(in_ch: int, out_ch: int, stride: Sequence[int] = (1, 1, 1)) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Conv3d(in_ch, out_ch, 3, stride=tuple(stride), padding=1, bias=False),
+        nn.InstanceNorm3d(out_ch, affine=True),
+        nn.LeakyReLU(LEAKY_SLOPE, inplace=True),
+    )
+
+
+class ResidualBlock(nn.Module):
+    """Basic ResNet block (paper Fig. 2b): two 3x3x3 convs with instance norm, spatial dropout, skip."""
+
+    def __init__(self, in_ch: int, out_ch: int, stride: Sequence[int], dropout: float) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv3d(in_ch, out_ch, 3, stride=tuple(stride), padding=1, bias=False)
+        self.norm1 = nn.InstanceNorm3d(out_ch, affine=True)
+        self.conv2 = nn.Conv3d(out_ch, out_ch, 3, padding=1, bias=False)
+        self.norm2 = nn.InstanceNorm3d(out_ch, affine=True)
+        self.dropout = nn.Dropout3d(dropout) if dropout > 0 else nn.Identity()
+        self.act = nn.LeakyReLU(LEAKY_SLOPE, inplace=True)
+        self.shortcut: nn.Module = nn.Identity()
+        if in_ch != out_ch or any(s != 1 for s in stride):
+            self.shortcut = nn.Sequential(nn.Conv3d(in_ch, out_ch, 1, stride=tuple(stride), bias=False),
+                                          nn.InstanceNorm3d(out_ch, affine=True))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.act(self.norm1(self.conv1(x)))
+        out = self.dropout(self.norm2(self.conv2(out)))
+        return self.act(out + self.shortcut(x))
+
+
+class ECA(nn.Module):
+    """Efficient channel attention (paper Fig. 2d): global average pool, 1D conv over channels, sigmoid."""
+
+    def __init__(self, kernel_size: int = 3) -> None:
+        super().__init__()
+        self.conv = nn.Conv1d(1, 1, kernel_size, padding=kernel_size // 2, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        weights = x.mean(dim=(2, 3, 4)).unsqueeze(1)  # (B, 1, channels)
+        weights = torch.sigmoid(self.conv(weights)).transpose(1, 2)  # (B, channels, 1)
+        return x * weights.unsqueeze(-1).unsqueeze(-1)
+
+
+class DecoderStep(nn.Module):
+    """Upsample, 1x1x1 conv, concatenate skip + mask at this scale, ECA, conv blocks (paper Fig. 2c)."""
+
+    def __init__(self, in_ch: int, skip_ch: int, mask_ch: int, out_ch: int, scale: Sequence[int],
+                 convs: int, eca_kernel: int) -> None:
+        super().__init__()
+        self.scale = tuple(int(s) for s in scale)
+        self.reduce = nn.Conv3d(in_ch, out_ch, 1, bias=False)
+        self.eca = ECA(eca_kernel)
+        concat = out_ch + skip_ch + mask_ch
+        self.blocks = nn.Sequential(*[_conv_norm_act(concat if i == 0 else out_ch, out_ch) for i in range(convs)])
+
+    def forward(self, x: torch.Tensor, skip: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        if any(s != 1 for s in self.scale):
+            x = F.interpolate(x, scale_factor=self.scale, mode="nearest")
+        x = torch.cat([self.reduce(x), skip, mask], dim=1)
+        return self.blocks(self.eca(x))
+
+
+class QCResUNet(nn.Module):
+    """Multi-task QC network; see the module docstring for the layout."""
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        config.validate()
+        self.config = config
+        widths, strides = config.widths, config.strides
+        modalities, mask_ch, classes = len(config.modalities), len(config.mask_labels), len(config.labels)
+        self.stem = _conv_norm_act(config.in_channels, widths[0], strides[0])
+        stages = []
+        for index, (width, blocks) in enumerate(zip(widths, config.blocks_per_stage)):
+            in_ch = widths[max(index - 1, 0)]
+            stride = strides[index] if index > 0 else (1, 1, 1)  # stage 0's stride is the stem's
+            stage = [ResidualBlock(in_ch, width, stride, config.dropout)]
+            stage += [ResidualBlock(width, width, (1, 1, 1), config.dropout) for _ in range(blocks - 1)]
+            stages.append(nn.Sequential(*stage))
+        self.stages = nn.ModuleList(stages)
+        # Cumulative downsampling of each stage's output relative to the input, per axis.
+        self._level_strides = []
+        cumulative = [1, 1, 1]
+        for stride in strides:
+            cumulative = [c * s for c, s in zip(cumulative, stride)]
+            self._level_strides.append(tuple(cumulative))
+        start = config.decoder_from_stage
+        self.decoder = nn.ModuleList(
+            DecoderStep(widths[level + 1], widths[level], mask_ch, widths[level], strides[level + 1],
+                        config.decoder_convs, config.eca_kernel_size)
+            for level in range(start - 1, -1, -1)
+        )
+        self.full_res = DecoderStep(widths[0], modalities, mask_ch, config.full_res_width, strides[0],
+                                    config.decoder_convs, config.eca_kernel_size)
+        self.head_eca = ECA(config.eca_kernel_size)
+        self.error_head = nn.Conv3d(config.full_res_width + mask_ch, classes, 1)
+        outputs = 2 if config.predict_nsd else 1
+        self.case_head = nn.Sequential(nn.Linear(widths[-1], config.case_head_hidden),
+                                       nn.LeakyReLU(LEAKY_SLOPE, inplace=True),
+                                       nn.Linear(config.case_head_hidden, outputs))
+
+    def forward(self, image: torch.Tensor, mask_onehot: torch.Tensor) -> QCOutput:
+        config = self.config
+        if image.dim() != 5 or mask_onehot.dim() != 5:
+            raise ValueError(f"Expected (B, channels, Z, Y, X) inputs, got {tuple(image.shape)} and "
+                             f"{tuple(mask_onehot.shape)}")
+        if image.shape[1] != len(config.modalities) or mask_onehot.shape[1] != len(config.mask_labels):
+            raise ValueError(f"Model expects {len(config.modalities)} image and {len(config.mask_labels)} mask "
+                             f"channels, got {image.shape[1]} and {mask_onehot.shape[1]}")
+        total = self._level_strides[-1]
+        if any(size % t for size, t in zip(image.shape[2:], total)):
+            raise ValueError(f"Spatial size {tuple(image.shape[2:])} is not divisible by the total stride {total}")
+        mask_onehot = mask_onehot.to(image.dtype)
+        x = self.stem(torch.cat([image, mask_onehot], dim=1))
+        features = []
+        for stage in self.stages:
+            x = stage(x)
+            features.append(x)
+        bottleneck = features[-1]
+        x = features[config.decoder_from_stage]
+        for step, level in zip(self.decoder, range(config.decoder_from_stage - 1, -1, -1)):
+            scale = self._level_strides[level]
+            x = step(x, features[level], F.avg_pool3d(mask_onehot, scale, scale) if max(scale) > 1 else mask_onehot)
+        x = self.full_res(x, image, mask_onehot)
+        logits = self.error_head(self.head_eca(torch.cat([x, mask_onehot], dim=1)))
+        case = torch.sigmoid(self.case_head(bottleneck.mean(dim=(2, 3, 4))).float())
+        nsd = case[:, 1] if config.predict_nsd else None
+        return QCOutput(logits, case[:, 0], nsd)
+
+
+def build_model(config: ModelConfig) -> QCResUNet:
+    return QCResUNet(config)
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def count_conv_macs(model: nn.Module, spatial_zyx: Sequence[int], batch: int = 1) -> int:
+    """Multiply-accumulates of all conv/linear layers for one forward pass at ``spatial_zyx`` (forward hooks).
+
+    Runs the model on a zero input on the model's device; the result is exact for conv and linear
+    layers, which dominate the cost (norms and activations are ignored).
+    """
+    config: ModelConfig = model.config  # type: ignore[assignment]
+    total = 0
+
+    def hook(module: nn.Module, _inputs: Any, output: torch.Tensor) -> None:
+        nonlocal total
+        if isinstance(module, nn.Conv3d):
+            kernel = math.prod(module.kernel_size) * module.in_channels // module.groups
+            total += output.numel() * kernel
+        elif isinstance(module, nn.Conv1d):
+            total += output.numel() * module.kernel_size[0] * module.in_channels
+        elif isinstance(module, nn.Linear):
+            total += output.numel() * module.in_features
+
+    handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, (nn.Conv3d, nn.Conv1d,
+                                                                                          nn.Linear))]
+    device = next(model.parameters()).device
+    try:
+        with torch.inference_mode():
+            image = torch.zeros(batch, len(config.modalities), *spatial_zyx, device=device)
+            mask = torch.zeros(batch, len(config.mask_labels), *spatial_zyx, device=device)
+            model(image, mask)
+    finally:
+        for handle in handles:
+            handle.remove()
+    return total

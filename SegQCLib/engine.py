@@ -1,0 +1,112 @@
+"""The QC engine every front end calls: case -> QC network -> error probabilities -> report.
+
+``QCEngine`` loads a model package once and runs any number of cases with it (the CLI's manifest
+mode, the Slicer module).  ``run_qc_files`` is the one-call version for files.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Callable, Optional, Union
+
+import torch
+
+from .inference import CancelCheck, check_cancelled, predict_case, select_device
+from .io import Case, load_case
+from .model import ModelConfig
+from .model_package import ModelPackage, default_model_path, load_model_package
+from .postprocess import PostprocessParams, QCResult, build_report
+
+logger = logging.getLogger(__name__)
+
+ProgressCallback = Callable[[float, str], None]
+PathLike = Union[str, os.PathLike]
+
+# Share of the progress bar taken by the network; the rest is the report (estimates, boxes, ranking).
+PROGRESS_NETWORK_END = 0.9
+
+
+class QCEngine:
+    """A loaded QC model on a device, ready to check cases."""
+
+    def __init__(self, model_path: Optional[PathLike] = None, device: str = "auto",
+                 overlap: Optional[float] = None, window_batch: Optional[int] = None) -> None:
+        path = Path(model_path) if model_path is not None else default_model_path()
+        self._package: ModelPackage = load_model_package(path)
+        self._device = select_device(device)
+        self._package.model.to(self._device)
+        self.overlap = overlap
+        self.window_batch = window_batch
+        if not self._package.config.trained:
+            logger.warning("Model %s is untrained (random weights): its error maps and scores are meaningless",
+                           self._package.config.name)
+
+    @property
+    def config(self) -> ModelConfig:
+        return self._package.config
+
+    @property
+    def device(self) -> str:
+        return str(self._device)
+
+    @property
+    def model(self) -> torch.nn.Module:
+        return self._package.model
+
+    @property
+    def model_info(self) -> dict[str, Any]:
+        return self._package.info
+
+    def run_case(self, case: Case, progress: Optional[ProgressCallback] = None, cancel: CancelCheck = None,
+                 postprocess_params: Optional[PostprocessParams] = None) -> QCResult:
+        """Error probabilities and the report of one case (nothing is written)."""
+        started = time.perf_counter()
+        notify = progress or (lambda _fraction, _message: None)
+        segmentation = case.segmentation
+        inference = predict_case(
+            self._package.model, self.config, [image.array for image in case.images], segmentation.array,
+            segmentation.geometry, self._device, overlap=self.overlap, window_batch=self.window_batch,
+            progress=lambda fraction, message: notify(fraction * PROGRESS_NETWORK_END, message), cancel=cancel)
+        check_cancelled(cancel)
+        notify(PROGRESS_NETWORK_END, "Estimating quality, finding error regions")
+        class_names = {**self.config.classes, **segmentation.names}
+        report = build_report(segmentation, inference.error_prob, postprocess_params, class_names)
+        report.case.dice_pred = inference.dice_pred
+        report.case.nsd_pred = inference.nsd_pred
+        report.device = self.device
+        report.model = self.model_info
+        report.notices = list(case.notices) + inference.notices + report.notices
+        if not self.config.trained:
+            report.notices.append(f"Model {self.config.name} is untrained: predictions are not meaningful")
+        report.inputs = {**report.inputs, "images": [image.path for image in case.images],
+                         "segmentation": segmentation.path}
+        report.parameters = {**report.parameters, "inference": {
+            "overlap": self.overlap if self.overlap is not None else self.config.window_overlap,
+            "windows": inference.windows, "window_batch": inference.window_batch,
+            "crop_zyx": [list(inference.crop.start_zyx), list(inference.crop.stop_zyx)],
+            "resampled": inference.resampled,
+        }}
+        report.timing_s = {**inference.timing_s, **report.timing_s,
+                           "total": round(time.perf_counter() - started, 4)}
+        notify(1.0, "Done")
+        return QCResult(report, inference.error_prob, segmentation.geometry)
+
+
+def run_qc_files(image_paths: Sequence[PathLike], seg_path: PathLike, out_dir: PathLike,
+                 model_path: Optional[PathLike] = None, device: str = "auto", resample_seg: bool = False,
+                 progress: Optional[ProgressCallback] = None, cancel: CancelCheck = None,
+                 engine: Optional[QCEngine] = None) -> QCResult:
+    """Read a case from files, run QC and write ``report.json`` + ``error_prob_<label>.nii.gz`` to ``out_dir``.
+
+    Nothing is written when reading, the network or the report fails or the run is cancelled.
+    """
+    engine = engine or QCEngine(model_path, device)
+    case = load_case(image_paths, seg_path, resample_seg=resample_seg)
+    result = engine.run_case(case, progress=progress, cancel=cancel)
+    check_cancelled(cancel)
+    result.write(out_dir)
+    return result

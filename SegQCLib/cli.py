@@ -15,6 +15,8 @@ from .errors import SegQCError
 # Each module defines ``register(subparsers)`` which adds its parser and sets ``func=run(args) -> int``.
 COMMAND_MODULES = (
     "SegQCLib.commands.estimate",
+    "SegQCLib.commands.run",
+    "SegQCLib.commands.model",
 )
 
 EXIT_OK = 0

@@ -227,6 +227,7 @@ class SegQCLogic:
         """(z, y, x) label array of the mapped segments on the reference volume's grid (the node is not modified)."""
         shape = self.volumeGeometry(referenceVolumeNode).shape_zyx
         labels = np.zeros(shape, dtype=np.uint8 if max(mapping.values(), default=0) < 256 else np.int16)
+        colorTablesBefore = {node.GetID() for node in self._nodesByClass("vtkMRMLColorTableNode")}
         labelmapNode = self.scene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode", "__SegQC_export__")
         labelmapNode.SetHideFromEditors(True)
         try:
@@ -246,6 +247,10 @@ class SegQCLogic:
                 labels[mask] = label
         finally:
             self._removeNodeAndDisplay(labelmapNode)
+            # Export makes a colour table per call from the segment colours: remove those, never an existing one.
+            for node in self._nodesByClass("vtkMRMLColorTableNode"):
+                if node.GetID() not in colorTablesBefore:
+                    self.scene.RemoveNode(node)
         return labels
 
     def prepareInputs(self, imageNodes: Sequence[Any], segmentationNode: Any,

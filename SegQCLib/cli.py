@@ -17,6 +17,7 @@ COMMAND_MODULES = (
     "SegQCLib.commands.estimate",
     "SegQCLib.commands.run",
     "SegQCLib.commands.model",
+    "SegQCLib.commands.corrections",
 )
 
 EXIT_OK = 0

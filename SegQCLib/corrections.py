@@ -34,9 +34,9 @@ are never reused, not even those of quarantined records.
 Names: a case id may be any text of at most :data:`MAX_NAME_LENGTH` characters without control
 characters (those are rejected with :class:`InputError`).  Its folder name (``case_key``) keeps
 ``A-Z a-z 0-9 . _ -``; any other character (``/``, ``\\``, spaces, non-ASCII) and any run of dots
-(``..``) becomes ``_``, leading and trailing dots are dropped, and the key then gets ``~`` plus 8 hex digits of the id's sha256, so distinct ids never share a
-folder and no id can leave ``records/``.  Reviewer names are validated the same way but only ever
-stored inside JSON, never in a path.
+(``..``) becomes ``_``, leading and trailing dots are dropped, and the key then gets ``~`` plus 8 hex
+digits of the id's sha256, so distinct ids never share a folder and no id can leave ``records/``.
+Reviewer names are validated the same way but only ever stored inside JSON, never in a path.
 """
 
 from __future__ import annotations
@@ -548,21 +548,33 @@ class CorrectionStore:
             raise InputError(f"{self.root} is not a SegQC corrections store (no valid {MARKER_FILE})")
 
     def _ensure_created(self) -> None:
-        if self.is_store():
-            self.tmp_dir.mkdir(exist_ok=True)
-            self.records_dir.mkdir(exist_ok=True)
-            return
-        if self.root.exists() and (not self.root.is_dir() or any(self.root.iterdir())):
-            raise InputError(f"{self.root} exists and is not a SegQC corrections store; "
-                             "choose an empty or new folder for the store")
+        if not self.is_store():
+            self._create()
+        self.tmp_dir.mkdir(exist_ok=True)
+        self.records_dir.mkdir(exist_ok=True)
+
+    def _create(self) -> None:
+        """Make a new store; safe when several processes create the same one at once (the marker commits it)."""
+
+        def refuse_if_foreign() -> None:
+            if self.root.exists() and (not self.root.is_dir() or not _only_store_entries(self.root)):
+                raise InputError(f"{self.root} exists and is not a SegQC corrections store; "
+                                 "choose an empty or new folder for the store")
+
+        refuse_if_foreign()  # before creating the lock file: never write into somebody else's folder
         self.root.mkdir(parents=True, exist_ok=True)
-        for folder in (self.records_dir, self.tmp_dir, self.quarantine_dir):
-            folder.mkdir(exist_ok=True)
-        marker = {"format": STORE_FORMAT, "format_version": STORE_FORMAT_VERSION, "created_by": f"segqc {__version__}"}
-        tmp = self.root / f".{MARKER_FILE}.{uuid.uuid4().hex}.tmp"
-        _write_bytes_synced(tmp, json.dumps(marker, indent=2).encode("utf-8"))
-        os.replace(tmp, self.root / MARKER_FILE)
-        _fsync_dir(self.root)
+        with self._locked():
+            if self.is_store():
+                return
+            refuse_if_foreign()
+            for folder in (self.records_dir, self.tmp_dir, self.quarantine_dir):
+                folder.mkdir(exist_ok=True)
+            marker = {"format": STORE_FORMAT, "format_version": STORE_FORMAT_VERSION,
+                      "created_by": f"segqc {__version__}"}
+            tmp = self.root / f".{MARKER_FILE}.{uuid.uuid4().hex}.tmp"
+            _write_bytes_synced(tmp, json.dumps(marker, indent=2).encode("utf-8"))
+            os.replace(tmp, self.root / MARKER_FILE)
+            _fsync_dir(self.root)
 
     @contextlib.contextmanager
     def _locked(self, timeout_s: float = LOCK_TIMEOUT_S) -> Iterator[None]:
@@ -668,6 +680,8 @@ class CorrectionStore:
                             case_dir.rmdir()
                     raise
                 committed = True
+                # The work folder is gone (renamed): drop its lock now so a kill from here on leaves nothing in .tmp.
+                _drop_lock(writer_lock)
                 record = _record_from_metadata(metadata, final)
                 self._after_commit(case_dir, record)
         except OSError as exc:
@@ -680,9 +694,7 @@ class CorrectionStore:
                 shutil.rmtree(work, ignore_errors=True)
             raise
         finally:
-            writer_lock.release()
-            with contextlib.suppress(OSError):
-                (self.tmp_dir / f"{name}.lock").unlink()
+            _drop_lock(writer_lock)
         logger.info("Recorded correction %s in %s", record.record_id, self.root)
         return record
 
@@ -871,7 +883,7 @@ class CorrectionStore:
                 whole.append(_record_from_metadata(metadata, path))
         self._find_strays(report, known_records, to_quarantine)
         self._find_leftovers(report, to_quarantine)
-        index_ok = self._check_index(report, {r.record_id for r in whole})
+        index_ok = self._check_index(report, set(on_disk))
         if not repair:
             return
         for path, kind, reason in to_quarantine:
@@ -923,15 +935,15 @@ class CorrectionStore:
             report.problems.append(StoreProblem(ProblemKind.INCOMPLETE_WRITE, str(entry), detail))
             to_quarantine.append((entry, ProblemKind.INCOMPLETE_WRITE, detail))
 
-    def _check_index(self, report: VerifyReport, whole_ids: set[str]) -> bool:
+    def _check_index(self, report: VerifyReport, committed_ids: set[str]) -> bool:
         entries = self._read_index()
         if entries is None:
             detail = "missing, unreadable or torn (e.g. a write interrupted mid-line)"
-        elif set(entries) != whole_ids:
-            missing = sorted(whole_ids - set(entries))
-            extra = sorted(set(entries) - whole_ids)
+        elif set(entries) != committed_ids:
+            missing = sorted(committed_ids - set(entries))
+            extra = sorted(set(entries) - committed_ids)
             detail = f"out of date: {len(missing)} record(s) not indexed {missing[:3]}, " \
-                     f"{len(extra)} entry(ies) without a whole record {extra[:3]}"
+                     f"{len(extra)} entry(ies) without a record {extra[:3]}"
         else:
             return True
         report.problems.append(StoreProblem(ProblemKind.INDEX_DAMAGED, str(self.index_path), detail))
@@ -953,6 +965,20 @@ class CorrectionStore:
         _fsync_dir(path.parent)
         logger.warning("Quarantined %s -> %s (%s)", path, target, reason)
         return target
+
+
+def _only_store_entries(root: Path) -> bool:
+    """True when ``root`` holds nothing but what a store being created by another process may contain."""
+    allowed = {LOCK_FILE, RECORDS_DIR, TMP_DIR, QUARANTINE_DIR}
+    return all(p.name in allowed or re.match(rf"^\.{re.escape(MARKER_FILE)}\..+\.tmp$", p.name)
+               for p in root.iterdir())
+
+
+def _drop_lock(lock: _ProcessLock) -> None:
+    """Delete a writer's lock file, then release it (idempotent)."""
+    with contextlib.suppress(OSError):
+        lock.path.unlink()
+    lock.release()
 
 
 def _lock_is_held(path: Path) -> bool:

@@ -29,7 +29,7 @@ import vtk
 
 from SegQCLib.errors import CancelledError, GeometryMismatchError, InputError, ModelError, SegQCError
 from SegQCLib.geometry import Geometry
-from SegQCLib.io import Case, LabelMap, Volume
+from SegQCLib.io import Case, LabelMap, Volume, write_array
 
 logger = logging.getLogger(__name__)
 
@@ -131,11 +131,18 @@ class SegQCLogic:
                 raise ModelError(f"Cannot load the QC model {modelPath or '(bundled default)'}: {exc}") from exc
         return self._engines[key]
 
-    def modelClassNames(self, modelPath: Optional[str] = None, device: str = "auto") -> dict[int, str]:
-        return {int(label): str(name) for label, name in self.engine(modelPath, device).config.classes.items()}
+    @staticmethod
+    def modelConfig(modelPath: Optional[str] = None) -> Any:
+        """The model package's configuration (classes, modalities) without loading its weights."""
+        from SegQCLib.model_package import default_model_path, read_config
 
-    def modelModalityCount(self, modelPath: Optional[str] = None, device: str = "auto") -> int:
-        return len(self.engine(modelPath, device).config.modalities)
+        return read_config(modelPath or default_model_path())
+
+    def modelClassNames(self, modelPath: Optional[str] = None) -> dict[int, str]:
+        return {int(label): str(name) for label, name in self.modelConfig(modelPath).classes.items()}
+
+    def modelModalityCount(self, modelPath: Optional[str] = None) -> int:
+        return len(self.modelConfig(modelPath).modalities)
 
     # ------------------------------------------------------------------------------------------
     # Nodes -> arrays
@@ -308,12 +315,47 @@ class SegQCLogic:
         it was; the segmentation node is only read.
         """
         engine = self.engine(modelPath, device)
-        prepared = self.prepareInputs(imageNodes, segmentationNode, self.modelClassNames(modelPath, device),
-                                      mapping, len(engine.config.modalities))
+        classNames = {int(label): str(name) for label, name in engine.config.classes.items()}
+        prepared = self.prepareInputs(imageNodes, segmentationNode, classNames, mapping,
+                                      len(engine.config.modalities))
         qcResult = engine.run_case(prepared.case, progress=progress, cancel=cancel)
         if cancel is not None and cancel():
             raise CancelledError("QC cancelled")
         return self.applyResult(prepared, qcResult.report.to_dict(), qcResult.error_prob)
+
+    @staticmethod
+    def writeProcessInputs(prepared: PreparedInputs, workDir: str) -> tuple[list[str], str]:
+        """Write the prepared case as files for a ``segqc run`` process; returns (image paths, seg path)."""
+        work = Path(workDir)
+        images = [str(write_array(work / f"image_{index:04d}.nii.gz", volume.array, volume.geometry))
+                  for index, volume in enumerate(prepared.case.images)]
+        segmentation = prepared.case.segmentation
+        return images, str(write_array(work / "segmentation.nii.gz", segmentation.array, segmentation.geometry))
+
+    @staticmethod
+    def processCommand(python: str, imagePaths: Sequence[str], segmentationPath: str, outputDir: str,
+                       modelPath: Optional[str] = None, device: str = "auto") -> list[str]:
+        """Command line of a ``segqc run`` process that reports progress as JSON lines on stdout."""
+        command = [python, "-m", "SegQCLib.cli", "run"]
+        for path in imagePaths:
+            command += ["--image", str(path)]
+        command += ["--seg", str(segmentationPath), "--out", str(outputDir), "--device", str(device),
+                    "--progress", "json"]
+        if modelPath:
+            command += ["--model", str(modelPath)]
+        return command
+
+    @staticmethod
+    def parseProcessLine(line: str) -> Optional[dict[str, Any]]:
+        """One JSON event of ``segqc run --progress json`` (None for any other output line)."""
+        line = line.strip()
+        if not line.startswith("{"):
+            return None
+        try:
+            event = json.loads(line)
+        except json.JSONDecodeError:
+            return None
+        return event if isinstance(event, dict) and "event" in event else None
 
     def loadProcessResult(self, prepared: PreparedInputs, outputDir: str) -> SegQCResult:
         """Create the result nodes from a ``segqc run`` output folder (the widget's background process)."""

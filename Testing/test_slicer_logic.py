@@ -9,6 +9,8 @@ itself (end to end, cancellation, a model that does not load).
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -410,3 +412,33 @@ def test_the_class_of_a_box_leads_back_to_its_segment(reviewed):
     name = reviewed["segmentation"].GetSegmentation().GetSegment(segment_id).GetName()
     assert name == CLASS_NAMES[label]
 
+
+
+def test_the_widgets_background_process_path_gives_the_same_nodes(review, model_path, tmp_path):
+    """What the widget does: inputs written to files, `segqc run --progress json` in a process, results loaded."""
+    logic = review["logic"]
+    prepared = logic.prepareInputs([review["volume"]], review["segmentation"], logic.modelClassNames(model_path))
+    images, seg = logic.writeProcessInputs(prepared, str(tmp_path / "in"))
+    command = logic.processCommand(sys.executable, images, seg, str(tmp_path / "out"), model_path, "cpu")
+    completed = subprocess.run(command, capture_output=True, text=True, timeout=300,
+                               env={**os.environ, "OMP_NUM_THREADS": "1"})
+    events = [e for e in map(logic.parseProcessLine, completed.stdout.splitlines()) if e]
+    assert completed.returncode == 0, completed.stderr[-2000:]
+    fractions = [e["fraction"] for e in events if e["event"] == "progress"]
+    assert fractions and fractions == sorted(fractions)
+    assert events[-1]["event"] == "done"
+    result = logic.loadProcessResult(prepared, str(tmp_path / "out"))
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert result.report["case"] == report["case"]
+    assert result.boxesTableNode.GetNumberOfRows() == len(report["boxes"])
+    for label, node in result.overlayNodes.items():
+        np.testing.assert_allclose(matrix_of(node), matrix_of(review["volume"]))
+        expected = read_image(tmp_path / "out" / f"error_prob_{label}.nii.gz").array
+        np.testing.assert_allclose(slicer.util.arrayFromVolume(node), expected, atol=1e-6)
+
+
+def test_process_output_lines_that_are_not_events_are_ignored():
+    assert SegQCLogic.parseProcessLine('{"event": "progress", "fraction": 0.5, "message": "x"}')["fraction"] == 0.5
+    assert SegQCLogic.parseProcessLine("INFO loading model") is None
+    assert SegQCLogic.parseProcessLine("{broken") is None
+    assert SegQCLogic.parseProcessLine('{"no_event": 1}') is None

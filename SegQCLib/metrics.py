@@ -28,6 +28,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Optional
 
 import numpy as np
 from scipy import ndimage
@@ -37,6 +38,12 @@ from .errors import InputError
 # Surface tolerance when the caller gives none: one voxel at the typical 1 mm MRI resolution.  NSD is
 # only comparable between results computed with the same tolerance; set it per structure when known.
 DEFAULT_NSD_TOLERANCE_MM = 1.0
+
+# Probing the other boundary at every offset within the tolerance costs at most (#offsets × #boundary
+# voxels) lookups of ~8 ns (usually far fewer: most voxels match at the first offsets); the two
+# distance transforms cost ~190 ns per voxel of the box (both measured with scipy 1.x on one core).
+# Probe while its worst case stays below the transforms' cost.
+_PROBE_COST_PER_VOXEL = 16
 
 # NSD works on the bounding box of both masks.  No margin is needed: the erosion treats everything
 # beyond the array as background (border_value=0), which is exactly what lies beyond the box, and every
@@ -171,15 +178,78 @@ def _boundary(mask: np.ndarray, structure: np.ndarray) -> np.ndarray:
     return mask & ~ndimage.binary_erosion(mask, structure=structure, border_value=0)
 
 
-def _within_tolerance_counts(
-    a: np.ndarray, b: np.ndarray, structure: np.ndarray, sampling: Sequence[float], tolerance_mm: float
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Boundaries of a and b, and which boundary voxels lie within tolerance of the other boundary.
+def _ball_offsets(spacing: Sequence[float], tolerance_mm: float, flat_axis: Optional[int]) -> np.ndarray:
+    """Integer voxel offsets no farther than ``tolerance_mm`` (none along ``flat_axis``), nearest first.
 
-    Both boundaries must be non-empty (the distance transform needs a zero somewhere).
+    The distance is computed as ``distance_transform_edt`` computes it (sqrt of the sum of squared
+    scaled offsets, in axis order), so both ways of testing the tolerance agree to the last bit.
     """
+    radius = [int(math.floor(tolerance_mm / s)) for s in spacing]
+    if flat_axis is not None:
+        radius[flat_axis] = 0
+    grids = np.meshgrid(*[np.arange(-r, r + 1) for r in radius], indexing="ij")
+    offsets = np.stack([g.ravel() for g in grids], axis=1)
+    distance_mm = np.sqrt(np.add.reduce((offsets.astype(np.float64) * np.asarray(spacing)) ** 2, axis=1))
+    keep = distance_mm <= tolerance_mm
+    order = np.argsort(distance_mm[keep], kind="stable")
+    return offsets[keep][order]
+
+
+def _near(source: np.ndarray, target: np.ndarray, offsets: np.ndarray) -> np.ndarray:
+    """The voxels of ``source`` that have a ``target`` voxel at one of ``offsets``.
+
+    Loops over the (few) offsets, each step vectorised over the source voxels not yet matched; with
+    the offsets nearest first most voxels are settled by the first ones.
+    """
+    radius = np.abs(offsets).max(axis=0)
+    padded = np.ascontiguousarray(np.pad(target, [(int(r), int(r)) for r in radius]))
+    flat_target = padded.ravel()
+    strides = np.array(padded.strides, dtype=np.int64) // padded.itemsize
+    coords = np.nonzero(source)
+    remaining = sum((c.astype(np.int64) + int(r)) * int(st) for c, r, st in zip(coords, radius, strides))
+    remaining_index = np.arange(remaining.size)
+    hit = np.zeros(remaining.size, dtype=bool)
+    for step in offsets.astype(np.int64) @ strides:
+        found = flat_target[remaining + step]
+        hit[remaining_index[found]] = True
+        remaining = remaining[~found]
+        remaining_index = remaining_index[~found]
+        if remaining.size == 0:
+            break
+    out = np.zeros_like(source)
+    out[coords] = hit
+    return out
+
+
+def _surface_agreement(
+    a: np.ndarray, b: np.ndarray, spacing: Sequence[float], tolerance_mm: float, flat_axis: Optional[int]
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Boundaries of a and b, and which of their voxels lie within tolerance of the other boundary.
+
+    Both masks must be non-empty.  With ``flat_axis`` the boundaries and distances are 2D, within each
+    slice along that axis.  Two exact ways, whichever touches fewer voxels: probing the other boundary
+    at every offset within the tolerance (small tolerances: a handful of offsets per boundary voxel),
+    or one Euclidean distance transform per boundary (large tolerances).  For 2D distances the
+    transform is given a spacing along ``flat_axis`` larger than any in-plane distance plus the
+    tolerance, so a boundary voxel in another slice can never be nearer, or within tolerance.
+    """
+    structure = ndimage.generate_binary_structure(a.ndim, 1)
+    if flat_axis is not None:
+        in_plane = np.zeros_like(structure)
+        index: list = [slice(None)] * a.ndim
+        index[flat_axis] = 1
+        in_plane[tuple(index)] = ndimage.generate_binary_structure(a.ndim - 1, 1)
+        structure = in_plane
     boundary_a = _boundary(a, structure)
     boundary_b = _boundary(b, structure)
+    offsets = _ball_offsets(spacing, tolerance_mm, flat_axis)
+    n_boundary = int(np.count_nonzero(boundary_a)) + int(np.count_nonzero(boundary_b))
+    if len(offsets) * n_boundary <= _PROBE_COST_PER_VOXEL * a.size:
+        return boundary_a, boundary_b, _near(boundary_a, boundary_b, offsets), _near(boundary_b, boundary_a, offsets)
+    sampling = list(spacing)
+    if flat_axis is not None:
+        in_plane_extent_mm = sum(n * s for i, (n, s) in enumerate(zip(a.shape, spacing)) if i != flat_axis)
+        sampling[flat_axis] = in_plane_extent_mm + tolerance_mm + 1.0
     dist_to_b = ndimage.distance_transform_edt(~boundary_b, sampling=sampling)
     dist_to_a = ndimage.distance_transform_edt(~boundary_a, sampling=sampling)
     return boundary_a, boundary_b, boundary_a & (dist_to_b <= tolerance_mm), boundary_b & (dist_to_a <= tolerance_mm)
@@ -191,7 +261,8 @@ def normalized_surface_dice(
     """Normalised surface Dice of two masks at ``tolerance_mm`` (Nikolov et al.), voxel-boundary version.
 
     Surfaces are the boundary voxels (mask voxels with a face neighbour outside the mask); distances
-    between them are Euclidean in mm (``distance_transform_edt`` with ``sampling=spacing``).  NSD is
+    between them are Euclidean in mm (as ``distance_transform_edt`` with ``sampling=spacing`` gives
+    them; see :func:`_surface_agreement` for the two exact ways the tolerance is tested).  NSD is
     (#boundary voxels of A within tolerance of B's boundary + the same for B) / (#boundary voxels of A
     and B).  The work is done on the bounding box of A∪B, so it scales with the structure,
     not the volume.  Both empty: 1.0; exactly one empty: 0.0.
@@ -207,8 +278,7 @@ def normalized_surface_dice(
     if not has_a or not has_b:
         return 0.0
     crop = _bounding_crop(a | b)
-    structure = ndimage.generate_binary_structure(a.ndim, 1)
-    boundary_a, boundary_b, ok_a, ok_b = _within_tolerance_counts(a[crop], b[crop], structure, spacing, tolerance_mm)
+    boundary_a, boundary_b, ok_a, ok_b = _surface_agreement(a[crop], b[crop], spacing, tolerance_mm, None)
     n_ok = int(np.count_nonzero(ok_a)) + int(np.count_nonzero(ok_b))
     return n_ok / (int(np.count_nonzero(boundary_a)) + int(np.count_nonzero(boundary_b)))
 
@@ -314,11 +384,12 @@ def per_slice_nsd(
     """2D normalised surface Dice of each slice along ``axis``.
 
     Surfaces are the 2D boundaries within each slice (4-connected erosion in the slice plane) and the
-    distances are 2D, in mm, within the slice.  Both come from single 3D calls: the erosion uses a
-    structuring element that is flat along ``axis``, and the one 3D distance transform uses, along
-    ``axis``, a spacing larger than any in-plane distance plus the tolerance, so a boundary voxel in
-    another slice can never be nearer (or within tolerance) than one in the same slice.  nan where both
-    masks are empty in the slice, 0 where exactly one is.
+    distances are 2D, in mm, within the slice.  Both come from whole-volume calls, no loop over slices:
+    the erosion uses a structuring element that is flat along ``axis``; the tolerance test either probes
+    in-plane offsets only, or runs one 3D distance transform with, along ``axis``, a spacing larger than
+    any in-plane distance plus the tolerance, so that a boundary voxel in another slice can never be
+    nearer (or within tolerance) than one in the same slice.  nan where both masks are empty in the
+    slice, 0 where exactly one is.
     """
     a, b = _as_bool_pair(a, b)
     if a.ndim != 3:
@@ -335,20 +406,12 @@ def per_slice_nsd(
     both = has_a & has_b
     if not both.any():
         return result
-    crop = list(_bounding_crop(a | b))
-    crop[axis] = slice(None)  # keep every slice so the per-slice counts line up with the result
-    crop = tuple(crop)
-    a_crop = a[crop]
-    b_crop = b[crop]
-    in_plane_extent_mm = sum(a_crop.shape[i] * spacing[i] for i in plane)
-    sampling = list(spacing)
-    sampling[axis] = in_plane_extent_mm + tolerance_mm + 1.0
-    structure = np.zeros((3, 3, 3), dtype=bool)
-    flat_index = [slice(None)] * 3
-    flat_index[axis] = 1
-    structure[tuple(flat_index)] = ndimage.generate_binary_structure(2, 1)
-    boundary_a, boundary_b, ok_a, ok_b = _within_tolerance_counts(a_crop, b_crop, structure, sampling, tolerance_mm)
+    crop = _bounding_crop(a | b)
+    boundary_a, boundary_b, ok_a, ok_b = _surface_agreement(a[crop], b[crop], spacing, tolerance_mm, axis)
     n_ok = np.count_nonzero(ok_a, axis=plane) + np.count_nonzero(ok_b, axis=plane)
     n_boundary = np.count_nonzero(boundary_a, axis=plane) + np.count_nonzero(boundary_b, axis=plane)
-    result[both] = n_ok[both] / n_boundary[both]
+    # Slices outside the box hold neither mask and stay nan.
+    in_box = slice(crop[axis].start, crop[axis].stop)
+    both_in_box = both[in_box]
+    result[in_box][both_in_box] = n_ok[both_in_box] / n_boundary[both_in_box]
     return result

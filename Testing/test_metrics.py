@@ -247,7 +247,14 @@ def _reference_nsd(a: np.ndarray, b: np.ndarray, spacing, tolerance_mm: float) -
     return (np.sum(a_to_b <= tolerance_mm) + np.sum(b_to_a <= tolerance_mm)) / (a_to_b.size + b_to_a.size)
 
 
-def test_nsd_on_the_cropped_box_equals_the_full_volume_definition(real_pair):
+@pytest.fixture(params=["probe_offsets", "distance_transform"])
+def nsd_method(request, monkeypatch):
+    """Forces one of the two exact ways NSD tests the tolerance (normally chosen by cost)."""
+    monkeypatch.setattr(metrics, "_PROBE_COST_PER_VOXEL", 10**9 if request.param == "probe_offsets" else 0)
+    return request.param
+
+
+def test_nsd_on_the_cropped_box_equals_the_full_volume_definition(real_pair, nsd_method):
     query, truth, _ = real_pair
     spacing = (1.3, 0.9, 1.1)
     for label in LABELS:
@@ -255,7 +262,7 @@ def test_nsd_on_the_cropped_box_equals_the_full_volume_definition(real_pair):
         # on one side (the roll) checks the border handling too.
         a = np.pad(query == label, ((4, 0), (0, 6), (3, 3)))
         b = np.pad(np.roll(truth == label, 2, axis=2), ((4, 0), (0, 6), (3, 3)))
-        for tolerance in (0.5, 1.0, 2.0):
+        for tolerance in (0.0, 0.5, 1.0, 2.0, 4.5):
             expected = _reference_nsd(a, b, spacing, tolerance)
             assert metrics.normalized_surface_dice(a, b, spacing, tolerance) == pytest.approx(expected, abs=1e-12)
 
@@ -343,7 +350,7 @@ def test_per_slice_metrics_follow_the_empty_slice_conventions(real_pair):
 
 
 @pytest.mark.parametrize("axis", [0, 1, 2])
-def test_per_slice_nsd_equals_2d_nsd_slice_by_slice(real_pair, axis):
+def test_per_slice_nsd_equals_2d_nsd_slice_by_slice(real_pair, axis, nsd_method):
     query, truth, _ = real_pair
     spacing = (1.4, 0.9, 1.1)
     in_plane = tuple(s for i, s in enumerate(spacing) if i != axis)
@@ -352,13 +359,17 @@ def test_per_slice_nsd_equals_2d_nsd_slice_by_slice(real_pair, axis):
         t = truth == label
         for tolerance in (0.0, 1.0, 2.5):
             expected = _reference_per_slice(
-                lambda a, b, tol=tolerance: metrics.normalized_surface_dice(a, b, in_plane, tol), m, t, axis, True
+                lambda a, b, tol=tolerance: _reference_nsd(a, b, in_plane, tol) if a.any() and b.any() else 0.0,
+                m,
+                t,
+                axis,
+                True,
             )
             got = metrics.per_slice_nsd(m, t, spacing, tolerance, axis)
             np.testing.assert_allclose(got, expected, rtol=1e-12, atol=0, err_msg=f"label {label} tol {tolerance}")
 
 
-def test_per_slice_nsd_ignores_surfaces_in_neighbouring_slices():
+def test_per_slice_nsd_ignores_surfaces_in_neighbouring_slices(nsd_method):
     a = np.zeros((3, 10, 10), dtype=bool)
     b = np.zeros_like(a)
     a[0, 1:3, 1:3] = True

@@ -1,0 +1,204 @@
+"""Model packages: round trip, provenance, and refusal of hostile, corrupt or mismatched files."""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+
+import pytest
+import torch
+
+from SegQCLib import model_package
+from SegQCLib.errors import ModelError
+from SegQCLib.model import ModelConfig
+from SegQCLib.model_package import (
+    CARD_FILE,
+    CONFIG_FILE,
+    WEIGHTS_FILE,
+    default_model_path,
+    file_sha256,
+    init_model_package,
+    load_model_package,
+)
+
+TINY = dict(widths=[4, 8, 16], blocks_per_stage=[1, 1, 1], strides=[[1, 1, 1], [2, 2, 2], [2, 2, 2]],
+            decoder_from_stage=1, full_res_width=4, case_head_hidden=8, patch_size_zyx=[16, 16, 16])
+
+
+@pytest.fixture
+def package(tmp_path):
+    return init_model_package(tmp_path / "pkg", ModelConfig(**TINY), seed=3)
+
+
+class WritesMarker:
+    """Unpickling this runs a shell command: what a hostile weights file would do."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_init_then_load_gives_the_same_config_and_weights(package):
+    loaded = load_model_package(package)
+    assert loaded.config == ModelConfig(**TINY)
+    saved = torch.load(package / WEIGHTS_FILE, weights_only=True)
+    assert all(torch.equal(saved[k], v) for k, v in loaded.model.state_dict().items())
+    assert not loaded.model.training
+
+
+def test_package_records_sha256_and_an_untrained_model_card(package):
+    loaded = load_model_package(package)
+    assert loaded.sha256 == file_sha256(package / WEIGHTS_FILE)
+    assert loaded.info["sha256"] == loaded.sha256 and loaded.info["trained"] is False
+    assert "untrained" in (package / CARD_FILE).read_text()
+
+
+def test_same_seed_gives_identical_weights(tmp_path):
+    first = init_model_package(tmp_path / "a", ModelConfig(**TINY), seed=5)
+    second = init_model_package(tmp_path / "b", ModelConfig(**TINY), seed=5)
+    a = torch.load(first / WEIGHTS_FILE, weights_only=True)
+    b = torch.load(second / WEIGHTS_FILE, weights_only=True)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_a_file_inside_the_package_locates_the_package(package):
+    assert load_model_package(package / CONFIG_FILE).path == package.resolve()
+
+
+def test_existing_package_is_not_overwritten_by_default(package):
+    with pytest.raises(ModelError, match="already exists"):
+        init_model_package(package, ModelConfig(**TINY))
+
+
+def test_the_hostile_payload_runs_code_when_unpickled_naively(tmp_path):
+    """Control for the two refusal tests below: an unrestricted load really would execute it."""
+    marker = tmp_path / "code_was_executed"
+    pickle.loads(pickle.dumps(WritesMarker(marker)))
+    assert marker.exists()
+
+
+def test_hostile_pickle_is_refused_without_running_its_code(package, tmp_path):
+    marker = tmp_path / "code_was_executed"
+    torch.save({"stem.0.weight": WritesMarker(marker)}, package / WEIGHTS_FILE)
+    with pytest.raises(ModelError, match="Refused.*Python objects"):
+        load_model_package(package)
+    assert not marker.exists()
+
+
+def test_hostile_plain_pickle_is_refused_without_running_its_code(package, tmp_path):
+    marker = tmp_path / "code_was_executed"
+    with open(package / WEIGHTS_FILE, "wb") as stream:
+        pickle.dump(WritesMarker(marker), stream, protocol=2)
+    with pytest.raises(ModelError, match="[Rr]efused"):
+        load_model_package(package)
+    assert not marker.exists()
+
+
+def test_truncated_weights_are_refused(package):
+    data = (package / WEIGHTS_FILE).read_bytes()
+    (package / WEIGHTS_FILE).write_bytes(data[: len(data) // 2])
+    with pytest.raises(ModelError, match="corrupt or truncated"):
+        load_model_package(package)
+
+
+def test_empty_weights_file_is_refused(package):
+    (package / WEIGHTS_FILE).write_bytes(b"")
+    with pytest.raises(ModelError, match="empty"):
+        load_model_package(package)
+
+
+def test_random_bytes_are_refused(package):
+    (package / WEIGHTS_FILE).write_bytes(os.urandom(4096))
+    with pytest.raises(ModelError, match="corrupt"):
+        load_model_package(package)
+
+
+def test_weights_that_are_not_a_state_dict_are_refused(package):
+    torch.save([torch.zeros(3)], package / WEIGHTS_FILE)
+    with pytest.raises(ModelError, match="not a state_dict"):
+        load_model_package(package)
+
+
+def test_weights_of_another_architecture_are_refused(package, tmp_path):
+    other = init_model_package(tmp_path / "other", ModelConfig(**{**TINY, "widths": [8, 16, 32]}))
+    (package / WEIGHTS_FILE).write_bytes((other / WEIGHTS_FILE).read_bytes())
+    with pytest.raises(ModelError, match="wrong shape"):
+        load_model_package(package)
+
+
+def test_weights_with_missing_tensors_are_refused(package):
+    state = torch.load(package / WEIGHTS_FILE, weights_only=True)
+    state.pop("error_head.weight")
+    torch.save(state, package / WEIGHTS_FILE)
+    with pytest.raises(ModelError, match="missing tensors.*error_head.weight"):
+        load_model_package(package)
+
+
+def test_weights_with_nan_are_refused(package):
+    state = torch.load(package / WEIGHTS_FILE, weights_only=True)
+    state["error_head.weight"][:] = float("nan")
+    torch.save(state, package / WEIGHTS_FILE)
+    with pytest.raises(ModelError, match="NaN"):
+        load_model_package(package)
+
+
+def test_empty_config_is_refused(package):
+    (package / CONFIG_FILE).write_text("{}")
+    with pytest.raises(ModelError, match="missing required keys.*empty"):
+        load_model_package(package)
+
+
+def test_config_that_is_not_json_is_refused(package):
+    (package / CONFIG_FILE).write_text("widths: [1, 2]")
+    with pytest.raises(ModelError, match="not valid JSON"):
+        load_model_package(package)
+
+
+def test_config_with_a_bad_value_is_refused(package):
+    data = json.loads((package / CONFIG_FILE).read_text())
+    data["widths"] = ["many"]
+    (package / CONFIG_FILE).write_text(json.dumps(data))
+    with pytest.raises(ModelError, match="Invalid model configuration"):
+        load_model_package(package)
+
+
+def test_missing_package_and_missing_weights_are_reported(package, tmp_path):
+    with pytest.raises(ModelError, match="not found"):
+        load_model_package(tmp_path / "nowhere")
+    (package / WEIGHTS_FILE).unlink()
+    with pytest.raises(ModelError, match="weights not found"):
+        load_model_package(package)
+
+
+def test_default_model_comes_from_the_environment_variable(package, monkeypatch):
+    monkeypatch.setenv(model_package.MODEL_ENV, str(package))
+    assert default_model_path() == package
+
+
+def test_environment_variable_pointing_nowhere_is_an_error(tmp_path, monkeypatch):
+    monkeypatch.setenv(model_package.MODEL_ENV, str(tmp_path / "missing"))
+    with pytest.raises(ModelError, match="does not exist"):
+        default_model_path()
+
+
+def test_without_a_bundled_model_the_message_says_how_to_pass_one(tmp_path, monkeypatch):
+    monkeypatch.delenv(model_package.MODEL_ENV, raising=False)
+    monkeypatch.setattr(model_package, "_repository_default_dirs", lambda: [tmp_path / "Models" / "hippocampus"])
+    with pytest.raises(ModelError, match="No default QC model is installed.*--model"):
+        default_model_path()
+
+
+def test_bundled_model_is_found_when_installed(tmp_path, monkeypatch):
+    monkeypatch.delenv(model_package.MODEL_ENV, raising=False)
+    bundled = init_model_package(tmp_path / "Models" / "hippocampus", ModelConfig(**TINY))
+    monkeypatch.setattr(model_package, "_repository_default_dirs", lambda: [tmp_path / "absent", bundled])
+    assert default_model_path() == bundled
+
+
+def test_repository_default_location_is_resources_models_hippocampus():
+    candidates = model_package._repository_default_dirs()
+    assert candidates[0].parts[-3:] == ("Resources", "Models", "hippocampus")
+    assert candidates[0].parent.parent.parent == model_package.Path(model_package.__file__).resolve().parent.parent

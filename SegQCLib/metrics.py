@@ -94,6 +94,11 @@ def _check_spacing(spacing_zyx_mm: Sequence[float], ndim: int) -> tuple[float, .
     return spacing
 
 
+def _check_tolerance(tolerance_mm: float) -> None:
+    if not (math.isfinite(tolerance_mm) and tolerance_mm >= 0):
+        raise InputError(f"NSD tolerance must be a finite distance >= 0 mm, got {tolerance_mm}")
+
+
 def error_maps(query: np.ndarray, truth: np.ndarray, labels: Sequence[int]) -> dict[int, np.ndarray]:
     """Per-class true error maps E_c = (M == c) xor (T == c), boolean, one per label."""
     query, truth = _check_labels_pair(query, truth)
@@ -178,15 +183,20 @@ def _boundary(mask: np.ndarray, structure: np.ndarray) -> np.ndarray:
     return mask & ~ndimage.binary_erosion(mask, structure=structure, border_value=0)
 
 
+def _ball_radius(spacing: Sequence[float], tolerance_mm: float, flat_axis: Optional[int]) -> list[int]:
+    radius = [int(math.floor(tolerance_mm / s)) for s in spacing]
+    if flat_axis is not None:
+        radius[flat_axis] = 0
+    return radius
+
+
 def _ball_offsets(spacing: Sequence[float], tolerance_mm: float, flat_axis: Optional[int]) -> np.ndarray:
     """Integer voxel offsets no farther than ``tolerance_mm`` (none along ``flat_axis``), nearest first.
 
     The distance is computed as ``distance_transform_edt`` computes it (sqrt of the sum of squared
     scaled offsets, in axis order), so both ways of testing the tolerance agree to the last bit.
     """
-    radius = [int(math.floor(tolerance_mm / s)) for s in spacing]
-    if flat_axis is not None:
-        radius[flat_axis] = 0
+    radius = _ball_radius(spacing, tolerance_mm, flat_axis)
     grids = np.meshgrid(*[np.arange(-r, r + 1) for r in radius], indexing="ij")
     offsets = np.stack([g.ravel() for g in grids], axis=1)
     distance_mm = np.sqrt(np.add.reduce((offsets.astype(np.float64) * np.asarray(spacing)) ** 2, axis=1))
@@ -242,10 +252,15 @@ def _surface_agreement(
         structure = in_plane
     boundary_a = _boundary(a, structure)
     boundary_b = _boundary(b, structure)
-    offsets = _ball_offsets(spacing, tolerance_mm, flat_axis)
     n_boundary = int(np.count_nonzero(boundary_a)) + int(np.count_nonzero(boundary_b))
-    if len(offsets) * n_boundary <= _PROBE_COST_PER_VOXEL * a.size:
-        return boundary_a, boundary_b, _near(boundary_a, boundary_b, offsets), _near(boundary_b, boundary_a, offsets)
+    budget = _PROBE_COST_PER_VOXEL * a.size
+    # The ball holds about half the offsets of its bounding box: skip building it when even that is too many.
+    n_box_offsets = math.prod(2 * r + 1 for r in _ball_radius(spacing, tolerance_mm, flat_axis))
+    if n_box_offsets * n_boundary <= 2 * budget:
+        offsets = _ball_offsets(spacing, tolerance_mm, flat_axis)
+        if len(offsets) * n_boundary <= budget:
+            ok_a = _near(boundary_a, boundary_b, offsets)
+            return boundary_a, boundary_b, ok_a, _near(boundary_b, boundary_a, offsets)
     sampling = list(spacing)
     if flat_axis is not None:
         in_plane_extent_mm = sum(n * s for i, (n, s) in enumerate(zip(a.shape, spacing)) if i != flat_axis)
@@ -269,8 +284,7 @@ def normalized_surface_dice(
     """
     a, b = _as_bool_pair(a, b)
     spacing = _check_spacing(spacing_zyx_mm, a.ndim)
-    if tolerance_mm < 0:
-        raise InputError(f"NSD tolerance must be >= 0 mm, got {tolerance_mm}")
+    _check_tolerance(tolerance_mm)
     has_a = bool(a.any())
     has_b = bool(b.any())
     if not has_a and not has_b:
@@ -397,8 +411,7 @@ def per_slice_nsd(
     spacing = _check_spacing(spacing_zyx_mm, a.ndim)
     plane = _in_plane_axes(a.ndim, axis)
     axis %= a.ndim
-    if tolerance_mm < 0:
-        raise InputError(f"NSD tolerance must be >= 0 mm, got {tolerance_mm}")
+    _check_tolerance(tolerance_mm)
     has_a = np.any(a, axis=plane)
     has_b = np.any(b, axis=plane)
     result = np.full(a.shape[axis], np.nan)

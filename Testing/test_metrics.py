@@ -271,8 +271,11 @@ def test_nsd_rejects_bad_spacing_and_tolerance():
     mask = _line(5, 1, 3)
     with pytest.raises(InputError, match="Spacing"):
         metrics.normalized_surface_dice(mask, mask, (1.0, 0.0, 1.0), 1.0)
-    with pytest.raises(InputError, match="tolerance"):
-        metrics.normalized_surface_dice(mask, mask, ISOTROPIC_MM, -1.0)
+    for tolerance in (-1.0, math.inf, math.nan):
+        with pytest.raises(InputError, match="tolerance"):
+            metrics.normalized_surface_dice(mask, mask, ISOTROPIC_MM, tolerance)
+        with pytest.raises(InputError, match="tolerance"):
+            metrics.per_slice_nsd(mask, mask, ISOTROPIC_MM, tolerance, axis=0)
 
 
 # ----------------------------------------------------------------------------------------- case level

@@ -45,6 +45,9 @@ MAX_BOX_SLICE_FRACTION = 0.5  # SegQC: boxes larger than half the slice do not f
 COMPONENT_CONNECTIVITY_2D = 2
 EROSION_CONNECTIVITY_2D = 1
 
+# Slab size while scanning a volume for the extent of its error (bool temporaries of ~8 MB).
+SCAN_SLAB_VOXELS = 1 << 23
+
 # Bound on candidate box pairs examined at once while unifying boxes (memory: ~40 bytes per pair).
 MAX_PAIRS_PER_CHUNK = 4_000_000
 
@@ -106,16 +109,28 @@ def _pixel_area_mm2(spacing_zyx_mm: Sequence[float], slice_axis: int) -> float:
     return float(spacing_zyx_mm[axis_a]) * float(spacing_zyx_mm[axis_b])
 
 
-def _nonzero_crop(mask: np.ndarray, margin_zyx: Sequence[int]) -> Optional[tuple[slice, slice, slice]]:
-    """Bounding box of ``mask`` grown by ``margin_zyx`` (clipped to the array), or None when it is empty."""
+def _extent_above(values: np.ndarray, threshold: float,
+                  margin_zyx: Sequence[int]) -> Optional[tuple[slice, slice, slice]]:
+    """Bounding box of ``values > threshold`` grown by ``margin_zyx`` (clipped), or None when nothing is above.
+
+    Scans slabs of whole slices of array axis 0, so no full-size mask is ever allocated; the loop runs a
+    bounded number of times (volume size / SCAN_SLAB_VOXELS), not once per slice.
+    """
+    depth = values.shape[0]
+    step = max(1, SCAN_SLAB_VOXELS // max(1, values.shape[1] * values.shape[2]))
+    rows = np.zeros(depth, dtype=bool)
+    plane = np.zeros(values.shape[1:], dtype=bool)
+    for start in range(0, depth, step):
+        above = values[start:start + step] > threshold
+        rows[start:start + step] = above.any(axis=(1, 2))
+        plane |= above.any(axis=0)
     bounds = []
-    for axis in range(3):
-        other = tuple(a for a in range(3) if a != axis)
-        present = np.flatnonzero(mask.any(axis=other))
-        if present.size == 0:
+    for axis, present in enumerate((rows, plane.any(axis=1), plane.any(axis=0))):
+        found = np.flatnonzero(present)
+        if found.size == 0:
             return None
-        start = max(0, int(present[0]) - int(margin_zyx[axis]))
-        stop = min(mask.shape[axis], int(present[-1]) + 1 + int(margin_zyx[axis]))
+        start = max(0, int(found[0]) - int(margin_zyx[axis]))
+        stop = min(values.shape[axis], int(found[-1]) + 1 + int(margin_zyx[axis]))
         bounds.append(slice(start, stop))
     return bounds[0], bounds[1], bounds[2]
 
@@ -151,7 +166,8 @@ def _extracted_components(crop: np.ndarray, slice_axis: int, spacing_zyx_mm: Seq
     keep = np.ones(count + 1, dtype=bool)
     keep[0] = False
     if extract and min_component_area_mm2 > 0 and count:
-        pixels = np.bincount(labels.ravel(), minlength=count + 1)
+        # Count only error pixels: bincount would otherwise copy the whole crop to int64 first.
+        pixels = np.bincount(labels[crop], minlength=count + 1)
         keep &= pixels * _pixel_area_mm2(spacing_zyx_mm, slice_axis) >= min_component_area_mm2
     return _Components(labels=labels, keep=keep)
 
@@ -173,7 +189,7 @@ def extract_errors(binary_error: np.ndarray, slice_axis: int, spacing_zyx_mm: Se
         raise InputError(f"Band width must be a non-negative whole number of pixels, got {band_width_px}")
     mask = binary_error if binary_error.dtype == bool else binary_error != 0
     result = np.zeros(mask.shape, dtype=bool)
-    crop_box = _nonzero_crop(mask, _band_margin(slice_axis, band_width_px))
+    crop_box = _extent_above(mask, 0, _band_margin(slice_axis, band_width_px))
     if crop_box is None:
         return result
     components = _extracted_components(mask[crop_box], slice_axis, spacing_zyx_mm, int(band_width_px),
@@ -210,24 +226,22 @@ def _class_boxes(prob: np.ndarray, geometry: Geometry, slice_axis: int,
                  params: RegionParams) -> tuple[np.ndarray, np.ndarray]:
     """Kept boxes of one class as (n, 3) start and stop index arrays (z, y, x; stop exclusive)."""
     empty = np.zeros((0, 3), dtype=np.int64)
-    binary = prob > params.threshold
     band = int(params.band_width_px) if params.extract_errors else 0
-    crop_box = _nonzero_crop(binary, _band_margin(slice_axis, band))
+    crop_box = _extent_above(prob, params.threshold, _band_margin(slice_axis, band))
     if crop_box is None:
         return empty, empty
     spacing = geometry.spacing_zyx_mm
-    components = _extracted_components(binary[crop_box], slice_axis, spacing, band,
+    components = _extracted_components(prob[crop_box] > params.threshold, slice_axis, spacing, band,
                                        float(params.min_component_area_mm2), params.extract_errors)
-    del binary
     objects = ndimage.find_objects(components.labels)
     kept = np.flatnonzero(components.keep[1:])
     if kept.size == 0:
         return empty, empty
     offset = np.array([s.start for s in crop_box], dtype=np.int64)
-    # One row per component: (start_z, start_y, start_x, stop_z, stop_y, stop_x) in full-volume indices.
-    bounds = np.array([[objects[i][a].start for a in range(3)] + [objects[i][a].stop for a in range(3)]
-                       for i in kept.tolist()], dtype=np.int64)
-    starts, stops = bounds[:, :3] + offset, bounds[:, 3:] + offset
+    # Rows (start, stop) per axis and component; flat comprehensions are the cheapest way out of slice objects.
+    kept_objects = [objects[i] for i in kept.tolist()]
+    starts = np.array([s.start for found in kept_objects for s in found], dtype=np.int64).reshape(-1, 3) + offset
+    stops = np.array([s.stop for found in kept_objects for s in found], dtype=np.int64).reshape(-1, 3) + offset
 
     axis_a, axis_b = in_plane_axes(slice_axis)
     in_plane_spacing = np.array([spacing[axis_a], spacing[axis_b]], dtype=float)

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
+from SegQCLib import regions
 from SegQCLib.errors import InputError
 from SegQCLib.geometry import Geometry
 from SegQCLib.regions import RegionParams, extract_errors, find_error_boxes, in_plane_axes, unify_boxes
@@ -190,6 +191,14 @@ def test_boxes_equal_per_slice_component_boxes_on_a_real_error_map(hippocampus_c
     boxes = find_error_boxes({2: error[2]}, geometry, slice_axis, RAW)
     assert boxes
     assert _box_set(boxes) == _reference_component_boxes(error[2] > 0.5, slice_axis)
+
+
+def test_scanning_for_the_error_extent_in_slabs_finds_the_same_boxes(monkeypatch, hippocampus_case):
+    geometry, error = _real_error(hippocampus_case)
+    whole = find_error_boxes(error, geometry, 0)
+    monkeypatch.setattr(regions, "SCAN_SLAB_VOXELS", 7 * error[1].shape[1] * error[1].shape[2])  # 7-slice slabs
+    assert find_error_boxes(error, geometry, 0) == whole
+    assert whole
 
 
 def test_box_size_and_area_use_the_anisotropic_spacing():

@@ -31,6 +31,11 @@ from SegQCLib.errors import CancelledError, GeometryMismatchError, InputError, M
 from SegQCLib.geometry import Geometry
 from SegQCLib.io import Case, LabelMap, Volume, write_array
 
+try:  # inside Slicer the logic also provides the module's parameter node (ScriptedLoadableModuleLogic)
+    from slicer.ScriptedLoadableModule import ScriptedLoadableModuleLogic as _LogicBase
+except ImportError:  # slicer-core has MRML but not the scripted-module framework
+    _LogicBase = object
+
 logger = logging.getLogger(__name__)
 
 ROLE_ATTRIBUTE = "SegQC.Role"
@@ -107,10 +112,12 @@ class SegQCResult:
     notices: list[str] = field(default_factory=list)
 
 
-class SegQCLogic:
+class SegQCLogic(_LogicBase):
     """MRML side of SegQC; see the module docstring.  ``scene`` defaults to ``slicer.mrmlScene``."""
 
     def __init__(self, scene: Any = None) -> None:
+        if _LogicBase is not object:
+            _LogicBase.__init__(self)
         self.scene = scene if scene is not None else slicer.mrmlScene
         self._engines: dict[tuple[str, str], Any] = {}
 
@@ -308,7 +315,8 @@ class SegQCLogic:
     # ------------------------------------------------------------------------------------------
     def runQC(self, imageNodes: Sequence[Any], segmentationNode: Any, modelPath: Optional[str] = None,
               device: str = "auto", progress: Optional[ProgressCallback] = None,
-              cancel: Optional[CancelCallback] = None, mapping: Optional[dict[str, int]] = None) -> SegQCResult:
+              cancel: Optional[CancelCallback] = None, mapping: Optional[dict[str, int]] = None,
+              keepSnapshot: bool = False) -> SegQCResult:
         """Run QC synchronously and create/update the result nodes.
 
         No node is created before the engine has finished, so a failed or cancelled run leaves the scene as
@@ -321,7 +329,7 @@ class SegQCLogic:
         qcResult = engine.run_case(prepared.case, progress=progress, cancel=cancel)
         if cancel is not None and cancel():
             raise CancelledError("QC cancelled")
-        return self.applyResult(prepared, qcResult.report.to_dict(), qcResult.error_prob)
+        return self.applyResult(prepared, qcResult.report.to_dict(), qcResult.error_prob, keepSnapshot)
 
     @staticmethod
     def writeProcessInputs(prepared: PreparedInputs, workDir: str) -> tuple[list[str], str]:
@@ -357,18 +365,22 @@ class SegQCLogic:
             return None
         return event if isinstance(event, dict) and "event" in event else None
 
-    def loadProcessResult(self, prepared: PreparedInputs, outputDir: str) -> SegQCResult:
+    def loadProcessResult(self, prepared: PreparedInputs, outputDir: str, keepSnapshot: bool = False) -> SegQCResult:
         """Create the result nodes from a ``segqc run`` output folder (the widget's background process)."""
         from SegQCLib.postprocess import read_error_probs
         from SegQCLib.report import Report
 
         report = Report.load(outputDir)
         errorProb = read_error_probs(outputDir, prepared.case.geometry)
-        return self.applyResult(prepared, report.to_dict(), errorProb)
+        return self.applyResult(prepared, report.to_dict(), errorProb, keepSnapshot)
 
-    def applyResult(self, prepared: PreparedInputs, report: dict[str, Any],
-                    errorProb: dict[int, np.ndarray]) -> SegQCResult:
-        """Create or update overlays, tables, ROI, report and snapshot nodes; on failure remove what it added."""
+    def applyResult(self, prepared: PreparedInputs, report: dict[str, Any], errorProb: dict[int, np.ndarray],
+                    keepSnapshot: bool = False) -> SegQCResult:
+        """Create or update overlays, tables, ROI, report and snapshot nodes; on failure remove what it added.
+
+        ``keepSnapshot`` (Re-run QC after edits) keeps the segmentation snapshot of the earlier run, so a
+        recorded correction covers every edit since the review began.
+        """
         report = dict(report)
         report["notices"] = list(dict.fromkeys([*report.get("notices", []), *prepared.notices]))
         sourceID = prepared.segmentationNodeID
@@ -387,7 +399,7 @@ class SegQCLogic:
             boxes = self._tableNode(NodeRole.BOXES, sourceID, "SegQC boxes", created)
             self._fillBoxes(boxes, report)
             roi = self._roiNode(sourceID, created)
-            snapshot = self._snapshotNode(prepared, created)
+            snapshot = self._snapshotNode(prepared, created, keepSnapshot)
             reportNode = self._reportNode(prepared, report, created)
         except BaseException:
             for node in created:
@@ -496,6 +508,7 @@ class SegQCLogic:
     def _tableNode(self, role: NodeRole, sourceID: str, name: str, created: list[Any]) -> Any:
         node = self._getOrCreate("vtkMRMLTableNode", role, sourceID, name, created)
         node.RemoveAllColumns()
+        node.SetUseColumnNameAsColumnHeader(True)
         return node
 
     @staticmethod
@@ -565,9 +578,12 @@ class SegQCLogic:
         node.SetLocked(True)  # a reviewer drags the ROI by accident far more often than on purpose
         return node
 
-    def _snapshotNode(self, prepared: PreparedInputs, created: list[Any]) -> Any:
+    def _snapshotNode(self, prepared: PreparedInputs, created: list[Any], keep: bool = False) -> Any:
         node = self._getOrCreate("vtkMRMLLabelMapVolumeNode", NodeRole.SNAPSHOT, prepared.segmentationNodeID,
                                  "SegQC snapshot", created)
+        if keep and node not in created and node.GetImageData() is not None:
+            if not self.volumeGeometry(node).differences(prepared.case.geometry):
+                return node
         node.SetHideFromEditors(True)
         node.SetIJKToRASMatrix(slicer.util.vtkMatrixFromArray(prepared.case.geometry.ijk_to_ras_matrix()))
         slicer.util.updateVolumeFromArray(node, np.ascontiguousarray(prepared.case.segmentation.array))

@@ -442,3 +442,18 @@ def test_process_output_lines_that_are_not_events_are_ignored():
     assert SegQCLogic.parseProcessLine("INFO loading model") is None
     assert SegQCLogic.parseProcessLine("{broken") is None
     assert SegQCLogic.parseProcessLine('{"no_event": 1}') is None
+
+
+def test_rerun_after_edits_keeps_the_first_snapshot_so_the_correction_covers_all_edits(reviewed, tmp_path):
+    scene, logic, segmentation = reviewed["scene"], reviewed["logic"], reviewed["segmentation"]
+    posterior = segmentation.GetSegmentation().GetSegmentIdBySegmentName("posterior")
+    set_segment(scene, segmentation, posterior, reviewed["truth"] == 2, reviewed["image"].geometry)
+    edited = logic.prepareInputs([reviewed["volume"]], segmentation, CLASS_NAMES)
+    error = true_error(edited.case.segmentation.array, reviewed["truth"])
+    report = build_report(edited.case.segmentation, error, class_names=CLASS_NAMES).to_dict()
+    logic.applyResult(edited, report, error, keepSnapshot=True)
+    record = logic.recordCorrection(str(tmp_path / "store"))
+    np.testing.assert_array_equal(read_labelmap(record / "original.nii.gz").array, reviewed["wrong"])
+    logic.applyResult(edited, report, error)  # a plain run takes a new snapshot
+    snapshot = slicer.util.arrayFromVolume(logic.findNode(NodeRole.SNAPSHOT))
+    np.testing.assert_array_equal(snapshot, edited.case.segmentation.array)

@@ -1,0 +1,723 @@
+"""SegQC 3D Slicer module: segmentation quality control with interactive review.
+
+Module / Widget / Test.  The scene logic (everything MRML, nothing Qt) is ``SegQCLogic`` in
+``SegQCLogic.py``; all computation is in ``SegQCLib``.  QC runs in a ``PythonSlicer`` process
+(``segqc run --progress json``) so the GUI stays responsive and Cancel can stop it at once.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import logging
+import os
+import queue
+import shutil
+import subprocess
+import sys
+import threading
+from collections.abc import Callable
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import qt
+import slicer
+import vtk
+from SegQCLogic import DEFAULT_OVERLAY_OPACITY, DEFAULT_OVERLAY_THRESHOLD, ItemKind, ItemStatus, NodeRole, SegQCLogic
+from slicer import vtkMRMLScalarVolumeNode, vtkMRMLSegmentationNode
+from slicer.parameterNodeWrapper import WithinRange, parameterNodeWrapper
+from slicer.ScriptedLoadableModule import (
+    ScriptedLoadableModule,
+    ScriptedLoadableModuleTest,
+    ScriptedLoadableModuleWidget,
+)
+from slicer.util import VTKObservationMixin
+
+# Python packages SegQCLib needs beyond what Slicer ships (import name -> pip requirement).
+PIP_REQUIREMENTS = {"scipy": "scipy", "skimage": "scikit-image", "slicerio": "slicerio", "filelock": "filelock"}
+MINIMUM_TORCH_VERSION = "2.0"
+PROCESS_POLL_INTERVAL_MS = 100
+PROGRESS_BAR_MAXIMUM = 1000
+PROCESS_LOG_LINES_KEPT = 40
+IGNORE_CLASS_TEXT = "(ignore)"
+DEFAULT_CORRECTIONS_DIR = str(Path.home() / "SegQC" / "corrections")
+
+
+#
+# Module
+#
+
+
+class SegQC(ScriptedLoadableModule):
+    def __init__(self, parent):
+        ScriptedLoadableModule.__init__(self, parent)
+        self.parent.title = "SegQC"
+        self.parent.categories = ["Segmentation"]
+        self.parent.dependencies = []
+        self.parent.contributors = ["SegQC developers"]
+        self.parent.helpText = """
+Segmentation quality control without ground truth: a QC network predicts where a segmentation is wrong.
+Run QC on an image and its segmentation, then walk through the ranked error boxes and slices, fix each error
+in the Segment Editor and record the correction as training data.<br>
+Keys while the module is shown: <b>n</b>/<b>p</b> next/previous box, <b>Shift+N</b>/<b>Shift+P</b>
+next/previous slice, <b>r</b> reviewed, <b>f</b> fixed, <b>e</b> Segment Editor on the box's segment.
+"""
+        self.parent.acknowledgementText = """
+Method after QCResUNet (Qiu et al.), SegQC (Specktor-Fadida et al.) and Zhang &amp; Chung. Default model trained on
+the Medical Segmentation Decathlon hippocampus task (CC-BY-SA 4.0).
+"""
+
+
+#
+# State saved with the scene
+#
+
+
+class Device(Enum):
+    auto = "auto"
+    cpu = "cpu"
+
+
+class ReviewItem(Enum):
+    box = "box"
+    slice = "slice"
+
+
+@parameterNodeWrapper
+class SegQCParameterNode:
+    """Module state in the scene: inputs, display settings and where the review is."""
+
+    imageVolume: vtkMRMLScalarVolumeNode
+    extraImageVolumes: list[vtkMRMLScalarVolumeNode]
+    segmentation: vtkMRMLSegmentationNode
+    segmentMapping: str = ""  # JSON {segment ID: class label}; empty = match by name
+    modelPath: str = ""  # empty = bundled default model
+    device: Device = Device.auto
+    overlayLabel: int = 0
+    overlayOpacity: Annotated[float, WithinRange(0.0, 1.0)] = DEFAULT_OVERLAY_OPACITY
+    overlayThreshold: Annotated[float, WithinRange(0.0, 0.99)] = DEFAULT_OVERLAY_THRESHOLD
+    currentItem: ReviewItem = ReviewItem.box
+    currentBox: int = 0
+    currentSlice: int = 0
+    correctionsDir: str = DEFAULT_CORRECTIONS_DIR
+
+
+#
+# Dependencies (installed on request, never at import time)
+#
+
+
+def missingPipPackages() -> list[str]:
+    return [requirement for name, requirement in PIP_REQUIREMENTS.items() if importlib.util.find_spec(name) is None]
+
+
+def ensureDependencies() -> bool:
+    """Install what SegQCLib needs: torch through the PyTorch extension, the rest with pip after one question."""
+    torchMissing = importlib.util.find_spec("torch") is None
+    if torchMissing:
+        try:
+            import PyTorchUtils
+        except ModuleNotFoundError as exc:
+            raise RuntimeError("SegQC needs the PyTorch extension: install it from the Extensions Manager, "
+                               "restart Slicer and try again.") from exc
+    missing = missingPipPackages()
+    if missing:
+        if not slicer.util.confirmOkCancelDisplay(
+                "SegQC needs these Python packages, which are not installed yet:\n\n  " + "\n  ".join(missing)
+                + "\n\nInstall them now? (this takes a minute or two)", "SegQC: install dependencies"):
+            return False
+        with slicer.util.WaitCursor():
+            slicer.util.pip_install(missing)
+    if torchMissing:
+        torch = PyTorchUtils.PyTorchUtilsLogic().installTorch(
+            askConfirmation=True, torchVersionRequirement=f">={MINIMUM_TORCH_VERSION}")
+        if torch is None:
+            slicer.util.errorDisplay("SegQC needs PyTorch; it was not installed.")
+            return False
+    return True
+
+
+def pythonExecutable() -> str:
+    """The Python that runs the QC process: PythonSlicer (Slicer's Python with Slicer's environment)."""
+    return shutil.which("PythonSlicer") or sys.executable
+
+
+def segqcLibRoot() -> str:
+    """Folder holding the SegQCLib package, so the QC process can import it wherever the extension is installed."""
+    spec = importlib.util.find_spec("SegQCLib")
+    return str(Path(spec.origin).resolve().parent.parent)
+
+
+#
+# Background QC process
+#
+
+
+class QCProcess:
+    """A ``segqc run --progress json`` process: stdout is read on a thread, events are handled on the GUI thread."""
+
+    def __init__(self, command: list[str], environment: dict[str, str], onEvent: Callable[[dict], None],
+                 onFinished: Callable[[int, bool, list[str]], None]) -> None:
+        self.command = command
+        self.environment = environment
+        self.onEvent = onEvent
+        self.onFinished = onFinished
+        self.cancelled = False
+        self.finished = False
+        self.outputTail: list[str] = []
+        self._lines: queue.Queue = queue.Queue()
+        self._process: Optional[subprocess.Popen] = None
+        self._reader: Optional[threading.Thread] = None
+        self._timer = qt.QTimer()
+        self._timer.setInterval(PROCESS_POLL_INTERVAL_MS)
+        self._timer.connect("timeout()", self._poll)
+
+    def start(self) -> None:
+        logging.info("SegQC: launching %s", " ".join(self.command))
+        self._process = slicer.util.launchConsoleProcess(self.command, updateEnvironment=self.environment)
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+        self._timer.start()
+
+    def _read(self) -> None:
+        for line in iter(self._process.stdout.readline, ""):
+            self._lines.put(line.rstrip())
+        self._process.stdout.close()
+
+    def _poll(self) -> None:
+        while True:
+            try:
+                line = self._lines.get_nowait()
+            except queue.Empty:
+                break
+            event = SegQCLogic.parseProcessLine(line)
+            if event is not None:
+                self.onEvent(event)
+            elif line:
+                logging.info("segqc: %s", line)
+                self.outputTail = (self.outputTail + [line])[-PROCESS_LOG_LINES_KEPT:]
+        if self._process.poll() is not None and not self._reader.is_alive() and self._lines.empty():
+            self._timer.stop()
+            if not self.finished:
+                self.finished = True
+                self.onFinished(self._process.returncode, self.cancelled, self.outputTail)
+
+    def cancel(self) -> None:
+        """Stop the process and its children (PythonSlicer is a launcher: killing it alone leaves Python running)."""
+        self.cancelled = True
+        if self._process is None or self._process.poll() is not None:
+            return
+        try:
+            import psutil
+        except ImportError:
+            self._process.kill()
+            return
+        try:
+            parent = psutil.Process(self._process.pid)
+            for child in parent.children(recursive=True):
+                child.kill()
+            parent.kill()
+        except psutil.NoSuchProcess:
+            pass  # it ended on its own meanwhile
+
+    def wait(self) -> None:
+        """Block until finished, still handling events (used by the self-test)."""
+        while not self.finished:
+            self._poll()
+            slicer.app.processEvents()
+            qt.QThread.msleep(PROCESS_POLL_INTERVAL_MS)
+
+
+#
+# Widget
+#
+
+
+class SegQCWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
+    def __init__(self, parent=None) -> None:
+        ScriptedLoadableModuleWidget.__init__(self, parent)
+        VTKObservationMixin.__init__(self)
+        self.logic: Optional[SegQCLogic] = None
+        self._parameterNode: Optional[SegQCParameterNode] = None
+        self._parameterNodeGuiTag = None
+        self._process: Optional[QCProcess] = None
+        self._prepared = None
+        self._workDir: Optional[Path] = None
+        self._processError: Optional[str] = None
+        self._shortcuts: list[Any] = []
+        self._updatingGui = False
+
+    # --- set-up ------------------------------------------------------------------------------
+    def setup(self) -> None:
+        ScriptedLoadableModuleWidget.setup(self)
+        uiWidget = slicer.util.loadUI(self.resourcePath("UI/SegQC.ui"))
+        self.layout.addWidget(uiWidget)
+        self.ui = slicer.util.childWidgetVariables(uiWidget)
+        uiWidget.setMRMLScene(slicer.mrmlScene)
+        self.logic = SegQCLogic()
+
+        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
+        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
+
+        self.ui.applyButton.connect("clicked(bool)", self.onApplyButton)
+        self.ui.rerunButton.connect("clicked(bool)", self.onRerunButton)
+        self.ui.segmentationSelector.connect("currentNodeChanged(vtkMRMLNode*)", self.updateMappingTable)
+        self.ui.modelPathLineEdit.connect("currentPathChanged(QString)", self.onModelPathChanged)
+        self.ui.extraImagesSelector.connect("checkedNodesChanged()", self.onExtraImagesChanged)
+        self.ui.overlayClassComboBox.connect("currentIndexChanged(int)", self.onOverlayClassChanged)
+        self.ui.correctionsDirLineEdit.connect("currentPathChanged(QString)", self.onCorrectionsDirChanged)
+        self.ui.previousBoxButton.connect("clicked(bool)", lambda: self.stepItem(ReviewItem.box, -1))
+        self.ui.nextBoxButton.connect("clicked(bool)", lambda: self.stepItem(ReviewItem.box, 1))
+        self.ui.previousSliceButton.connect("clicked(bool)", lambda: self.stepItem(ReviewItem.slice, -1))
+        self.ui.nextSliceButton.connect("clicked(bool)", lambda: self.stepItem(ReviewItem.slice, 1))
+        self.ui.markReviewedButton.connect("clicked(bool)", lambda: self.markCurrentItem(ItemStatus.REVIEWED))
+        self.ui.markFixedButton.connect("clicked(bool)", lambda: self.markCurrentItem(ItemStatus.FIXED))
+        self.ui.segmentEditorButton.connect("clicked(bool)", self.onSegmentEditorButton)
+        self.ui.recordCorrectionButton.connect("clicked(bool)", self.onRecordCorrectionButton)
+        self.ui.boxesTableView.connect("clicked(QModelIndex)", lambda index: self.goToItem(ReviewItem.box, index.row()))
+        self.ui.slicesTableView.connect("clicked(QModelIndex)",
+                                        lambda index: self.goToItem(ReviewItem.slice, index.row()))
+        for view in (self.ui.summaryTableView, self.ui.slicesTableView, self.ui.boxesTableView):
+            view.setSelectionBehavior(qt.QAbstractItemView.SelectRows)
+            view.setEditTriggers(qt.QAbstractItemView.NoEditTriggers)
+        self.ui.mappingTable.horizontalHeader().setSectionResizeMode(0, qt.QHeaderView.Stretch)
+
+        self.initializeParameterNode()
+        self.restoreResults()
+
+    def cleanup(self) -> None:
+        self.cancelProcess()
+        self.removeShortcuts()
+        self.removeObservers()
+
+    def enter(self) -> None:
+        self.initializeParameterNode()
+        self.installShortcuts()
+
+    def exit(self) -> None:
+        self.removeShortcuts()
+        if self._parameterNode:
+            self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
+            self._parameterNodeGuiTag = None
+            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._onParameterNodeModified)
+
+    def onSceneStartClose(self, caller, event) -> None:
+        self.cancelProcess()
+        self.setParameterNode(None)
+
+    def onSceneEndClose(self, caller, event) -> None:
+        if self.parent.isEntered:
+            self.initializeParameterNode()
+        self.restoreResults()
+
+    # --- parameter node ------------------------------------------------------------------------
+    def initializeParameterNode(self) -> None:
+        self.setParameterNode(SegQCParameterNode(self.logic.getParameterNode()))
+        if not self._parameterNode.imageVolume:
+            first = slicer.mrmlScene.GetFirstNodeByClass("vtkMRMLScalarVolumeNode")
+            if first:
+                self._parameterNode.imageVolume = first
+        if not self._parameterNode.segmentation:
+            first = slicer.mrmlScene.GetFirstNodeByClass("vtkMRMLSegmentationNode")
+            if first:
+                self._parameterNode.segmentation = first
+
+    def setParameterNode(self, inputParameterNode: Optional[SegQCParameterNode]) -> None:
+        if self._parameterNode:
+            self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
+            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._onParameterNodeModified)
+        self._parameterNode = inputParameterNode
+        if self._parameterNode:
+            self._parameterNodeGuiTag = self._parameterNode.connectGui(self.ui)
+            self.addObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._onParameterNodeModified)
+            self._updatingGui = True
+            try:
+                self.ui.modelPathLineEdit.currentPath = self._parameterNode.modelPath
+                self.ui.correctionsDirLineEdit.currentPath = self._parameterNode.correctionsDir
+            finally:
+                self._updatingGui = False
+            self.updateMappingTable()
+        self._onParameterNodeModified()
+
+    def _onParameterNodeModified(self, caller=None, event=None) -> None:
+        running = self._process is not None
+        ready = bool(self._parameterNode and self._parameterNode.imageVolume and self._parameterNode.segmentation)
+        self.ui.applyButton.enabled = running or ready
+        self.ui.applyButton.text = "Cancel" if running else "Run QC"
+        self.ui.applyButton.toolTip = ("Stop QC; the scene is left as it was" if running else
+                                       "Run QC on the segmentation (in a background process)")
+        hasResults = self._hasResults()
+        for button in (self.ui.previousBoxButton, self.ui.nextBoxButton, self.ui.previousSliceButton,
+                       self.ui.nextSliceButton, self.ui.markReviewedButton, self.ui.markFixedButton,
+                       self.ui.segmentEditorButton, self.ui.recordCorrectionButton):
+            button.enabled = hasResults and not running
+        self.ui.rerunButton.enabled = hasResults and ready and not running
+        if hasResults and self._parameterNode and self._parameterNode.overlayLabel and not self._updatingGui:
+            self.showOverlay()
+
+    def _hasResults(self) -> bool:
+        return self.logic is not None and self.logic.reviewedSegmentationID() is not None
+
+    def onModelPathChanged(self, path: str) -> None:
+        if self._parameterNode and not self._updatingGui:
+            self._parameterNode.modelPath = path
+            self._parameterNode.segmentMapping = ""
+            self.updateMappingTable()
+
+    def onCorrectionsDirChanged(self, path: str) -> None:
+        if self._parameterNode and not self._updatingGui:
+            self._parameterNode.correctionsDir = path
+
+    def onExtraImagesChanged(self) -> None:
+        if self._parameterNode:
+            self._parameterNode.extraImageVolumes = list(self.ui.extraImagesSelector.checkedNodes())
+
+    # --- segment-to-class mapping -----------------------------------------------------------
+    def modelClassNames(self) -> dict[int, str]:
+        """Classes of the selected model ({} while its dependencies are not installed yet)."""
+        try:
+            return self.logic.modelClassNames(self._parameterNode.modelPath or None)
+        except ImportError:
+            return {}
+        except Exception as exc:  # a broken model must not break the panel; Run reports it clearly
+            logging.warning("SegQC: cannot read the model's classes: %s", exc)
+            return {}
+
+    def currentMapping(self) -> Optional[dict[str, int]]:
+        text = self._parameterNode.segmentMapping if self._parameterNode else ""
+        return {str(k): int(v) for k, v in json.loads(text).items()} if text else None
+
+    def updateMappingTable(self, _node=None) -> None:
+        table = self.ui.mappingTable
+        table.setRowCount(0)
+        segmentation = self._parameterNode.segmentation if self._parameterNode else None
+        if not segmentation:
+            return
+        classNames = self.modelClassNames()
+        mapping = self.currentMapping()
+        if mapping is None and classNames:
+            mapping, notices = self.logic.defaultSegmentMapping(segmentation, classNames)
+            for notice in notices:
+                self.ui.statusLabel.text = notice
+        mapping = mapping or {}
+        names = self.logic.segmentNames(segmentation)
+        table.setRowCount(len(names))
+        for row, (segmentId, name) in enumerate(names.items()):
+            item = qt.QTableWidgetItem(name)
+            item.setFlags(qt.Qt.ItemIsEnabled)
+            item.setData(qt.Qt.UserRole, segmentId)
+            table.setItem(row, 0, item)
+            combo = qt.QComboBox()
+            combo.addItem(IGNORE_CLASS_TEXT, 0)
+            for label, className in sorted(classNames.items()):
+                combo.addItem(f"{label}: {className}", label)
+            combo.setCurrentIndex(max(0, combo.findData(mapping.get(segmentId, 0))))
+            combo.connect("currentIndexChanged(int)", self.onMappingEdited)
+            table.setCellWidget(row, 1, combo)
+
+    def onMappingEdited(self, _index=None) -> None:
+        table = self.ui.mappingTable
+        mapping = {table.item(row, 0).data(qt.Qt.UserRole): int(table.cellWidget(row, 1).currentData)
+                   for row in range(table.rowCount)}
+        self._parameterNode.segmentMapping = json.dumps(mapping)
+
+    # --- running QC ------------------------------------------------------------------------------
+    def imageNodes(self) -> list[Any]:
+        return [self._parameterNode.imageVolume, *self._parameterNode.extraImageVolumes]
+
+    def onApplyButton(self) -> None:
+        if self._process is not None:
+            self.cancelProcess()
+            return
+        self.runQC()
+
+    def onRerunButton(self) -> None:
+        """Re-run after edits: the snapshot stays the one from the first run, so the correction covers all edits."""
+        self.runQC(keepSnapshot=True)
+
+    def runQC(self, wait: bool = False, keepSnapshot: bool = False) -> None:
+        with slicer.util.tryWithErrorDisplay("SegQC could not start QC.", waitCursor=True):
+            if not ensureDependencies():
+                return
+            modelPath = self._parameterNode.modelPath or None
+            classNames = self.logic.modelClassNames(modelPath)
+            self._prepared = self.logic.prepareInputs(self.imageNodes(), self._parameterNode.segmentation,
+                                                      classNames, self.currentMapping(),
+                                                      self.logic.modelModalityCount(modelPath))
+            self._keepSnapshot = keepSnapshot
+            self._workDir = Path(slicer.util.tempDirectory("SegQC"))
+            images, segmentation = self.logic.writeProcessInputs(self._prepared, str(self._workDir / "input"))
+            command = self.logic.processCommand(pythonExecutable(), images, segmentation,
+                                                str(self._workDir / "output"), modelPath,
+                                                self._parameterNode.device.value)
+            pythonPath = os.pathsep.join(p for p in (segqcLibRoot(), os.environ.get("PYTHONPATH", "")) if p)
+            self._processError = None
+            self._process = QCProcess(command, {"PYTHONPATH": pythonPath}, self.onProcessEvent,
+                                      self.onProcessFinished)
+            self.ui.statusLabel.text = "\n".join(self._prepared.notices) or "Starting QC..."
+            self.ui.progressBar.setMaximum(PROGRESS_BAR_MAXIMUM)
+            self.ui.progressBar.setValue(0)
+            self.ui.progressBar.visible = True
+            self._process.start()
+            self._onParameterNodeModified()
+        if wait and self._process is not None:
+            self._process.wait()
+
+    def onProcessEvent(self, event: dict) -> None:
+        kind = event.get("event")
+        if kind == "progress":
+            self.ui.progressBar.setValue(int(float(event.get("fraction", 0.0)) * PROGRESS_BAR_MAXIMUM))
+            self.ui.statusLabel.text = str(event.get("message", ""))
+        elif kind == "error":
+            self._processError = str(event.get("message", "unknown error"))
+
+    def onProcessFinished(self, returnCode: int, cancelled: bool, outputTail: list[str]) -> None:
+        self._process = None
+        self.ui.progressBar.visible = False
+        try:
+            if cancelled:
+                self.ui.statusLabel.text = "QC cancelled: the scene and the segmentation are unchanged."
+                return
+            if returnCode != 0 or self._processError:
+                message = self._processError or f"the QC process stopped with exit code {returnCode}"
+                self.ui.statusLabel.text = f"QC failed: {message}"
+                slicer.util.errorDisplay(f"QC failed: {message}", detailedText="\n".join(outputTail))
+                return
+            with slicer.util.tryWithErrorDisplay("SegQC could not load the QC results.", waitCursor=True):
+                result = self.logic.loadProcessResult(self._prepared, str(self._workDir / "output"),
+                                                      keepSnapshot=self._keepSnapshot)
+                self.showResults(result.report)
+        finally:
+            if self._workDir is not None:
+                shutil.rmtree(self._workDir, ignore_errors=True)
+                self._workDir = None
+            self._onParameterNodeModified()
+
+    def cancelProcess(self) -> None:
+        if self._process is not None:
+            self._process.cancel()
+            self.ui.statusLabel.text = "Cancelling QC..."
+
+    # --- results -----------------------------------------------------------------------------
+    def restoreResults(self) -> None:
+        """Show the results of a review saved in the scene (reopened scene, or module re-entered)."""
+        if self._hasResults():
+            self.showResults(self.logic.reportData()["report"], jump=False)
+        else:
+            self.ui.caseQualityLabel.text = "Run QC to see the estimated quality."
+        self._onParameterNodeModified()
+
+    def showResults(self, report: dict, jump: bool = True) -> None:
+        sourceID = self.logic.reviewedSegmentationID()
+        self.ui.summaryTableView.setMRMLTableNode(self.logic.findNode(NodeRole.SUMMARY, sourceID))
+        self.ui.slicesTableView.setMRMLTableNode(self.logic.findNode(NodeRole.SLICES, sourceID))
+        self.ui.boxesTableView.setMRMLTableNode(self.logic.findNode(NodeRole.BOXES, sourceID))
+        case = report.get("case", {})
+        parts = [f"Estimated Dice (case): {_fmt(case.get('dice_est'))}, QI {_fmt(case.get('qi'))}"]
+        parts += [f"{c['name']}: Dice {_fmt(c.get('dice_est'))}" for c in report.get("classes", [])]
+        parts += [f"{len(report.get('boxes', []))} error boxes on {len(report.get('slices', []))} ranked slices"]
+        parts += [f"Note: {notice}" for notice in report.get("notices", [])]
+        self.ui.caseQualityLabel.text = "\n".join(parts)
+        self._updatingGui = True
+        try:
+            self.ui.overlayClassComboBox.clear()
+            for estimate in report.get("classes", []):
+                self.ui.overlayClassComboBox.addItem(estimate["name"], int(estimate["label"]))
+        finally:
+            self._updatingGui = False
+        if jump:
+            self._parameterNode.currentBox = 0
+            self._parameterNode.currentSlice = 0
+            if report.get("boxes"):
+                self.goToItem(ReviewItem.box, 0)
+            elif report.get("slices"):
+                self.goToItem(ReviewItem.slice, 0)
+        self.onOverlayClassChanged(self.ui.overlayClassComboBox.currentIndex)
+
+    def onOverlayClassChanged(self, index: int) -> None:
+        if self._updatingGui or index < 0 or not self._parameterNode:
+            return
+        self._parameterNode.overlayLabel = int(self.ui.overlayClassComboBox.itemData(index))
+
+    def showOverlay(self) -> None:
+        with slicer.util.tryWithErrorDisplay("SegQC could not show the error overlay."):
+            self.logic.showOverlay(self._parameterNode.overlayLabel, self._parameterNode.overlayOpacity,
+                                   self._parameterNode.overlayThreshold)
+
+    # --- review ------------------------------------------------------------------------------------
+    def goToItem(self, kind: ReviewItem, index: int) -> None:
+        with slicer.util.tryWithErrorDisplay("SegQC could not jump to the item."):
+            itemKind = ItemKind.BOX if kind is ReviewItem.box else ItemKind.SLICE
+            count = self.logic.itemCount(itemKind)
+            if count == 0:
+                self.ui.statusLabel.text = f"No {kind.value}s in the report."
+                return
+            index = index % count  # wrap around: after the last item comes the first
+            if kind is ReviewItem.box:
+                self.logic.jumpToBox(index)
+                self._parameterNode.currentBox = index
+                self.ui.boxesTableView.selectRow(index)
+                label = self.logic.boxLabel(index)
+                comboIndex = self.ui.overlayClassComboBox.findData(label)
+                if comboIndex >= 0:
+                    self.ui.overlayClassComboBox.setCurrentIndex(comboIndex)
+            else:
+                self.logic.jumpToSlice(index)
+                self._parameterNode.currentSlice = index
+                self.ui.slicesTableView.selectRow(index)
+            self._parameterNode.currentItem = kind
+            self.ui.statusLabel.text = f"{kind.value.capitalize()} {index + 1} of {count}"
+
+    def stepItem(self, kind: ReviewItem, step: int) -> None:
+        current = self._parameterNode.currentBox if kind is ReviewItem.box else self._parameterNode.currentSlice
+        if self._parameterNode.currentItem is not kind:
+            step = 0  # switching lists starts where that list was left
+        self.goToItem(kind, current + step)
+
+    def markCurrentItem(self, status: ItemStatus) -> None:
+        with slicer.util.tryWithErrorDisplay("SegQC could not mark the item."):
+            kind = self._parameterNode.currentItem
+            if kind is ReviewItem.box:
+                self.logic.setItemStatus(ItemKind.BOX, self._parameterNode.currentBox, status)
+            else:
+                self.logic.setItemStatus(ItemKind.SLICE, self._parameterNode.currentSlice, status)
+
+    def onSegmentEditorButton(self) -> None:
+        with slicer.util.tryWithErrorDisplay("SegQC could not open the Segment Editor."):
+            label = self._parameterNode.overlayLabel
+            if self._parameterNode.currentItem is ReviewItem.box and self.logic.itemCount(ItemKind.BOX):
+                label = self.logic.boxLabel(self._parameterNode.currentBox)
+            segmentId = self.logic.segmentIdForLabel(label)
+            segmentation = slicer.mrmlScene.GetNodeByID(self.logic.reviewedSegmentationID())
+            slicer.util.selectModule("SegmentEditor")
+            editor = slicer.modules.segmenteditor.widgetRepresentation().self().editor
+            editor.setSegmentationNode(segmentation)
+            editor.setSourceVolumeNode(self._parameterNode.imageVolume)
+            if segmentId:
+                editor.setCurrentSegmentID(segmentId)
+
+    def onRecordCorrectionButton(self) -> None:
+        with slicer.util.tryWithErrorDisplay("SegQC could not record the correction.", waitCursor=True):
+            folder = self._parameterNode.correctionsDir or DEFAULT_CORRECTIONS_DIR
+            record = self.logic.recordCorrection(folder)
+            self.ui.statusLabel.text = f"Correction recorded in {record}"
+            slicer.util.showStatusMessage(f"SegQC: correction recorded in {record}", 5000)
+
+    # --- keyboard shortcuts (only while the module is shown) --------------------------------------
+    def installShortcuts(self) -> None:
+        if self._shortcuts:
+            return
+        bindings = (
+            ("n", lambda: self.stepItem(ReviewItem.box, 1)),
+            ("p", lambda: self.stepItem(ReviewItem.box, -1)),
+            ("Shift+N", lambda: self.stepItem(ReviewItem.slice, 1)),
+            ("Shift+P", lambda: self.stepItem(ReviewItem.slice, -1)),
+            ("r", lambda: self.markCurrentItem(ItemStatus.REVIEWED)),
+            ("f", lambda: self.markCurrentItem(ItemStatus.FIXED)),
+            ("e", self.onSegmentEditorButton),
+        )
+        for keys, callback in bindings:
+            shortcut = qt.QShortcut(qt.QKeySequence(keys), slicer.util.mainWindow())
+            shortcut.connect("activated()", lambda callback=callback: self._onShortcut(callback))
+            self._shortcuts.append(shortcut)
+
+    def _onShortcut(self, callback: Callable[[], None]) -> None:
+        if self._hasResults() and self._process is None:
+            callback()
+
+    def removeShortcuts(self) -> None:
+        for shortcut in self._shortcuts:
+            shortcut.disconnect("activated()")
+            shortcut.setParent(None)
+        self._shortcuts = []
+
+
+def _fmt(value: Any) -> str:
+    return "n/a" if value is None else f"{float(value):.3f}"
+
+
+#
+# Self-test (the same scenario as Testing/test_slicer_logic.py, through the widget)
+#
+
+
+class SegQCTest(ScriptedLoadableModuleTest):
+    def setUp(self) -> None:
+        slicer.mrmlScene.Clear()
+
+    def runTest(self) -> None:
+        self.setUp()
+        self.test_SegQCReview()
+
+    def _hippocampusCase(self):
+        from SegQCLib.datasets import hippocampus_dir, list_nnunet_cases
+
+        root = hippocampus_dir()
+        if not (root / "imagesTr").is_dir():
+            return None
+        return list_nnunet_cases(root)[0]
+
+    def test_SegQCReview(self) -> None:
+        import numpy as np
+
+        self.delayDisplay("SegQC: load a hippocampus case")
+        if not ensureDependencies():
+            self.skipTest("SegQC dependencies were not installed")
+        case = self._hippocampusCase()
+        if case is None:
+            self.skipTest("hippocampus data not found (set SEGQC_DATA_DIR to the folder holding hippocampus/)")
+        volume = slicer.util.loadVolume(str(case.images[0]))
+        segmentation = slicer.util.loadSegmentation(str(case.label))
+        names = SegQCLogic.segmentNames(segmentation)
+        for (segmentId, _), className in zip(names.items(), ("anterior", "posterior")):
+            segmentation.GetSegmentation().GetSegment(segmentId).SetName(className)
+
+        from SegQCLib.model_package import init_model_package
+
+        modelPath = str(init_model_package(Path(slicer.util.tempDirectory("SegQCTestModel")) / "untrained"))
+        widget = slicer.modules.segqc.widgetRepresentation().self()
+        slicer.util.selectModule("SegQC")
+        parameters = widget._parameterNode
+        parameters.imageVolume = volume
+        parameters.segmentation = segmentation
+        parameters.device = Device.cpu
+        widget.ui.modelPathLineEdit.currentPath = modelPath
+
+        self.delayDisplay("SegQC: run QC in a background process")
+        widget.runQC(wait=True)
+        logic = widget.logic
+        report = logic.reportData()["report"]
+        self.assertEqual([c["name"] for c in report["classes"]], ["anterior", "posterior"])
+
+        ijkToRas = vtk.vtkMatrix4x4()
+        volume.GetIJKToRASMatrix(ijkToRas)
+        for overlay in logic.findNodes(NodeRole.OVERLAY):
+            overlayMatrix = vtk.vtkMatrix4x4()
+            overlay.GetIJKToRASMatrix(overlayMatrix)
+            np.testing.assert_allclose(slicer.util.arrayFromVTKMatrix(overlayMatrix),
+                                       slicer.util.arrayFromVTKMatrix(ijkToRas))
+        self.assertEqual(logic.findNode(NodeRole.SLICES).GetNumberOfRows(), len(report["slices"]))
+
+        if report["boxes"]:
+            self.delayDisplay("SegQC: walk the boxes with the keyboard actions")
+            widget.stepItem(ReviewItem.box, 1)
+            index = 1 % len(report["boxes"])
+            box = report["boxes"][index]
+            red = slicer.app.layoutManager().sliceWidget("Red").mrmlSliceNode()
+            self.assertAlmostEqual(red.GetSliceOffset(), box["center_ras"][2], places=4)
+            centre = [0.0, 0.0, 0.0]
+            logic.findNode(NodeRole.ROI).GetCenter(centre)
+            np.testing.assert_allclose(centre, box["center_ras"], atol=1e-4)
+            widget.markCurrentItem(ItemStatus.FIXED)
+            self.assertEqual(logic.itemStatus(ItemKind.BOX, index), ItemStatus.FIXED)
+
+        self.delayDisplay("SegQC: edit the segmentation and record the correction")
+        segmentId = logic.segmentIdForLabel(1)
+        mask = slicer.util.arrayFromSegmentBinaryLabelmap(segmentation, segmentId, volume)
+        mask[:] = 0
+        slicer.util.updateSegmentBinaryLabelmapFromArray(mask, segmentation, segmentId, volume)
+        record = logic.recordCorrection(slicer.util.tempDirectory("SegQCTestCorrections"))
+        for name in ("original.nii.gz", "corrected.nii.gz", "error_1.nii.gz", "image_0000.nii.gz", "record.json"):
+            self.assertTrue((record / name).is_file(), name)
+        self.delayDisplay("SegQC test passed")

@@ -557,6 +557,8 @@ class CorrectionStore:
         """Make a new store; safe when several processes create the same one at once (the marker commits it)."""
 
         def refuse_if_foreign() -> None:
+            if self.is_store():  # another process finished creating it meanwhile
+                return
             if self.root.exists() and (not self.root.is_dir() or not _only_store_entries(self.root)):
                 raise InputError(f"{self.root} exists and is not a SegQC corrections store; "
                                  "choose an empty or new folder for the store")

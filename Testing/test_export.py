@@ -1,0 +1,157 @@
+"""Exports of the corrections store load back file by file: nnU-Net v2 raw dataset, MONAI datalist, QC data."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from SegQCLib.cli import main as segqc_main
+from SegQCLib.corrections import CorrectionStore
+from SegQCLib.datasets import list_nnunet_cases
+from SegQCLib.errors import InputError
+from SegQCLib.export import ExportFormat, export_store, load_qc_dataset
+from SegQCLib.geometry import Geometry
+from SegQCLib.io import LabelMap, Volume, read_image, read_labelmap
+
+
+def weak(truth: LabelMap, drop_label: int) -> LabelMap:
+    array = truth.array.copy()
+    array[array == drop_label] = 0
+    return LabelMap(array, truth.geometry)
+
+
+@pytest.fixture()
+def real_store(tmp_path, hippocampus_sample) -> tuple[CorrectionStore, dict[str, tuple[Volume, LabelMap, LabelMap]]]:
+    """Three real cases; the first recorded twice (the newer version drops class 1 instead of class 2)."""
+    store = CorrectionStore(tmp_path / "store")
+    expected = {}
+    for index, (case_id, image, truth) in enumerate(hippocampus_sample[:3]):
+        truth.names = {1: "anterior", 2: "posterior"}
+        original = weak(truth, 2)
+        store.add(case_id, [image], original, truth, reviewer="r1")
+        if index == 0:
+            original = weak(truth, 1)
+            store.add(case_id, [image], original, truth, reviewer="r2")
+        expected[case_id] = (image, original, truth)
+    return store, expected
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_nnunet_export_is_a_complete_v2_raw_dataset(tmp_path, real_store):
+    store, expected = real_store
+    out = tmp_path / "Dataset500_Corrections"
+    export_store(store, "nnunet", out, channel_names=["MRI"])
+
+    assert sorted(p.name for p in out.iterdir()) == ["dataset.json", "imagesTr", "labelsTr", "segqc_export.json"]
+    assert sorted(p.name for p in (out / "imagesTr").iterdir()) == sorted(f"{c}_0000.nii.gz" for c in expected)
+    assert sorted(p.name for p in (out / "labelsTr").iterdir()) == sorted(f"{c}.nii.gz" for c in expected)
+    dataset = json.loads((out / "dataset.json").read_text())
+    assert dataset["channel_names"] == {"0": "MRI"}
+    assert dataset["labels"] == {"background": 0, "anterior": 1, "posterior": 2}
+    assert dataset["numTraining"] == 3 and dataset["file_ending"] == ".nii.gz"
+    latest = {r.case_id: r for r in store.latest()}
+    for case_id, (image, _, truth) in expected.items():
+        exported_image = read_image(out / "imagesTr" / f"{case_id}_0000.nii.gz")
+        exported_label = read_labelmap(out / "labelsTr" / f"{case_id}.nii.gz")
+        np.testing.assert_array_equal(exported_image.array, image.array)
+        np.testing.assert_array_equal(exported_label.array, truth.array)
+        assert exported_label.geometry.matches(exported_image.geometry)
+        assert sha256(out / "labelsTr" / f"{case_id}.nii.gz") == sha256(latest[case_id].corrected_path)
+    listed = list_nnunet_cases(out)
+    assert [c.case_id for c in listed] == sorted(expected)
+    provenance = json.loads((out / "segqc_export.json").read_text())
+    first = sorted(expected)[0]
+    assert {c["case"]: c["record_id"] for c in provenance["cases"]}[first] == f"{first}/v0002"
+
+
+def test_all_versions_export_names_each_version(tmp_path, real_store):
+    store, expected = real_store
+    result = export_store(store, ExportFormat.NNUNET, tmp_path / "all", all_versions=True)
+    first = sorted(expected)[0]
+    names = sorted(p.name for p in (tmp_path / "all" / "labelsTr").iterdir())
+    assert f"{first}_v0001.nii.gz" in names and f"{first}_v0002.nii.gz" in names
+    assert len(result.cases) == 4
+    assert json.loads((tmp_path / "all" / "dataset.json").read_text())["numTraining"] == 4
+
+
+def test_monai_datalist_points_at_files_that_load(tmp_path, real_store):
+    store, expected = real_store
+    out = tmp_path / "monai"
+    export_store(store, "monai", out)
+    datalist = json.loads((out / "datalist.json").read_text())
+    assert len(datalist["training"]) == len(expected)
+    for entry in datalist["training"]:
+        case_id = Path(entry["label"]).name.removesuffix(".nii.gz")
+        image, _, truth = expected[case_id]
+        np.testing.assert_array_equal(read_image(out / entry["image"]).array, image.array)
+        np.testing.assert_array_equal(read_labelmap(out / entry["label"]).array, truth.array)
+    assert datalist["labels"] == {"0": "background", "1": "anterior", "2": "posterior"}
+
+
+def test_qc_export_holds_query_truth_and_error_maps(tmp_path, real_store):
+    store, expected = real_store
+    out = tmp_path / "qc"
+    export_store(store, "qc", out)
+    cases = load_qc_dataset(out)
+    assert sorted(c.case_id for c in cases) == sorted(expected)
+    for case in cases:
+        image, original, truth = expected[case.case_id]
+        np.testing.assert_array_equal(read_image(case.images[0]).array, image.array)
+        np.testing.assert_array_equal(read_labelmap(case.query).array, original.array)
+        np.testing.assert_array_equal(read_labelmap(case.truth).array, truth.array)
+        assert sorted(case.errors) == [1, 2]
+        for label, path in case.errors.items():
+            np.testing.assert_array_equal(read_labelmap(path).array.astype(bool),
+                                          (original.array == label) ^ (truth.array == label))
+        assert 0.0 <= case.true_metrics["dice"] < 1.0
+    assert [c.case_id for c in list_nnunet_cases(out)] == sorted(expected)  # image + truth, nnU-Net naming
+
+
+def test_multichannel_records_export_every_channel_in_order(tmp_path):
+    geometry = Geometry((4, 8, 8), (1.0, 1.0, 3.0))
+    channels = [Volume(np.full((4, 8, 8), value, np.float32), geometry) for value in (1.0, 2.0)]
+    truth = np.zeros((4, 8, 8), np.uint8)
+    truth[1:3, 2:6, 2:6] = 3  # labels need not start at 1: nnU-Net still gets 0..3
+    store = CorrectionStore(tmp_path / "s")
+    store.add("mc", channels, LabelMap(np.zeros_like(truth), geometry), LabelMap(truth, geometry))
+    export_store(store, "monai", tmp_path / "m", channel_names=["T1", "T2"])
+    entry = json.loads((tmp_path / "m" / "datalist.json").read_text())["training"][0]
+    assert entry["image"] == ["imagesTr/mc_0000.nii.gz", "imagesTr/mc_0001.nii.gz"]
+    assert [read_image(tmp_path / "m" / p).array.max() for p in entry["image"]] == [1.0, 2.0]
+    export_store(store, "nnunet", tmp_path / "n", channel_names=["T1", "T2"])
+    dataset = json.loads((tmp_path / "n" / "dataset.json").read_text())
+    assert dataset["channel_names"] == {"0": "T1", "1": "T2"}
+    assert list(dataset["labels"].values()) == [0, 1, 2, 3]
+
+
+def test_export_refuses_a_non_empty_folder(tmp_path, real_store):
+    store, _ = real_store
+    (tmp_path / "busy").mkdir()
+    (tmp_path / "busy" / "keep.txt").write_text("mine")
+    with pytest.raises(InputError, match="not empty"):
+        export_store(store, "nnunet", tmp_path / "busy")
+    assert [p.name for p in (tmp_path / "busy").iterdir()] == ["keep.txt"]
+
+
+def test_a_damaged_record_stops_the_export_before_anything_is_written(tmp_path, real_store):
+    store, _ = real_store
+    victim = store.latest()[-1]
+    victim.corrected_path.write_bytes(b"not a nifti")
+    with pytest.raises(InputError, match="damaged"):
+        export_store(store, "nnunet", tmp_path / "out")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["store"]
+
+
+def test_cli_export(tmp_path, real_store, capsys):
+    store, expected = real_store
+    out = tmp_path / "cli"
+    assert segqc_main(["corrections", "export", "--store", str(store.root), "--format", "qc", "--out", str(out)]) == 0
+    assert f"exported {len(expected)} case(s)" in capsys.readouterr().out
+    assert len(load_qc_dataset(out)) == len(expected)

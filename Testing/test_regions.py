@@ -320,6 +320,31 @@ def test_unify_boxes_matches_brute_force_on_many_random_boxes():
     assert len(expected) < count
 
 
+@pytest.mark.parametrize("spacing_xyz_mm, slice_axis", [((1.0, 1.0, 1.0), 0), ((0.6, 0.8, 2.0), 0),
+                                                       ((0.5, 1.5, 0.7), 1), ((0.9, 0.4, 1.2), 2)])
+def test_grouping_crowded_specks_first_gives_the_same_boxes(monkeypatch, spacing_xyz_mm, slice_axis):
+    # Many specks trigger a dilation-based grouping before box unification; the boxes must not change.
+    rng = np.random.default_rng(11)
+    prob = (rng.random((10, 60, 70)) < 0.01).astype(np.float32)
+    prob[:, 10:20, 15:40] = 0.8
+    geometry = Geometry(prob.shape, spacing_xyz_mm=spacing_xyz_mm)
+    params = RegionParams(extract_errors=False, merge_distance_mm=3.0, min_box_area_mm2=0.0, max_box_slice_fraction=1.0)
+    monkeypatch.setattr(regions, "PREMERGE_MIN_COMPONENTS", 10**9)
+    direct = find_error_boxes({1: prob}, geometry, slice_axis, params)
+    monkeypatch.setattr(regions, "PREMERGE_MIN_COMPONENTS", 0)
+    grouped = find_error_boxes({1: prob}, geometry, slice_axis, params)
+    assert len(direct) > 5
+    assert _box_set(grouped) == _box_set(direct)
+    assert [b.score for b in grouped] == pytest.approx([b.score for b in direct])
+
+
+@pytest.mark.parametrize("spacing_mm", [(1.0, 1.0), (0.8, 0.8), (0.3, 2.0), (0.1, 0.1), (5.0, 5.0)])
+def test_grouping_radii_never_join_components_whose_boxes_are_merge_distance_apart(spacing_mm):
+    radius_a, radius_b = regions.premerge_radii_px(spacing_mm, 5.0)
+    assert np.hypot(2 * radius_a * spacing_mm[0], 2 * radius_b * spacing_mm[1]) < 5.0
+    assert radius_a >= 0 and radius_b >= 0
+
+
 # --- filtering, scores, sorting -------------------------------------------------------------------------
 def test_boxes_below_the_minimum_area_are_dropped():
     geometry = Geometry((1, 30, 30), spacing_xyz_mm=(0.5, 0.5, 1.0))  # 0.25 mm2 pixels

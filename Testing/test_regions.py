@@ -299,22 +299,24 @@ def test_unify_boxes_matches_brute_force_on_many_random_boxes():
     spacing = np.array([0.7, 1.1])
     got = unify_boxes(slices, low, high, spacing, 4.0)
 
-    # Brute force: repeatedly merge the first close pair found, until no pair is close.
+    # Brute force: sweep over all pairs, merging each close pair as found, until a sweep merges nothing.
     boxes = [(int(s), list(map(int, lo)), list(map(int, hi))) for s, lo, hi in zip(slices, low, high)]
     merged = True
     while merged:
         merged = False
-        for i in range(len(boxes)):
-            for j in range(i + 1, len(boxes)):
+        i = 0
+        while i < len(boxes):
+            j = i + 1
+            while j < len(boxes):
                 (si, li, hi_), (sj, lj, hj) = boxes[i], boxes[j]
                 gaps = [max(0, lj[k] - hi_[k], li[k] - hj[k]) * spacing[k] for k in range(2)]
                 if si == sj and np.hypot(*gaps) < 4.0:
                     boxes[i] = (si, [min(li[k], lj[k]) for k in range(2)], [max(hi_[k], hj[k]) for k in range(2)])
                     del boxes[j]
                     merged = True
-                    break
-            if merged:
-                break
+                else:
+                    j += 1
+            i += 1
     expected = sorted((s, *lo, *hi) for s, lo, hi in boxes)
     assert sorted(zip(got[0].tolist(), *got[1].T.tolist(), *got[2].T.tolist())) == expected
     assert len(expected) < count

@@ -10,12 +10,8 @@ from __future__ import annotations
 import importlib.util
 import json
 import logging
-import os
-import queue
 import shutil
-import subprocess
 import sys
-import threading
 from collections.abc import Callable
 from enum import Enum
 from pathlib import Path
@@ -25,6 +21,7 @@ import qt
 import slicer
 import vtk
 from SegQCLogic import DEFAULT_OVERLAY_OPACITY, DEFAULT_OVERLAY_THRESHOLD, ItemKind, ItemStatus, NodeRole, SegQCLogic
+from SegQCProcess import QCProcess
 from slicer import vtkMRMLScalarVolumeNode, vtkMRMLSegmentationNode
 from slicer.parameterNodeWrapper import WithinRange, parameterNodeWrapper
 from slicer.ScriptedLoadableModule import (
@@ -35,11 +32,11 @@ from slicer.ScriptedLoadableModule import (
 from slicer.util import VTKObservationMixin
 
 # Python packages SegQCLib needs beyond what Slicer ships (import name -> pip requirement).
-PIP_REQUIREMENTS = {"scipy": "scipy", "skimage": "scikit-image", "slicerio": "slicerio", "filelock": "filelock"}
+PIP_REQUIREMENTS = {"scipy": "scipy", "skimage": "scikit-image", "slicerio": "slicerio", "filelock": "filelock",
+                    "psutil": "psutil"}
 MINIMUM_TORCH_VERSION = "2.0"
 PROCESS_POLL_INTERVAL_MS = 100
 PROGRESS_BAR_MAXIMUM = 1000
-PROCESS_LOG_LINES_KEPT = 40
 IGNORE_CLASS_TEXT = "(ignore)"
 DEFAULT_CORRECTIONS_DIR = str(Path.home() / "SegQC" / "corrections")
 
@@ -150,86 +147,6 @@ def segqcLibRoot() -> str:
 
 
 #
-# Background QC process
-#
-
-
-class QCProcess:
-    """A ``segqc run --progress json`` process: stdout is read on a thread, events are handled on the GUI thread."""
-
-    def __init__(self, command: list[str], environment: dict[str, str], onEvent: Callable[[dict], None],
-                 onFinished: Callable[[int, bool, list[str]], None]) -> None:
-        self.command = command
-        self.environment = environment
-        self.onEvent = onEvent
-        self.onFinished = onFinished
-        self.cancelled = False
-        self.finished = False
-        self.outputTail: list[str] = []
-        self._lines: queue.Queue = queue.Queue()
-        self._process: Optional[subprocess.Popen] = None
-        self._reader: Optional[threading.Thread] = None
-        self._timer = qt.QTimer()
-        self._timer.setInterval(PROCESS_POLL_INTERVAL_MS)
-        self._timer.connect("timeout()", self._poll)
-
-    def start(self) -> None:
-        logging.info("SegQC: launching %s", " ".join(self.command))
-        self._process = slicer.util.launchConsoleProcess(self.command, updateEnvironment=self.environment)
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-        self._timer.start()
-
-    def _read(self) -> None:
-        for line in iter(self._process.stdout.readline, ""):
-            self._lines.put(line.rstrip())
-        self._process.stdout.close()
-
-    def _poll(self) -> None:
-        while True:
-            try:
-                line = self._lines.get_nowait()
-            except queue.Empty:
-                break
-            event = SegQCLogic.parseProcessLine(line)
-            if event is not None:
-                self.onEvent(event)
-            elif line:
-                logging.info("segqc: %s", line)
-                self.outputTail = (self.outputTail + [line])[-PROCESS_LOG_LINES_KEPT:]
-        if self._process.poll() is not None and not self._reader.is_alive() and self._lines.empty():
-            self._timer.stop()
-            if not self.finished:
-                self.finished = True
-                self.onFinished(self._process.returncode, self.cancelled, self.outputTail)
-
-    def cancel(self) -> None:
-        """Stop the process and its children (PythonSlicer is a launcher: killing it alone leaves Python running)."""
-        self.cancelled = True
-        if self._process is None or self._process.poll() is not None:
-            return
-        try:
-            import psutil
-        except ImportError:
-            self._process.kill()
-            return
-        try:
-            parent = psutil.Process(self._process.pid)
-            for child in parent.children(recursive=True):
-                child.kill()
-            parent.kill()
-        except psutil.NoSuchProcess:
-            pass  # it ended on its own meanwhile
-
-    def wait(self) -> None:
-        """Block until finished, still handling events (used by the self-test)."""
-        while not self.finished:
-            self._poll()
-            slicer.app.processEvents()
-            qt.QThread.msleep(PROCESS_POLL_INTERVAL_MS)
-
-
-#
 # Widget
 #
 
@@ -242,11 +159,16 @@ class SegQCWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._parameterNode: Optional[SegQCParameterNode] = None
         self._parameterNodeGuiTag = None
         self._process: Optional[QCProcess] = None
+        self._processTimer = qt.QTimer()
+        self._processTimer.setInterval(PROCESS_POLL_INTERVAL_MS)
+        self._processTimer.connect("timeout()", self.onProcessTimer)
         self._prepared = None
         self._workDir: Optional[Path] = None
         self._processError: Optional[str] = None
         self._shortcuts: list[Any] = []
         self._updatingGui = False
+        self._keepSnapshot = False
+        self._shownOverlay: Optional[tuple] = None
 
     # --- set-up ------------------------------------------------------------------------------
     def setup(self) -> None:
@@ -288,6 +210,7 @@ class SegQCWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def cleanup(self) -> None:
         self.cancelProcess()
+        self._processTimer.stop()
         self.removeShortcuts()
         self.removeObservers()
 
@@ -354,7 +277,10 @@ class SegQCWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             button.enabled = hasResults and not running
         self.ui.rerunButton.enabled = hasResults and ready and not running
         if hasResults and self._parameterNode and self._parameterNode.overlayLabel and not self._updatingGui:
-            self.showOverlay()
+            overlay = (self._parameterNode.overlayLabel, self._parameterNode.overlayOpacity,
+                       self._parameterNode.overlayThreshold)
+            if overlay != self._shownOverlay:  # only display changes touch the views (keeps user's layers)
+                self.showOverlay()
 
     def _hasResults(self) -> bool:
         return self.logic is not None and self.logic.reviewedSegmentationID() is not None
@@ -384,18 +310,24 @@ class SegQCWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             logging.warning("SegQC: cannot read the model's classes: %s", exc)
             return {}
 
-    def currentMapping(self) -> Optional[dict[str, int]]:
+    def currentMapping(self, segmentation=None) -> Optional[dict[str, int]]:
+        """The edited mapping, or None (match by name) when there is none or it is for other segments."""
         text = self._parameterNode.segmentMapping if self._parameterNode else ""
-        return {str(k): int(v) for k, v in json.loads(text).items()} if text else None
+        segmentation = segmentation or (self._parameterNode.segmentation if self._parameterNode else None)
+        if not text or segmentation is None:
+            return None
+        mapping = {str(k): int(v) for k, v in json.loads(text).items()}
+        return mapping if set(mapping) == set(self.logic.segmentNames(segmentation)) else None
 
     def updateMappingTable(self, _node=None) -> None:
         table = self.ui.mappingTable
         table.setRowCount(0)
-        segmentation = self._parameterNode.segmentation if self._parameterNode else None
-        if not segmentation:
+        # The selector, not the parameter node: this slot may run before the node has the new selection.
+        segmentation = self.ui.segmentationSelector.currentNode()
+        if not segmentation or not self._parameterNode:
             return
         classNames = self.modelClassNames()
-        mapping = self.currentMapping()
+        mapping = self.currentMapping(segmentation)
         if mapping is None and classNames:
             mapping, notices = self.logic.defaultSegmentMapping(segmentation, classNames)
             for notice in notices:
@@ -451,18 +383,30 @@ class SegQCWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             command = self.logic.processCommand(pythonExecutable(), images, segmentation,
                                                 str(self._workDir / "output"), modelPath,
                                                 self._parameterNode.device.value)
-            pythonPath = os.pathsep.join(p for p in (segqcLibRoot(), os.environ.get("PYTHONPATH", "")) if p)
             self._processError = None
-            self._process = QCProcess(command, {"PYTHONPATH": pythonPath}, self.onProcessEvent,
-                                      self.onProcessFinished)
+            # PythonSlicer adds Slicer's own paths; SegQCLib may live elsewhere (extension or source checkout).
+            self._process = QCProcess(command, {"PYTHONPATH": segqcLibRoot()}, slicer.util.launchConsoleProcess)
             self.ui.statusLabel.text = "\n".join(self._prepared.notices) or "Starting QC..."
             self.ui.progressBar.setMaximum(PROGRESS_BAR_MAXIMUM)
             self.ui.progressBar.setValue(0)
             self.ui.progressBar.visible = True
             self._process.start()
+            self._processTimer.start()
             self._onParameterNodeModified()
         if wait and self._process is not None:
             self._process.wait()
+            self.onProcessTimer()
+
+    def onProcessTimer(self) -> None:
+        process = self._process
+        if process is None:
+            self._processTimer.stop()
+            return
+        for event in process.poll():
+            self.onProcessEvent(event)
+        if process.finished:
+            self._processTimer.stop()
+            self.onProcessFinished(process.returncode, process.cancelled, process.outputTail)
 
     def onProcessEvent(self, event: dict) -> None:
         kind = event.get("event")
@@ -542,8 +486,10 @@ class SegQCWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def showOverlay(self) -> None:
         with slicer.util.tryWithErrorDisplay("SegQC could not show the error overlay."):
-            self.logic.showOverlay(self._parameterNode.overlayLabel, self._parameterNode.overlayOpacity,
-                                   self._parameterNode.overlayThreshold)
+            overlay = (self._parameterNode.overlayLabel, self._parameterNode.overlayOpacity,
+                       self._parameterNode.overlayThreshold)
+            self._shownOverlay = overlay
+            self.logic.showOverlay(*overlay)
 
     # --- review ------------------------------------------------------------------------------------
     def goToItem(self, kind: ReviewItem, index: int) -> None:

@@ -116,6 +116,11 @@ class SegQCLogic(_LogicBase):
     """MRML side of SegQC; see the module docstring.  ``scene`` defaults to ``slicer.mrmlScene``."""
 
     def __init__(self, scene: Any = None) -> None:
+        if isinstance(scene, getattr(slicer, "qSlicerScriptedLoadableModule", ())):
+            # Slicer loads every .py file of a module folder as a module and instantiates the class named after
+            # the file with the module object: this file is a helper, so it registers as a hidden module.
+            scene.hidden = True
+            scene = None
         if _LogicBase is not object:
             _LogicBase.__init__(self)
         self.scene = scene if scene is not None else slicer.mrmlScene

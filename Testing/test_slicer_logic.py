@@ -9,9 +9,8 @@ itself (end to end, cancellation, a model that does not load).
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -33,9 +32,11 @@ from SegQCLib.postprocess import build_report
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "SegQC"))
 from SegQCLogic import ItemKind, ItemStatus, NodeRole, SegQCLogic  # noqa: E402
+from SegQCProcess import QCProcess  # noqa: E402
 
 CLASS_NAMES = {1: "anterior", 2: "posterior"}
 SLICE_VIEWS = (("Red", "Axial"), ("Yellow", "Sagittal"), ("Green", "Coronal"))
+PROCESS_TIMEOUT_S = 300.0
 
 
 # ----------------------------------------------------------------------------------------------
@@ -420,10 +421,10 @@ def test_the_widgets_background_process_path_gives_the_same_nodes(review, model_
     prepared = logic.prepareInputs([review["volume"]], review["segmentation"], logic.modelClassNames(model_path))
     images, seg = logic.writeProcessInputs(prepared, str(tmp_path / "in"))
     command = logic.processCommand(sys.executable, images, seg, str(tmp_path / "out"), model_path, "cpu")
-    completed = subprocess.run(command, capture_output=True, text=True, timeout=300,
-                               env={**os.environ, "OMP_NUM_THREADS": "1"})
-    events = [e for e in map(logic.parseProcessLine, completed.stdout.splitlines()) if e]
-    assert completed.returncode == 0, completed.stderr[-2000:]
+    process = QCProcess(command, {"OMP_NUM_THREADS": "1"})
+    process.start()
+    events = poll_until(process, lambda events: False)
+    assert process.finished and process.returncode == 0, "\n".join(process.outputTail)
     fractions = [e["fraction"] for e in events if e["event"] == "progress"]
     assert fractions and fractions == sorted(fractions)
     assert events[-1]["event"] == "done"
@@ -435,6 +436,33 @@ def test_the_widgets_background_process_path_gives_the_same_nodes(review, model_
         np.testing.assert_allclose(matrix_of(node), matrix_of(review["volume"]))
         expected = read_image(tmp_path / "out" / f"error_prob_{label}.nii.gz").array
         np.testing.assert_allclose(slicer.util.arrayFromVolume(node), expected, atol=1e-6)
+
+
+def poll_until(process: QCProcess, stop, timeout_s: float = PROCESS_TIMEOUT_S) -> list[dict]:
+    """Poll like the widget's timer until the process finished or ``stop(events)`` is true."""
+    events: list[dict] = []
+    deadline = time.monotonic() + timeout_s
+    while not process.finished and not stop(events):
+        assert time.monotonic() < deadline, "QC process did not finish in time"
+        events += process.poll()
+        time.sleep(0.05)
+    return events
+
+
+def test_cancelling_the_process_midway_stops_it_and_leaves_no_results(review, model_path, tmp_path):
+    logic, scene = review["logic"], review["scene"]
+    prepared = logic.prepareInputs([review["volume"]], review["segmentation"], logic.modelClassNames(model_path))
+    images, seg = logic.writeProcessInputs(prepared, str(tmp_path / "in"))
+    before = node_count(scene)
+    process = QCProcess(logic.processCommand(sys.executable, images, seg, str(tmp_path / "out"), model_path, "cpu"))
+    process.start()
+    events = poll_until(process, lambda events: any(e["event"] == "progress" for e in events))
+    assert not process.finished and events
+    process.cancel()
+    poll_until(process, lambda events: False)
+    assert process.cancelled and process.returncode != 0
+    assert not (tmp_path / "out" / "report.json").exists()
+    assert node_count(scene) == before
 
 
 def test_process_output_lines_that_are_not_events_are_ignored():

@@ -369,6 +369,8 @@ class SegQCWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.runQC(keepSnapshot=True)
 
     def runQC(self, wait: bool = False, keepSnapshot: bool = False) -> None:
+        if self._process is not None:
+            return
         with slicer.util.tryWithErrorDisplay("SegQC could not start QC.", waitCursor=True):
             if not ensureDependencies():
                 return
@@ -393,6 +395,9 @@ class SegQCWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self._process.start()
             self._processTimer.start()
             self._onParameterNodeModified()
+        if self._process is None and self._workDir is not None:  # failed before the process started
+            shutil.rmtree(self._workDir, ignore_errors=True)
+            self._workDir = None
         if wait and self._process is not None:
             self._process.wait()
             self.onProcessTimer()
@@ -460,7 +465,7 @@ class SegQCWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         case = report.get("case", {})
         parts = [f"Estimated Dice (case): {_fmt(case.get('dice_est'))}, QI {_fmt(case.get('qi'))}"]
         parts += [f"{c['name']}: Dice {_fmt(c.get('dice_est'))}" for c in report.get("classes", [])]
-        parts += [f"{len(report.get('boxes', []))} error boxes on {len(report.get('slices', []))} ranked slices"]
+        parts += [f"{len(report.get('boxes', []))} error boxes; {len(report.get('slices', []))} slices ranked"]
         parts += [f"Note: {notice}" for notice in report.get("notices", [])]
         self.ui.caseQualityLabel.text = "\n".join(parts)
         self._updatingGui = True

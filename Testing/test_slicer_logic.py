@@ -326,6 +326,41 @@ def test_a_new_logic_resumes_the_review_from_the_scene(reviewed):
     assert fresh.reportData()["report"]["case"] == reviewed["report"]["case"]
 
 
+def save_scene(scene, folder: Path) -> Path:
+    """Save every node and the scene file, as Slicer's Save dialog does."""
+    scene.SetRootDirectory(str(folder))
+    nodes = scene.GetNodes()
+    for index in range(nodes.GetNumberOfItems()):
+        node = nodes.GetItemAsObject(index)
+        if not node.IsA("vtkMRMLStorableNode") or not node.GetSaveWithScene():
+            continue
+        if node.GetStorageNode() is None:
+            node.AddDefaultStorageNode()
+        storage = node.GetStorageNode()
+        if storage is not None:
+            storage.SetFileName(str(folder / f"{node.GetID()}.{storage.GetDefaultWriteFileExtension()}"))
+            assert storage.WriteData(node), node.GetName()
+    scene.SetURL(str(folder / "review.mrml"))
+    assert scene.Commit()
+    return folder / "review.mrml"
+
+
+def test_a_saved_review_reopens_where_it_was_left(reviewed, tmp_path):
+    logic, report = reviewed["logic"], reviewed["report"]
+    logic.setItemStatus(ItemKind.BOX, 0, ItemStatus.FIXED)
+    scene_file = save_scene(reviewed["scene"], tmp_path / "saved")
+    reopened = make_scene()
+    reopened.SetURL(str(scene_file))
+    assert reopened.Connect()
+    resumed = SegQCLogic(reopened)
+    assert resumed.itemCount(ItemKind.BOX) == len(report["boxes"])
+    assert resumed.itemStatus(ItemKind.BOX, 0) is ItemStatus.FIXED
+    np.testing.assert_allclose(resumed.jumpToBox(1), report["boxes"][1]["center_ras"], atol=1e-6)
+    np.testing.assert_array_equal(slicer.util.arrayFromVolume(resumed.findNode(NodeRole.SNAPSHOT)), reviewed["wrong"])
+    record = resumed.recordCorrection(str(tmp_path / "store"))
+    np.testing.assert_array_equal(read_labelmap(record / "original.nii.gz").array, reviewed["wrong"])
+
+
 # ----------------------------------------------------------------------------------------------
 # Corrections
 
@@ -400,7 +435,7 @@ def test_a_model_that_does_not_load_is_a_clear_error(review, tmp_path):
     (broken / "config.json").write_text("{not json")
     (broken / "weights.pt").write_bytes(b"\x00garbage")
     before = node_count(review["scene"])
-    with pytest.raises(ModelError):
+    with pytest.raises(ModelError, match="config.json is not valid JSON"):
         review["logic"].runQC([review["volume"]], review["segmentation"], modelPath=str(broken), device="cpu")
     assert node_count(review["scene"]) == before
 

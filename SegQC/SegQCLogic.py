@@ -26,6 +26,7 @@ from typing import Any, Optional
 import numpy as np
 import slicer
 import vtk
+from vtk.util import numpy_support
 
 from SegQCLib.errors import CancelledError, GeometryMismatchError, InputError, ModelError, SegQCError
 from SegQCLib.geometry import Geometry
@@ -518,15 +519,15 @@ class SegQCLogic(_LogicBase):
 
     @staticmethod
     def _addColumn(tableNode: Any, name: str, values: Sequence[Any], kind: str) -> None:
-        array = {"str": vtk.vtkStringArray, "int": vtk.vtkIntArray, "float": vtk.vtkDoubleArray}[kind]()
-        array.SetName(name)
-        for value in values:
-            if kind == "str":
+        if kind == "str":
+            array = vtk.vtkStringArray()
+            for value in values:
                 array.InsertNextValue(str(value))
-            elif kind == "int":
-                array.InsertNextValue(int(value))
-            else:
-                array.InsertNextValue(float("nan") if value is None else float(value))
+        else:  # numbers go in as one numpy array (reports can list thousands of boxes)
+            numbers = (np.asarray(list(values), dtype=np.int32) if kind == "int" else
+                       np.asarray([np.nan if v is None else v for v in values], dtype=np.float64))
+            array = numpy_support.numpy_to_vtk(numbers, deep=True)
+        array.SetName(name)
         tableNode.AddColumn(array)
 
     def _fillSummary(self, node: Any, report: dict[str, Any]) -> None:

@@ -520,3 +520,16 @@ def test_rerun_after_edits_keeps_the_first_snapshot_so_the_correction_covers_all
     logic.applyResult(edited, report, error)  # a plain run takes a new snapshot
     snapshot = slicer.util.arrayFromVolume(logic.findNode(NodeRole.SNAPSHOT))
     np.testing.assert_array_equal(snapshot, edited.case.segmentation.array)
+
+
+def test_a_perfect_segmentation_gives_empty_box_list_and_a_clear_message_on_jump(review):
+    scene, logic, image = review["scene"], review["logic"], review["image"]
+    perfect = add_segmentation(scene, review["truth"], image.geometry, CLASS_NAMES, review["volume"])
+    prepared = logic.prepareInputs([review["volume"]], perfect, CLASS_NAMES)
+    error = true_error(prepared.case.segmentation.array, review["truth"])
+    report = build_report(prepared.case.segmentation, error, class_names=CLASS_NAMES).to_dict()
+    result = logic.applyResult(prepared, report, error)
+    assert report["boxes"] == [] and result.boxesTableNode.GetNumberOfRows() == 0
+    assert float(result.summaryTableNode.GetCellText(2, 2)) == pytest.approx(1.0)
+    with pytest.raises(InputError, match="No box 1"):
+        logic.jumpToBox(0)

@@ -1,0 +1,317 @@
+"""Train the QC network on a query bank: ``python -m training.train --data BANK --out RUN``.
+
+Loss (QCResUNet §2.4): MAE on the case Dice and NSD + λ·(soft Dice + BCE) on the per-class error maps,
+optionally + a Pearson term (1 - r of predicted vs true Dice over the batch).  Every epoch draws the same
+number of queries from each of the 10 Dice bins.  AdamW with linear warm-up then cosine decay, stepped
+every iteration; mixed precision on CUDA; seeded.  A checkpoint (model, optimiser, scheduler, scaler,
+random states) is written atomically every ``--checkpoint-every`` iterations and ``--resume`` continues
+from it.  A few training cases are held back as a *tuning* set (never the validation split): the
+checkpoints with the best tuning Dice MAE and the best tuning Pearson r are kept as model packages
+``best_mae/`` and ``best_r/``; ``metrics.jsonl`` logs every evaluation.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import os
+import random
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.nn import functional as F
+
+from SegQCLib.evaluation import mae, pearson_r
+from SegQCLib.model import ModelConfig, build_model, count_parameters, one_hot
+from SegQCLib.model_package import save_model_package
+
+from .bank import load_bank
+from .dataset import AugmentParams, Batch, QueryDataset
+
+logger = logging.getLogger("training.train")
+
+CHECKPOINT_FILE = "checkpoint.pt"
+METRICS_FILE = "metrics.jsonl"
+SETTINGS_FILE = "settings.json"
+SOFT_DICE_SMOOTH = 1.0
+MIN_PEARSON_BATCH = 3
+
+
+@dataclass
+class TrainSettings:
+    iterations: int = 1200
+    batch_size: int = 4
+    learning_rate: float = 2e-3
+    min_learning_rate: float = 2e-5
+    warmup_iterations: int = 50
+    weight_decay: float = 1e-4
+    error_map_weight: float = 1.0  # λ
+    pearson_weight: float = 0.0
+    epoch_size: int = 400  # queries per balanced epoch
+    tuning_cases: int = 8
+    evaluate_every: int = 150
+    checkpoint_every: int = 50
+    seed: int = 0
+    mask_only: bool = False
+    max_minutes: float = 0.0  # 0 = no limit; otherwise stop (and save) after this wall time
+    threads: int = 2
+    model_overrides: dict = field(default_factory=dict)
+
+
+def multitask_loss(output, batch: Batch, settings: TrainSettings) -> tuple[torch.Tensor, dict[str, float]]:
+    """MAE(Dice) + MAE(NSD) + λ(soft Dice + BCE on error maps) [+ w·(1 - Pearson r of Dice)]."""
+    logits = output.error_logits.float()
+    target = batch.error_maps
+    bce = F.binary_cross_entropy_with_logits(logits, target)
+    prob = torch.sigmoid(logits)
+    dims = (0, 2, 3, 4)  # batch-level soft Dice per class: defined even when a query has no error
+    soft_dice = 1.0 - ((2 * (prob * target).sum(dims) + SOFT_DICE_SMOOTH)
+                       / (prob.sum(dims) + target.sum(dims) + SOFT_DICE_SMOOTH)).mean()
+    dice_mae = (output.dice.float() - batch.dice).abs().mean()
+    loss = dice_mae + settings.error_map_weight * (soft_dice + bce)
+    parts = {"dice_mae": float(dice_mae), "soft_dice": float(soft_dice), "bce": float(bce)}
+    if output.nsd is not None:
+        nsd_mae = (output.nsd.float() - batch.nsd).abs().mean()
+        loss = loss + nsd_mae
+        parts["nsd_mae"] = float(nsd_mae)
+    if settings.pearson_weight > 0 and batch.dice.numel() >= MIN_PEARSON_BATCH:
+        pred = output.dice.float() - output.dice.float().mean()
+        true = batch.dice - batch.dice.mean()
+        r = (pred * true).sum() / (pred.norm() * true.norm() + 1e-6)
+        loss = loss + settings.pearson_weight * (1.0 - r)
+        parts["pearson"] = float(r)
+    parts["loss"] = float(loss)
+    return loss, parts
+
+
+def learning_rate_at(iteration: int, settings: TrainSettings) -> float:
+    """Linear warm-up to the peak, then cosine decay to the minimum at the last iteration."""
+    if iteration < settings.warmup_iterations:
+        return settings.learning_rate * (iteration + 1) / settings.warmup_iterations
+    progress = (iteration - settings.warmup_iterations) / max(1, settings.iterations - settings.warmup_iterations)
+    cosine = 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+    return settings.min_learning_rate + (settings.learning_rate - settings.min_learning_rate) * cosine
+
+
+@torch.no_grad()
+def evaluate_dataset(model, dataset: QueryDataset, device: torch.device, batch_size: int = 8) -> dict[str, float]:
+    """Dice MAE / Pearson r and error-map Dice on every query of ``dataset``, without augmentation."""
+    model.eval()
+    preds, trues, intersection, total = [], [], 0.0, 0.0
+    for start in range(0, len(dataset), batch_size):
+        batch = dataset.batch(range(start, min(len(dataset), start + batch_size)), None)
+        output = model(batch.image.to(device), one_hot(batch.query.to(device), model.config.mask_labels))
+        preds.append(output.dice.float().cpu().numpy())
+        trues.append(batch.dice.numpy())
+        binary = (output.error_logits.float().cpu() > 0).float()
+        intersection += float((binary * batch.error_maps).sum())
+        total += float(binary.sum() + batch.error_maps.sum())
+    model.train()
+    pred, true = np.concatenate(preds), np.concatenate(trues)
+    return {"dice_mae": mae(pred, true), "dice_r": pearson_r(pred, true),
+            "error_map_dice": 2 * intersection / total if total else 1.0, "queries": int(len(true))}
+
+
+def _atomic_torch_save(obj, path: Path) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def _random_states() -> dict:
+    return {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+
+
+class Trainer:
+    def __init__(self, bank_dir: str | os.PathLike, out_dir: str | os.PathLike, settings: TrainSettings,
+                 config: ModelConfig | None = None, max_cases: int | None = None) -> None:
+        self.out = Path(out_dir)
+        self.out.mkdir(parents=True, exist_ok=True)
+        self.settings = settings
+        self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        torch.set_num_threads(settings.threads)
+        cases = load_bank(bank_dir, "train")
+        if max_cases is not None:
+            cases = cases[:max_cases]
+        n_tune = min(settings.tuning_cases, max(1, len(cases) // 5))
+        order = np.random.default_rng(settings.seed).permutation(len(cases))
+        tuning = [cases[i] for i in sorted(order[:n_tune])]
+        training = [cases[i] for i in sorted(order[n_tune:])]
+        self.config = config or ModelConfig(**settings.model_overrides)
+        self.config.training_data = str(bank_dir)
+        self.train_set = QueryDataset(training, self.config, AugmentParams(), mask_only=settings.mask_only)
+        self.tune_set = QueryDataset(tuning, self.config, mask_only=settings.mask_only)
+        self.train_mean_dice = float(self.train_set.dice.mean())
+        torch.manual_seed(settings.seed)
+        self.model = build_model(self.config).to(self.device)
+        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=settings.learning_rate,
+                                           weight_decay=settings.weight_decay)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, lambda it: learning_rate_at(it, settings) / settings.learning_rate)
+        self.use_amp = self.device.type == "cuda"
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp)
+        self.rng = np.random.default_rng(settings.seed)
+        self.iteration = 0
+        self.best = {"dice_mae": math.inf, "dice_r": -math.inf}
+        self.history: list[dict] = []
+        (self.out / SETTINGS_FILE).write_text(json.dumps(
+            {"settings": asdict(settings), "train_cases": [c.case_id for c in training],
+             "tuning_cases": [c.case_id for c in tuning], "train_queries": len(self.train_set),
+             "train_mean_dice": self.train_mean_dice, "parameters": count_parameters(self.model),
+             "device": str(self.device)}, indent=1) + "\n")
+
+    # --- checkpoints ------------------------------------------------------------------------------
+    def save_checkpoint(self) -> None:
+        _atomic_torch_save({
+            "iteration": self.iteration, "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(), "best": self.best,
+            "rng": self.rng.bit_generator.state, "random_states": _random_states(),
+            "config": self.config.to_dict(), "settings": asdict(self.settings),
+        }, self.out / CHECKPOINT_FILE)
+
+    def resume(self) -> bool:
+        path = self.out / CHECKPOINT_FILE
+        if not path.exists():
+            return False
+        # Our own checkpoint (optimizer state, numpy RNG state): a full unpickle of a trusted local file.
+        state = torch.load(path, map_location=self.device, weights_only=False)
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.scaler.load_state_dict(state["scaler"])
+        self.best = state["best"]
+        self.rng.bit_generator.state = state["rng"]
+        random.setstate(state["random_states"]["python"])
+        np.random.set_state(state["random_states"]["numpy"])
+        torch.set_rng_state(state["random_states"]["torch"])
+        self.iteration = int(state["iteration"])
+        logger.info("Resumed from %s at iteration %d", path, self.iteration)
+        return True
+
+    def save_package(self, name: str, metrics: dict[str, float]) -> Path:
+        self.config.trained = True
+        self.config.validation_metrics = {"tuning": metrics, "iteration": self.iteration,
+                                          "train_mean_dice": self.train_mean_dice}
+        state = {k: v.detach().cpu() for k, v in self.model.state_dict().items()}
+        return save_model_package(self.out / name, self.config, state, overwrite=True)
+
+    # --- loop ---------------------------------------------------------------------------------------
+    def _evaluate(self, started: float) -> dict:
+        metrics = evaluate_dataset(self.model, self.tune_set, self.device)
+        record = {"iteration": self.iteration, "elapsed_s": round(time.perf_counter() - started, 1),
+                  "lr": self.scheduler.get_last_lr()[0], **{k: round(v, 5) for k, v in metrics.items()}}
+        if metrics["dice_mae"] < self.best["dice_mae"]:
+            self.best["dice_mae"] = metrics["dice_mae"]
+            self.save_package("best_mae", metrics)
+            record["best_mae"] = True
+        if np.isfinite(metrics["dice_r"]) and metrics["dice_r"] > self.best["dice_r"]:
+            self.best["dice_r"] = metrics["dice_r"]
+            self.save_package("best_r", metrics)
+            record["best_r"] = True
+        with open(self.out / METRICS_FILE, "a") as stream:
+            stream.write(json.dumps(record) + "\n")
+        logger.info("eval %s", record)
+        return record
+
+    def train(self) -> dict:
+        settings = self.settings
+        started = time.perf_counter()
+        running: dict[str, float] = {}
+        epoch: list[int] = []
+        self.model.train()
+        while self.iteration < settings.iterations:
+            if not epoch:
+                epoch = list(self.train_set.balanced_indices(settings.epoch_size, self.rng))
+            indices, epoch = epoch[: settings.batch_size], epoch[settings.batch_size:]
+            batch = self.train_set.batch(indices, self.rng)
+            batch = Batch(*(t.to(self.device) for t in (batch.image, batch.query, batch.error_maps, batch.dice,
+                                                        batch.nsd)))
+            with torch.autocast(self.device.type, dtype=torch.float16, enabled=self.use_amp):
+                output = self.model(batch.image, one_hot(batch.query, self.config.mask_labels))
+            loss, parts = multitask_loss(output, batch, settings)
+            self.optimizer.zero_grad(set_to_none=True)
+            self.scaler.scale(loss).backward()
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+            self.scheduler.step()
+            self.iteration += 1
+            for key, value in parts.items():
+                running[key] = 0.9 * running.get(key, value) + 0.1 * value
+            self._progress(started, running)
+            timed_out = settings.max_minutes > 0 and time.perf_counter() - started > settings.max_minutes * 60
+            if self.iteration % settings.checkpoint_every == 0 or timed_out:
+                self.save_checkpoint()
+            if self.iteration % settings.evaluate_every == 0 or self.iteration == settings.iterations or timed_out:
+                self._evaluate(started)
+            if timed_out:
+                logger.warning("Stopping at iteration %d: --max-minutes %.1f reached", self.iteration,
+                               settings.max_minutes)
+                break
+        self.save_checkpoint()
+        final = evaluate_dataset(self.model, self.tune_set, self.device)
+        self.save_package("last", final)
+        summary = {"iterations": self.iteration, "seconds": round(time.perf_counter() - started, 1),
+                   "best": self.best, "final_tuning": final}
+        (self.out / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
+        return summary
+
+    def _progress(self, started: float, running: dict[str, float]) -> None:
+        elapsed = time.perf_counter() - started
+        done = self.iteration / self.settings.iterations
+        bar = "#" * int(30 * done) + "-" * (30 - int(30 * done))
+        text = " ".join(f"{k}={v:.3f}" for k, v in running.items())
+        line = f"\r[{bar}] {self.iteration}/{self.settings.iterations} {elapsed / 60:.1f} min {text}"
+        if sys.stderr.isatty():
+            sys.stderr.write(line)
+            sys.stderr.flush()
+        elif self.iteration % 25 == 0:
+            logger.info(line.strip())
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m training.train", description=__doc__.splitlines()[0])
+    parser.add_argument("--data", required=True, help="query bank folder made by python -m training.bank")
+    parser.add_argument("--out", required=True, help="run folder (checkpoint, metrics, model packages)")
+    parser.add_argument("--iterations", type=int, default=TrainSettings.iterations)
+    parser.add_argument("--batch-size", type=int, default=TrainSettings.batch_size)
+    parser.add_argument("--lr", type=float, default=TrainSettings.learning_rate)
+    parser.add_argument("--lambda", dest="error_map_weight", type=float, default=TrainSettings.error_map_weight)
+    parser.add_argument("--pearson-weight", type=float, default=TrainSettings.pearson_weight)
+    parser.add_argument("--evaluate-every", type=int, default=TrainSettings.evaluate_every)
+    parser.add_argument("--checkpoint-every", type=int, default=TrainSettings.checkpoint_every)
+    parser.add_argument("--tuning-cases", type=int, default=TrainSettings.tuning_cases)
+    parser.add_argument("--seed", type=int, default=TrainSettings.seed)
+    parser.add_argument("--mask-only", action="store_true", help="zero image input (the mask-only baseline)")
+    parser.add_argument("--max-minutes", type=float, default=0.0, help="stop after this wall time (0 = none)")
+    parser.add_argument("--max-cases", type=int, default=None, help="use only the first N bank cases (tests)")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--model-config", default=None, help="JSON file of ModelConfig fields to override")
+    parser.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    overrides = json.loads(Path(args.model_config).read_text()) if args.model_config else {}
+    settings = TrainSettings(
+        iterations=args.iterations, batch_size=args.batch_size, learning_rate=args.lr,
+        error_map_weight=args.error_map_weight, pearson_weight=args.pearson_weight,
+        evaluate_every=args.evaluate_every, checkpoint_every=args.checkpoint_every, tuning_cases=args.tuning_cases,
+        seed=args.seed, mask_only=args.mask_only, max_minutes=args.max_minutes, threads=args.threads,
+        model_overrides=overrides)
+    random.seed(settings.seed)
+    np.random.seed(settings.seed)
+    trainer = Trainer(args.data, args.out, settings, max_cases=args.max_cases)
+    if args.resume:
+        trainer.resume()
+    summary = trainer.train()
+    print(json.dumps(summary, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -234,10 +234,21 @@ def one_hot(seg: torch.Tensor, labels: Sequence[int]) -> torch.Tensor:
 
 
 # --- building blocks --------------------------------------------------------------------------
+class InstanceNorm(nn.GroupNorm):
+    """Instance normalisation with a per-channel affine transform (the paper's choice, for small batches).
+
+    Implemented as GroupNorm with one group per channel: the same function and parameter names as
+    ``nn.InstanceNorm3d(affine=True)``, but about three times faster on CPU.
+    """
+
+    def __init__(self, channels: int) -> None:
+        super().__init__(channels, channels, eps=1e-5, affine=True)
+
+
 def _conv_norm_act(in_ch: int, out_ch: int, stride: Sequence[int] = (1, 1, 1)) -> nn.Sequential:
     return nn.Sequential(
         nn.Conv3d(in_ch, out_ch, 3, stride=tuple(stride), padding=1, bias=False),
-        nn.InstanceNorm3d(out_ch, affine=True),
+        InstanceNorm(out_ch),
         nn.LeakyReLU(LEAKY_SLOPE, inplace=True),
     )
 
@@ -248,15 +259,15 @@ class ResidualBlock(nn.Module):
     def __init__(self, in_ch: int, out_ch: int, stride: Sequence[int], dropout: float) -> None:
         super().__init__()
         self.conv1 = nn.Conv3d(in_ch, out_ch, 3, stride=tuple(stride), padding=1, bias=False)
-        self.norm1 = nn.InstanceNorm3d(out_ch, affine=True)
+        self.norm1 = InstanceNorm(out_ch)
         self.conv2 = nn.Conv3d(out_ch, out_ch, 3, padding=1, bias=False)
-        self.norm2 = nn.InstanceNorm3d(out_ch, affine=True)
+        self.norm2 = InstanceNorm(out_ch)
         self.dropout = nn.Dropout3d(dropout) if dropout > 0 else nn.Identity()
         self.act = nn.LeakyReLU(LEAKY_SLOPE, inplace=True)
         self.shortcut: nn.Module = nn.Identity()
         if in_ch != out_ch or any(s != 1 for s in stride):
             self.shortcut = nn.Sequential(nn.Conv3d(in_ch, out_ch, 1, stride=tuple(stride), bias=False),
-                                          nn.InstanceNorm3d(out_ch, affine=True))
+                                          InstanceNorm(out_ch))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.act(self.norm1(self.conv1(x)))

@@ -87,41 +87,93 @@ def _check_pair(mask: np.ndarray, error_prob: np.ndarray) -> tuple[np.ndarray, n
     return mask, error_prob
 
 
-def estimate_class(mask: np.ndarray, error_prob: np.ndarray) -> OverlapEstimate:
-    """Estimated Dice, IoU, RVD and ARVD of one class in 3D (SegQC eqs. 5-8)."""
+@dataclass(frozen=True)
+class ClassSums:
+    """Per-slice sums of one class along ``axis``: query voxels m, Σ M·Ê (s_in) and Σ Ê (e).
+
+    3D sums are the sums of these, so one pass over the volume serves the 3D, per-slice and case
+    estimates.
+    """
+
+    axis: int
+    mask_voxels: np.ndarray
+    error_in_mask: np.ndarray
+    error: np.ndarray
+
+    def totals(self) -> tuple[float, float, float]:
+        return float(self.mask_voxels.sum()), float(self.error_in_mask.sum()), float(self.error.sum())
+
+
+def class_sums(mask: np.ndarray, error_prob: np.ndarray, axis: int = 0) -> ClassSums:
+    """One pass: the three sums per slice.  Work on the mask's bounding box where only it matters."""
     mask, error_prob = _check_pair(mask, error_prob)
-    m = float(np.count_nonzero(mask))
-    s_in = float(error_prob[mask].sum(dtype=np.float64))
-    e = float(error_prob.sum(dtype=np.float64))
+    other_axes = tuple(a for a in range(mask.ndim) if a != axis)
+    n_slices = mask.shape[axis]
+    mask_voxels = np.zeros(n_slices, dtype=np.float64)
+    error_in_mask = np.zeros(n_slices, dtype=np.float64)
+    box = _bounding_box(mask)
+    if box is not None:
+        crop_mask = mask[box]
+        crop_prob = error_prob[box]
+        offset = box[axis].start
+        stop = box[axis].stop
+        mask_voxels[offset:stop] = np.count_nonzero(crop_mask, axis=other_axes)
+        error_in_mask[offset:stop] = np.where(crop_mask, crop_prob, 0).sum(axis=other_axes, dtype=np.float64)
+    error = error_prob.sum(axis=other_axes, dtype=np.float64)
+    return ClassSums(axis, mask_voxels, error_in_mask, error)
+
+
+def _bounding_box(mask: np.ndarray) -> tuple[slice, ...] | None:
+    """Smallest box holding all True voxels (None when empty); later axes are searched inside earlier ranges."""
+    box: list[slice] = [slice(None)] * mask.ndim
+    for axis in range(mask.ndim):
+        other = tuple(a for a in range(mask.ndim) if a != axis)
+        present = np.flatnonzero(np.any(mask[tuple(box)], axis=other))
+        if present.size == 0:
+            return None
+        start = (box[axis].start or 0) + int(present[0])
+        box[axis] = slice(start, start + int(present[-1] - present[0]) + 1)
+    return tuple(box)
+
+
+def estimate_from_sums(sums: ClassSums) -> OverlapEstimate:
+    m, s_in, e = sums.totals()
     dice, iou, rvd, arvd, truth = _metrics_from_sums(m, s_in, e, empty_value=1.0)
     return OverlapEstimate(float(dice), float(iou), float(rvd), float(arvd), m, float(truth), e)
 
 
-def estimate_class_per_slice(mask: np.ndarray, error_prob: np.ndarray, axis: int) -> SliceEstimates:
-    """The same estimates on every slice along ``axis`` at once (2D sums, no loop over slices)."""
-    mask, error_prob = _check_pair(mask, error_prob)
-    other_axes = tuple(a for a in range(mask.ndim) if a != axis)
-    m = np.count_nonzero(mask, axis=other_axes).astype(np.float64)
-    s_in = np.where(mask, error_prob, 0).sum(axis=other_axes, dtype=np.float64)
-    e = error_prob.sum(axis=other_axes, dtype=np.float64)
-    dice, iou, rvd, arvd, _ = _metrics_from_sums(m, s_in, e, empty_value=np.nan)
-    return SliceEstimates(axis, dice, iou, rvd, arvd, e)
+def per_slice_from_sums(sums: ClassSums) -> SliceEstimates:
+    dice, iou, rvd, arvd, _ = _metrics_from_sums(sums.mask_voxels, sums.error_in_mask, sums.error,
+                                                 empty_value=np.nan)
+    return SliceEstimates(sums.axis, dice, iou, rvd, arvd, sums.error)
 
 
-def estimate_case_dice(segmentation: np.ndarray, error_prob: Mapping[int, np.ndarray]) -> float:
-    """Multi-class estimated Dice 2ΣTP/(2ΣTP+FP+FN) over the classes of ``error_prob`` (QCResUNet app. A)."""
+def case_dice_from_sums(sums: Mapping[int, ClassSums]) -> float:
+    """Multi-class estimated Dice 2ΣTP/(2ΣTP+FP+FN), pooled over classes (QCResUNet appendix A)."""
     numerator = 0.0
     denominator = 0.0
-    for label, prob in error_prob.items():
-        mask, prob = _check_pair(segmentation == label, prob)
-        m = float(np.count_nonzero(mask))
-        s_in = float(prob[mask].sum(dtype=np.float64))
-        e = float(prob.sum(dtype=np.float64))
+    for class_total in sums.values():
+        m, s_in, e = class_total.totals()
         numerator += 2.0 * (m - s_in)
         denominator += m + (m + e - 2.0 * s_in)
     if denominator <= EMPTY_SUM_VOXELS:
         return 1.0
     return numerator / denominator
+
+
+def estimate_class(mask: np.ndarray, error_prob: np.ndarray) -> OverlapEstimate:
+    """Estimated Dice, IoU, RVD and ARVD of one class in 3D (SegQC eqs. 5-8)."""
+    return estimate_from_sums(class_sums(mask, error_prob))
+
+
+def estimate_class_per_slice(mask: np.ndarray, error_prob: np.ndarray, axis: int) -> SliceEstimates:
+    """The same estimates on every slice along ``axis`` at once (2D sums, no loop over slices)."""
+    return per_slice_from_sums(class_sums(mask, error_prob, axis))
+
+
+def estimate_case_dice(segmentation: np.ndarray, error_prob: Mapping[int, np.ndarray]) -> float:
+    """Multi-class estimated Dice over the classes of ``error_prob`` (see :func:`case_dice_from_sums`)."""
+    return case_dice_from_sums({label: class_sums(segmentation == label, prob) for label, prob in error_prob.items()})
 
 
 def voxel_error_probability(error_prob: Mapping[int, np.ndarray]) -> np.ndarray:

@@ -18,7 +18,7 @@ from typing import Optional, Union
 import numpy as np
 
 from .errors import InputError
-from .estimates import estimate_case_dice, estimate_class, estimate_class_per_slice, quality_index
+from .estimates import case_dice_from_sums, class_sums, estimate_from_sums, per_slice_from_sums, quality_index
 from .geometry import Geometry
 from .io import LabelMap, check_same_geometry, read_image, write_array
 from .ranking import rank_slices, slice_error_scores
@@ -120,17 +120,18 @@ def build_report(
 
     classes: list[ClassEstimate] = []
     per_slice_dice: dict[str, np.ndarray] = {}
+    sums = {}
     for label, prob in error_prob.items():
-        mask = seg == label
-        estimate = estimate_class(mask, prob)
+        sums[label] = class_sums(seg == label, prob, slice_axis)
+        estimate = estimate_from_sums(sums[label])
         classes.append(ClassEstimate(
             label=label, name=class_name(label, segmentation, class_names), dice_est=estimate.dice,
             iou_est=estimate.iou, arvd_est=estimate.arvd, rvd_est=estimate.rvd,
             volume_mm3=estimate.mask_voxels * voxel_mm3, volume_est_mm3=estimate.truth_voxels_est * voxel_mm3,
             error_volume_mm3=estimate.error_voxels_est * voxel_mm3,
         ))
-        per_slice_dice[str(label)] = estimate_class_per_slice(mask, prob, slice_axis).dice
-    case_dice = estimate_case_dice(seg, error_prob)
+        per_slice_dice[str(label)] = per_slice_from_sums(sums[label]).dice
+    case_dice = case_dice_from_sums(sums)
     qi = quality_index(error_prob)
     case_estimate = CaseEstimate(dice_est=case_dice, qi=qi,
                                  iou_est=case_dice / (2.0 - case_dice) if case_dice is not None else None)

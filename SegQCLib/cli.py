@@ -18,6 +18,7 @@ COMMAND_MODULES = (
     "SegQCLib.commands.run",
     "SegQCLib.commands.model",
     "SegQCLib.commands.corrections",
+    "SegQCLib.commands.rank",
 )
 
 EXIT_OK = 0

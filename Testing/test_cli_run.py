@@ -113,6 +113,24 @@ def test_run_writes_report_and_error_maps_in_the_image_geometry(default_package,
     assert "report:" in capsys.readouterr().out
 
 
+def test_empty_segmentation_is_checked_over_the_whole_image(default_package, hippocampus_cases, tmp_path):
+    case = hippocampus_cases[0]
+    empty = np.zeros_like(sitk.GetArrayFromImage(sitk.ReadImage(str(case.label))))
+    seg = write_like(tmp_path / "empty.nii.gz", empty, case.label)
+    out = tmp_path / "out"
+    assert run_cli("--image", str(case.images[0]), "--seg", str(seg), "--out", str(out),
+                   "--model", str(default_package)) == 0
+    report = assert_outputs_on_image_grid(out, case.images[0])
+    assert any("whole image" in notice for notice in report.notices)
+    assert read_image(out / "error_prob_1.nii.gz").array.min() > 0  # no zero region outside a crop
+
+
+def test_report_names_classes_from_the_model(default_package, hippocampus_cases, tmp_path):
+    case = hippocampus_cases[0]
+    result = run_qc_files(case.images, case.label, tmp_path / "out", model_path=default_package, device="cpu")
+    assert {c.label: c.name for c in result.report.classes} == ModelConfig().classes
+
+
 def test_json_progress_for_a_driving_program(default_package, hippocampus_cases, tmp_path):
     """The Slicer module runs segqc in a subprocess and parses these lines."""
     case = hippocampus_cases[1]

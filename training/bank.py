@@ -117,7 +117,8 @@ def build_bank(data_dir: str | os.PathLike, out_dir: str | os.PathLike, split_fi
                seed: int = DEFAULT_SEED, train_queries: int = DEFAULT_TRAIN_QUERIES,
                validation_queries: int = DEFAULT_VALIDATION_QUERIES, segmenter_iterations: int = 250,
                heldout_iterations: int = 400, max_cases: int | None = None,
-               train_mix: QueryMix = TRAIN_MIX, validation_mix: QueryMix = VALIDATION_MIX) -> Path:
+               train_mix: QueryMix = TRAIN_MIX, validation_mix: QueryMix = VALIDATION_MIX,
+               segmenter_config: SegmenterConfig | None = None) -> Path:
     out = Path(out_dir)
     (out / "train").mkdir(parents=True, exist_ok=True)
     (out / "validation").mkdir(parents=True, exist_ok=True)
@@ -133,7 +134,7 @@ def build_bank(data_dir: str | os.PathLike, out_dir: str | os.PathLike, split_fi
         label = read_labelmap(cases[case_id].label)
         loaded[case_id] = (image.array, label.array, tuple(reversed(image.geometry.spacing_xyz_mm)))
     labels = tuple(sorted({int(v) for cid in train_ids for v in np.unique(loaded[cid][1]) if v != 0}))
-    config = SegmenterConfig(num_classes=len(labels) + 1)
+    config = segmenter_config or SegmenterConfig(num_classes=len(labels) + 1)
 
     half = len(train_ids) // 2
     folds = {"foldA": train_ids[:half], "foldB": train_ids[half:]}

@@ -361,7 +361,8 @@ def perturbation_queries(truth: np.ndarray, labels: Sequence[int], count: int, r
     defects = list(mix.weights)
     probabilities = np.array([mix.weights[d] for d in defects], dtype=float)
     probabilities /= probabilities.sum()
-    n_identity = int(round(mix.identity_fraction * count))
+    # At least one perfect query per case when the mix asks for any: Dice 1 and an empty map must be learnt.
+    n_identity = max(1, int(round(mix.identity_fraction * count))) if mix.identity_fraction > 0 else 0
     queries = [Query(truth.copy(), (Defect.IDENTITY,), "truth") for _ in range(min(n_identity, count))]
     while len(queries) < count:
         n = 1

@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 from typing import TextIO
 
-from ..batch import DEFAULT_PREFETCH, BatchCase, CaseStatus, cases_from_folders, run_batch
+from ..batch import DEFAULT_PREFETCH, BatchCase, CaseStatus, ProcessWorkers, cases_from_folders, run_batch
 from ..engine import QCEngine
 from ..html_report import DEFAULT_THUMBNAILS_PER_CASE
 from .common import add_region_options, postprocess_params_from_args
@@ -35,6 +35,10 @@ def register(subparsers) -> None:
     parser.add_argument("--out", required=True, help="output folder (re-use it to resume)")
     parser.add_argument("--model", help="model package folder (default: $SEGQC_MODEL or the bundled model)")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
+    parser.add_argument("--workers", type=int, default=1,
+                        help="worker processes, each with its own model copy (CPU: often faster than one process "
+                             "with many threads; default 1: one process, reads and writes overlapped in threads)")
+    parser.add_argument("--threads-per-worker", type=int, default=1, help="torch threads per worker process")
     parser.add_argument("--prefetch", type=int, default=DEFAULT_PREFETCH,
                         help="cases read ahead while the network runs (0: strictly one after another)")
     parser.add_argument("--thumbnails", type=int, default=DEFAULT_THUMBNAILS_PER_CASE,
@@ -75,17 +79,20 @@ def run(args: argparse.Namespace) -> int:
     if bool(args.manifest) == by_folders or (not by_folders and (args.images or args.segs)):
         print("segqc rank: error: give --manifest, or both --images and --segs", file=sys.stderr)
         return EXIT_USAGE
-    if args.prefetch < 0:
-        print("segqc rank: error: --prefetch must be >= 0", file=sys.stderr)
+    if args.prefetch < 0 or args.workers < 1 or args.threads_per_worker < 1:
+        print("segqc rank: error: --prefetch must be >= 0, --workers and --threads-per-worker >= 1", file=sys.stderr)
         return EXIT_USAGE
     cases, unmatched = _cases(args)
     for message in unmatched:
         print(f"segqc rank: warning: skipped {message}", file=sys.stderr)
-    engine = QCEngine(args.model, args.device)
+    engine = QCEngine(args.model, args.device)  # loaded here too so that a bad model fails before any case
+    model_name = engine.model_info.get("name")
+    if args.workers > 1:
+        engine = ProcessWorkers(args.model, args.workers, args.device, args.threads_per_worker)
     mode = args.progress or ("bar" if sys.stderr.isatty() else "lines")
     result = run_batch(cases, args.out, engine, postprocess_params_from_args(args), prefetch=args.prefetch,
                        thumbnails_per_case=args.thumbnails, resume=not args.no_resume,
-                       progress=ProgressPrinter(mode, sys.stderr), notes=[f"Model: {engine.model_info.get('name')}"])
+                       progress=ProgressPrinter(mode, sys.stderr), notes=[f"Model: {model_name}"])
     stats = result.stats
     resumed = sum(r.status is CaseStatus.RESUMED for r in result.rows)
     print(f"{len(result.rows) - len(result.failed)} of {len(result.rows)} cases ranked ({resumed} from an earlier "

@@ -34,6 +34,10 @@ from pathlib import Path
 
 import numpy as np
 
+# Same OpenMP waiting policy as the `segqc run` CLI (see SegQCLib/commands/run.py); the spawned
+# children of both measurements inherit it.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 LARGE_SHAPE_ZYX = (64, 256, 256)
 SPACING_MM = 1.0
 TARGET_RATIO = 0.5
@@ -219,7 +223,8 @@ def main(argv=None) -> int:
                              "ratio_cpu_time": e2e["cpu_seconds"] / ref["cpu_seconds"]}
 
     print()
-    print(f"device {args.device}; torch threads {args.threads or 'default'}; repeats {args.repeats}; load average "
+    print(f"device {args.device}; torch threads {args.threads or 'default'}; repeats {args.repeats}; "
+          f"OMP_WAIT_POLICY {os.environ.get('OMP_WAIT_POLICY')}; load average "
           f"{load_before[0]:.1f} before, {os.getloadavg()[0]:.1f} after (times: wall s, cpu = process CPU s)")
     header = (f"{'case':<12} {'shape zyx':<11} {'e2e s':>7} {'ref s':>7} {'ratio':>6} {'e2e cpu':>7} {'ref cpu':>7} "
               f"{'ratio':>6} {'e2e RSS':>8} {'ref RSS':>8} {'e2e GF':>6} {'ref GF':>6} {'win':>4}")

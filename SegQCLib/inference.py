@@ -232,8 +232,17 @@ def estimate_window_bytes(model: torch.nn.Module, config: ModelConfig, patch_zyx
                           bytes_per_value: int = 4) -> int:
     """Rough peak activation memory of one window: stage outputs kept for the skips + a few live layers.
 
-    Measured on a small probe input with forward hooks and scaled to the patch volume.
+    Measured once per model and patch on a small probe input with forward hooks, scaled to the patch volume.
     """
+    cache: dict = model.__dict__.setdefault("_segqc_window_bytes", {})
+    key = (tuple(patch_zyx), bytes_per_value)
+    if key not in cache:
+        cache[key] = _measure_window_bytes(model, config, patch_zyx, bytes_per_value)
+    return cache[key]
+
+
+def _measure_window_bytes(model: torch.nn.Module, config: ModelConfig, patch_zyx: Sequence[int],
+                          bytes_per_value: int) -> int:
     probe = [2 * t for t in config.total_stride_zyx]
     kept, largest = 0, 0
 

@@ -229,9 +229,15 @@ def test_without_model_the_message_says_none_is_installed(hippocampus_cases, tmp
     assert code == 1 and "No default QC model is installed" in capsys.readouterr().err
 
 
-def test_image_and_manifest_together_is_a_usage_error(tmp_path, capsys):
-    assert run_cli("--manifest", "cases.csv", "--image", "a.nii.gz", "--out", str(tmp_path)) == 2
-    assert "either --manifest" in capsys.readouterr().err
+@pytest.mark.parametrize("args, message", [
+    (["--manifest", "cases.csv", "--image", "a.nii.gz"], "either --manifest"),
+    (["--image", "a.nii.gz"], "give --image"),
+    (["--manifest", "cases.csv", "--overlap", "1.5"], "--overlap"),
+    (["--manifest", "cases.csv", "--threads", "0"], "--threads"),
+])
+def test_contradictory_or_out_of_range_options_are_usage_errors(tmp_path, capsys, args, message):
+    assert run_cli(*args, "--out", str(tmp_path)) == 2
+    assert message in capsys.readouterr().err
 
 
 # --- engine API -------------------------------------------------------------------------------

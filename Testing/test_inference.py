@@ -11,7 +11,10 @@ import torch
 from SegQCLib.errors import CancelledError, InputError, ModelError, ResourceError
 from SegQCLib.geometry import Geometry
 from SegQCLib.inference import (
+    MAX_WINDOW_BATCH_CPU,
+    choose_window_batch,
     crop_box_around,
+    estimate_window_bytes,
     gaussian_importance,
     normalize_intensity,
     pad_to_shape,
@@ -251,6 +254,19 @@ def test_missing_classes_are_fine_and_still_get_an_error_map():
 
 
 # --- cancellation and memory ------------------------------------------------------------------
+def test_window_memory_estimate_scales_with_the_patch_volume():
+    model, config = tiny_model()
+    small = estimate_window_bytes(model, config, (16, 16, 16))
+    large = estimate_window_bytes(model, config, (32, 32, 32))
+    assert small > 16**3 * 4 and large == pytest.approx(8 * small, rel=1e-6)
+
+
+def test_window_batch_fits_free_memory_and_never_drops_below_one():
+    assert choose_window_batch(CPU, window_bytes=1) == MAX_WINDOW_BATCH_CPU
+    assert choose_window_batch(CPU, window_bytes=10**18) == 1
+
+
+
 def test_cancelling_after_the_first_window_stops_with_cancelled_error():
     model, config = tiny_model()
     image, seg = blob_case(shape=(40, 48, 44), radius=12, centre=(20, 24, 22))

@@ -19,8 +19,12 @@ Layout (all sizes from :class:`ModelConfig`):
   paper's attention-based SEM aggregation); global average pooling of the bottleneck then two fully
   connected layers and a sigmoid for Dice / NSD.
 
-The default configuration is an order of magnitude cheaper than the published QCResUNet (see
-``benchmarks/bench_inference.py``); :func:`reference_qcresunet_config` builds the published size.
+The default configuration (widths 16/32/64/128, one residual block per stage, stride 2 from the stem,
+decoder from stage 3 with one conv block per scale, 4 channels at full resolution) has 0.98 M
+parameters and 64 GFLOPs (2 x conv MACs) at 160x192x160, against 16.35 M and 762 GFLOPs for
+:func:`reference_qcresunet_config`, the published size (paper: 16.6 M).  ``benchmarks/bench_inference.py``
+measures both.  The patch 48x64x48 fits the hippocampus crops (about 40x56x40 at 1 mm); bigger volumes
+go through the sliding window of :mod:`SegQCLib.inference`.
 """
 
 from __future__ import annotations

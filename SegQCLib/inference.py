@@ -467,10 +467,11 @@ def _predict_case(model, config, images, seg, geometry, device, overlap, window_
         normalized = [resample_array(a, crop_geometry, target, linear=True) for a in normalized]
         seg_crop = resample_array(seg_crop, crop_geometry, target, linear=False)
     image_tensor = torch.from_numpy(np.stack(normalized).astype(np.float32, copy=False))
-    mask_tensor = one_hot(torch.from_numpy(seg_crop.astype(np.int64)), config.mask_labels)[0]
     patch = list(config.patch_size_zyx)
     image_tensor, keep = pad_to_shape(image_tensor, patch)
-    mask_tensor, _ = pad_to_shape(mask_tensor, patch)
+    # Pad the labels, not the one-hot: padding is background (matters with a background channel).
+    seg_tensor, _ = pad_to_shape(torch.from_numpy(seg_crop.astype(np.int64))[None], patch)
+    mask_tensor = one_hot(seg_tensor[0], config.mask_labels)[0]
     timing["preprocess"] = time.perf_counter() - started
     check_cancelled(cancel)
     report(PROGRESS_PREPARED, "Input prepared")

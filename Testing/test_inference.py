@@ -181,6 +181,21 @@ def test_real_model_on_a_single_window_equals_its_direct_forward_pass():
     assert result.dice_pred == pytest.approx(float(direct.dice[0]))
 
 
+def test_input_smaller_than_the_patch_is_padded_as_background():
+    model, config = tiny_model(include_background_channel=True)
+    image, seg = blob_case(shape=(12, 14, 16), centre=(6, 7, 8), radius=4)
+    result = predict_case(model, config, [image], seg, Geometry(seg.shape), CPU, crop_margin_mm=50.0)
+    normalized = torch.from_numpy(normalize_intensity(image, config.normalization))
+    padded_image = torch.zeros(16, 16, 16)
+    padded_seg = torch.zeros(16, 16, 16, dtype=torch.long)  # label 0: background, one-hot channel 0 set
+    padded_image[2:14, 1:15, :] = normalized
+    padded_seg[2:14, 1:15, :] = torch.from_numpy(seg.astype(np.int64))
+    with torch.inference_mode():
+        direct = model(padded_image[None, None], one_hot(padded_seg, config.mask_labels))
+    expected = torch.sigmoid(direct.error_logits)[0, :, 2:14, 1:15, :].numpy()
+    assert np.allclose(result.error_prob[1], expected[0], atol=1e-6)
+
+
 def test_prediction_is_deterministic_on_cpu():
     model, config = tiny_model()
     image, seg = blob_case()

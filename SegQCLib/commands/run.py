@@ -115,17 +115,20 @@ class TextReporter(Reporter):
     def __init__(self, stream: TextIO) -> None:
         self.stream = stream
         self._last = -1.0
+        self._stage = ""
 
     def progress(self, fraction: float, message: str, case_id: Optional[str] = None) -> None:
-        if fraction < 1.0 and 0 <= fraction - self._last < TEXT_PROGRESS_STEP:
+        # One line per stage, and within a stage (the windows) one per TEXT_PROGRESS_STEP.
+        stage = message.split(":")[0]
+        if stage == self._stage and fraction < 1.0 and 0 <= fraction - self._last < TEXT_PROGRESS_STEP:
             return
-        self._last = fraction
+        self._last, self._stage = fraction, stage
         prefix = f"{case_id}: " if case_id else ""
         self.stream.write(f"[{fraction * 100:5.1f}%] {prefix}{message}\n")
         self.stream.flush()
 
     def reset(self) -> None:
-        self._last = -1.0
+        self._last, self._stage = -1.0, ""
 
     def text(self, line: str) -> None:
         print(line)

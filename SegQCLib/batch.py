@@ -247,7 +247,7 @@ def process_case(case: BatchCase, out_dir: PathLike, engine: Any, params: Option
     except (CancelledError, KeyboardInterrupt):
         raise
     except Exception as exc:  # one broken case must not stop a batch of thousands
-        row = _failed(case.case_id, exc)
+        row = failed_row(case.case_id, exc)
     row.timing_s = timing
     return row
 
@@ -282,6 +282,17 @@ class ProcessWorkers:
     device: str = "cpu"
     threads_per_worker: int = 1
 
+    def run_cases(self, todo: Sequence[BatchCase], out_dir: Path, params: Optional[PostprocessParams],
+                  thumbnails_per_case: int, stats: BatchStats, finished: Callable[[RankRow], None]) -> None:
+        _in_processes(todo, out_dir, self, params, thumbnails_per_case, stats, finished)
+
+
+def add_row_timing(stats: BatchStats, row: RankRow) -> None:
+    """Add a row's per-case seconds (from :func:`process_case`) to ``stats``."""
+    stats.read_s += row.timing_s.get("read", 0.0)
+    stats.compute_s += row.timing_s.get("compute", 0.0)
+    stats.write_s += row.timing_s.get("write", 0.0)
+
 
 def _init_worker(threads: int, log_level: int) -> None:
     import torch
@@ -290,7 +301,7 @@ def _init_worker(threads: int, log_level: int) -> None:
     logging.basicConfig(level=log_level)
 
 
-def _failed(case_id: str, exc: BaseException) -> RankRow:
+def failed_row(case_id: str, exc: BaseException) -> RankRow:
     if isinstance(exc, SegQCError):
         message = str(exc)
     else:
@@ -369,7 +380,8 @@ def run_batch(
 
     With a loaded ``engine`` (a QCEngine), ``prefetch`` cases are read ahead in a background thread
     while the network runs and a writer thread writes the outputs (``prefetch=0``: strictly one case
-    after another).  With ``engine=ProcessWorkers(...)`` cases run in worker processes instead.
+    after another).  With ``engine=ProcessWorkers(...)`` (or ``batch_ray.RayWorkers(...)``, or any object
+    with the same ``run_cases`` method) the cases run in worker processes or on a cluster instead.
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -393,8 +405,8 @@ def run_batch(
             todo.append(case)
         else:
             finished(row)
-    if isinstance(engine, ProcessWorkers):
-        _in_processes(todo, out_dir, engine, params, thumbnails_per_case, stats, finished)
+    if hasattr(engine, "run_cases"):  # ProcessWorkers, RayWorkers: the cases run elsewhere
+        engine.run_cases(todo, out_dir, params, thumbnails_per_case, stats, finished)
     else:
         _pipeline(todo, out_dir, engine, params, prefetch, thumbnails_per_case, stats, finished)
     stats.cases = len(todo)
@@ -428,10 +440,8 @@ def _in_processes(todo: Sequence[BatchCase], out_dir: Path, workers: ProcessWork
             except (CancelledError, KeyboardInterrupt):
                 raise
             except Exception as exc:  # the worker died (e.g. out of memory): that case failed, the rest go on
-                row = _failed(futures[future].case_id, exc)
-            stats.read_s += row.timing_s.get("read", 0.0)
-            stats.compute_s += row.timing_s.get("compute", 0.0)
-            stats.write_s += row.timing_s.get("write", 0.0)
+                row = failed_row(futures[future].case_id, exc)
+            add_row_timing(stats, row)
             finished(row)
 
 
@@ -450,7 +460,7 @@ def _pipeline(todo: Sequence[BatchCase], out_dir: Path, engine: Any, params: Opt
         except (CancelledError, KeyboardInterrupt):
             raise
         except Exception as exc:
-            row = _failed(case.case_id, exc)
+            row = failed_row(case.case_id, exc)
         stats.write_wait_s += time.perf_counter() - waited
         finished(row)
 
@@ -478,7 +488,7 @@ def _pipeline(todo: Sequence[BatchCase], out_dir: Path, engine: Any, params: Opt
             except (CancelledError, KeyboardInterrupt):
                 raise
             except Exception as exc:
-                finished(_failed(case.case_id, exc))
+                finished(failed_row(case.case_id, exc))
                 if prefetch <= 0:
                     submit_read()
                 continue

@@ -209,3 +209,53 @@ def test_duplicate_case_ids_are_refused(tmp_path, engine):
     case = BatchCase("same", (tmp_path / "i.nii.gz",), tmp_path / "s.nii.gz")
     with pytest.raises(InputError, match="unique"):
         run_batch([case, case], tmp_path / "out", engine)
+
+
+class FakeRay:
+    """The few Ray calls RayWorkers makes, run synchronously in this process (Ray itself cannot start
+    its local node in this sandbox; with Ray installed the same code ships tasks to a cluster)."""
+
+    def __init__(self) -> None:
+        self.max_pending = 0
+
+    def is_initialized(self) -> bool:
+        return True
+
+    def remote(self, **resources):
+        fake = self
+
+        def wrap(function):
+            class Task:
+                @staticmethod
+                def remote(*args):
+                    return ("ref", function, args)
+
+            return Task
+
+        fake.resources = resources
+        return wrap
+
+    def wait(self, refs, num_returns=1):
+        self.max_pending = max(self.max_pending, len(refs))
+        return refs[:num_returns], refs[num_returns:]
+
+    def get(self, ref):
+        _, function, args = ref
+        return function(*args)
+
+
+def test_ray_workers_ship_the_per_case_step_and_bound_tasks_in_flight(tmp_path, dataset, model_dir, engine,
+                                                                      monkeypatch):
+    from SegQCLib import batch_ray
+
+    fake = FakeRay()
+    monkeypatch.setattr(batch_ray, "_ray", lambda: fake)
+    _, _, cases = dataset
+    threads = torch.get_num_threads()
+    result = run_batch(cases, tmp_path / "ray", batch_ray.RayWorkers(str(model_dir), max_in_flight=1),
+                       thumbnails_per_case=0)
+    torch.set_num_threads(threads)
+    local = run_batch(cases, tmp_path / "local", engine, thumbnails_per_case=0)
+    assert fake.resources == {"num_cpus": 1.0, "num_gpus": 0.0} and fake.max_pending == 1
+    assert [(r.case_id, r.status) for r in result.rows] == [(r.case_id, CaseStatus.DONE) for r in local.rows]
+    assert [r.dice_est for r in result.rows] == pytest.approx([r.dice_est for r in local.rows], rel=1e-5)

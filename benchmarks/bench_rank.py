@@ -8,6 +8,8 @@ so both modes see the same background load:
 
 * reference: strictly serial (``prefetch=0``: read, network, write, one case after another)
 * pipelined: the default (reader thread prefetching, writer thread compressing and drawing thumbnails)
+* processes: ``--workers`` worker processes (``segqc rank --workers``), model loaded once per worker;
+  their start-up (spawn, torch import, model load) is included in the wall time, once per block
 
 and prints cases/s of both, their ratio, and the share of per-case time spent in I/O (reading inputs,
 writing error maps, report and thumbnails) vs the network and report.
@@ -20,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import shutil
 import sys
 import tempfile
@@ -30,7 +33,7 @@ import numpy as np
 import SimpleITK as sitk
 import torch
 
-from SegQCLib.batch import BatchCase, BatchStats, run_batch
+from SegQCLib.batch import BatchCase, BatchStats, ProcessWorkers, run_batch
 from SegQCLib.datasets import hippocampus_dir, list_nnunet_cases
 from SegQCLib.engine import QCEngine
 from SegQCLib.model import ModelConfig
@@ -95,7 +98,9 @@ def main() -> int:
     parser.add_argument("--cases", type=int, default=200)
     parser.add_argument("--model", help="model package (default: the bundled model, else an untrained one)")
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--threads", type=int, default=2, help="torch intra-op threads")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch intra-op threads (in-process modes, and per worker process)")
+    parser.add_argument("--workers", type=int, default=os.cpu_count() or 2, help="worker processes (processes mode)")
     parser.add_argument("--thumbnails", type=int, default=3)
     parser.add_argument("--synthetic", action="store_true", help="synthetic cases even when shared data exists")
     parser.add_argument("--blocks", type=int, default=4, help="serial and pipelined runs alternate over blocks")
@@ -120,13 +125,17 @@ def main() -> int:
         run_batch(cases[:2], scratch / "warmup", engine, thumbnails_per_case=args.thumbnails)  # lazy init, caches
 
         # Modes alternate block by block so that both see the same background load on a shared machine.
-        modes = [("pipelined", 2)] if args.skip_serial else [("serial", 0), ("pipelined", 2)]
+        workers = ProcessWorkers(str(model), args.workers, args.device, args.threads)
+        modes = [("serial", 0), ("pipelined", 2), ("processes", workers)]
+        if args.skip_serial:
+            modes = modes[1:]
         totals = {name: BatchStats() for name, _ in modes}
         failed = dict.fromkeys(totals, 0)
         block_size = max(1, -(-len(cases) // args.blocks))
         for start in range(0, len(cases), block_size):
-            for name, prefetch in modes:
-                result = run_batch(cases[start:start + block_size], scratch / name / str(start), engine,
+            for name, how in modes:
+                runner, prefetch = (how, 0) if isinstance(how, ProcessWorkers) else (engine, how)
+                result = run_batch(cases[start:start + block_size], scratch / name / str(start), runner,
                                    prefetch=prefetch, thumbnails_per_case=args.thumbnails, resume=False)
                 add_stats(totals[name], result.stats)
                 failed[name] += len(result.failed)
@@ -145,9 +154,10 @@ def main() -> int:
                   f"({summary['compute_s']:.1f} s); main thread waited: read {summary['read_wait_s']:.1f} s, "
                   f"write {summary['write_wait_s']:.1f} s")
         if "serial" in results:
-            ratio = results["pipelined"]["cases_per_s"] / max(results["serial"]["cases_per_s"], 1e-9)
-            results["speedup_pipelined_vs_serial"] = round(ratio, 3)
-            print(f"pipelined / serial throughput: {ratio:.2f}x")
+            for name in ("pipelined", "processes"):
+                ratio = results[name]["cases_per_s"] / max(results["serial"]["cases_per_s"], 1e-9)
+                results[f"speedup_{name}_vs_serial"] = round(ratio, 3)
+                print(f"{name} / serial throughput: {ratio:.2f}x")
         results.update(cases=len(cases), data="shared" if shared else "synthetic", model_origin=origin,
                        device=engine.device, threads=args.threads)
         if args.json_out:

@@ -39,6 +39,9 @@ def register(subparsers) -> None:
                         help="worker processes, each with its own model copy (CPU: often faster than one process "
                              "with many threads; default 1: one process, reads and writes overlapped in threads)")
     parser.add_argument("--threads-per-worker", type=int, default=1, help="torch threads per worker process")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch threads of this process (default: torch's choice; 1 is often fastest for small "
+                             "volumes on a busy CPU, see benchmarks/bench_rank.py)")
     parser.add_argument("--prefetch", type=int, default=DEFAULT_PREFETCH,
                         help="cases read ahead while the network runs (0: strictly one after another)")
     parser.add_argument("--thumbnails", type=int, default=DEFAULT_THUMBNAILS_PER_CASE,
@@ -85,6 +88,10 @@ def run(args: argparse.Namespace) -> int:
     cases, unmatched = _cases(args)
     for message in unmatched:
         print(f"segqc rank: warning: skipped {message}", file=sys.stderr)
+    if args.threads is not None:
+        import torch
+
+        torch.set_num_threads(max(1, args.threads))
     engine = QCEngine(args.model, args.device)  # loaded here too so that a bad model fails before any case
     model_name = engine.model_info.get("name")
     if args.workers > 1:

@@ -296,6 +296,7 @@ def test_manifest_splits_modalities_and_resolves_paths_beside_it(tmp_path):
     ("case_id,image,seg\nx,a,b\nx,c,d\n", "appears twice"),
     ("case_id,image,seg\n../escape,a,b\n", "not a simple folder name"),
     ("case_id,image,seg\n", "lists no cases"),
+    ("case_id,image,seg\nx,a,b,c\n", "more fields than the header"),
 ])
 def test_malformed_manifests_are_refused_before_any_case_runs(tmp_path, content, message):
     manifest = tmp_path / "cases.csv"

@@ -165,8 +165,11 @@ def read_manifest(path: Path) -> list[ManifestCase]:
         raise InputError(f"Manifest {path} lacks column(s) {', '.join(missing)}; expected a header "
                          f"{','.join(MANIFEST_COLUMNS)}")
     cases, seen, problems = [], set(), []
-    for line, row in enumerate(reader, start=2):
-        row = {(k or "").strip(): (v or "").strip() for k, v in row.items()}
+    for line, raw in enumerate(reader, start=2):
+        if None in raw:  # DictReader files surplus fields under the key None
+            problems.append(f"line {line}: more fields than the header (quote paths that contain commas)")
+            continue
+        row = {k.strip(): (v or "").strip() for k, v in raw.items()}
         case_id, images, seg = row.get("case_id", ""), row.get("image", ""), row.get("seg", "")
         if not (case_id or images or seg):
             continue

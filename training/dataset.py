@@ -137,6 +137,16 @@ class QueryDataset:
         self.bins = dice_bins(self.dice)
         self._plain_scores: dict[int, tuple[float, float]] = {}
 
+    def keep(self, count: int) -> None:
+        """Keep ``count`` items spread evenly over the dataset (a cheaper, still mixed tuning set)."""
+        if count >= len(self.items):
+            return
+        chosen = np.linspace(0, len(self.items) - 1, count).round().astype(int)
+        self.items = [self.items[i] for i in chosen]
+        self.dice = self.dice[chosen]
+        self.bins = self.bins[chosen]
+        self._plain_scores = {}
+
     def __len__(self) -> int:
         return len(self.items)
 

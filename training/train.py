@@ -3,7 +3,9 @@
 Loss (QCResUNet §2.4): MAE on the case Dice and NSD + λ·(soft Dice + BCE) on the per-class error maps,
 optionally + a Pearson term (1 - r of predicted vs true Dice over the batch).  Every epoch draws the same
 number of queries from each of the 10 Dice bins.  AdamW with linear warm-up then cosine decay, stepped
-every iteration; mixed precision on CUDA; seeded.  A checkpoint (model, optimiser, scheduler, scaler,
+every iteration (with ``--max-minutes`` the schedule runs on the larger of the iteration and the time
+fractions, so a time-capped run still ends annealed); mixed precision on CUDA; seeded.  A checkpoint
+(model, optimiser, scaler,
 random states) is written atomically every ``--checkpoint-every`` iterations and ``--resume`` continues
 from it.  A few training cases are held back as a *tuning* set (never the validation split): the
 checkpoints with the best tuning Dice MAE and the best tuning Pearson r are kept as model packages
@@ -56,6 +58,7 @@ class TrainSettings:
     pearson_weight: float = 0.0
     epoch_size: int = 400  # queries per balanced epoch
     tuning_cases: int = 8
+    tuning_queries: int = 80  # evaluated every ``evaluate_every`` iterations: keep it cheap
     evaluate_every: int = 150
     checkpoint_every: int = 50
     seed: int = 0
@@ -76,26 +79,35 @@ def multitask_loss(output, batch: Batch, settings: TrainSettings) -> tuple[torch
                        / (prob.sum(dims) + target.sum(dims) + SOFT_DICE_SMOOTH)).mean()
     dice_mae = (output.dice.float() - batch.dice).abs().mean()
     loss = dice_mae + settings.error_map_weight * (soft_dice + bce)
-    parts = {"dice_mae": float(dice_mae), "soft_dice": float(soft_dice), "bce": float(bce)}
+    parts = {"dice_mae": dice_mae.item(), "soft_dice": soft_dice.item(), "bce": bce.item()}
     if output.nsd is not None:
         nsd_mae = (output.nsd.float() - batch.nsd).abs().mean()
         loss = loss + nsd_mae
-        parts["nsd_mae"] = float(nsd_mae)
+        parts["nsd_mae"] = nsd_mae.item()
     if settings.pearson_weight > 0 and batch.dice.numel() >= MIN_PEARSON_BATCH:
         pred = output.dice.float() - output.dice.float().mean()
         true = batch.dice - batch.dice.mean()
         r = (pred * true).sum() / (pred.norm() * true.norm() + 1e-6)
         loss = loss + settings.pearson_weight * (1.0 - r)
-        parts["pearson"] = float(r)
-    parts["loss"] = float(loss)
+        parts["pearson"] = r.item()
+    parts["loss"] = loss.item()
     return loss, parts
 
 
-def learning_rate_at(iteration: int, settings: TrainSettings) -> float:
-    """Linear warm-up to the peak, then cosine decay to the minimum at the last iteration."""
+def training_progress(iteration: int, elapsed_s: float, settings: TrainSettings) -> float:
+    """Fraction of the run done: iterations, or wall time when ``max_minutes`` caps the run and is ahead."""
+    progress = iteration / max(1, settings.iterations)
+    if settings.max_minutes > 0:
+        progress = max(progress, elapsed_s / (settings.max_minutes * 60))
+    return min(1.0, progress)
+
+
+def learning_rate_at(iteration: int, progress: float, settings: TrainSettings) -> float:
+    """Linear warm-up over the first iterations, then cosine decay to the minimum at progress 1."""
     if iteration < settings.warmup_iterations:
         return settings.learning_rate * (iteration + 1) / settings.warmup_iterations
-    progress = (iteration - settings.warmup_iterations) / max(1, settings.iterations - settings.warmup_iterations)
+    start = settings.warmup_iterations / max(1, settings.iterations)
+    progress = (progress - start) / max(1e-9, 1 - start)
     cosine = 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
     return settings.min_learning_rate + (settings.learning_rate - settings.min_learning_rate) * cosine
 
@@ -144,21 +156,23 @@ class Trainer:
         order = np.random.default_rng(settings.seed).permutation(len(cases))
         tuning = [cases[i] for i in sorted(order[:n_tune])]
         training = [cases[i] for i in sorted(order[n_tune:])]
-        self.config = config or ModelConfig(**settings.model_overrides)
+        self.config = config or ModelConfig.from_dict(settings.model_overrides, base=ModelConfig(),
+                                                      require_complete=False)
         self.config.training_data = str(bank_dir)
         self.train_set = QueryDataset(training, self.config, AugmentParams(), mask_only=settings.mask_only)
         self.tune_set = QueryDataset(tuning, self.config, mask_only=settings.mask_only)
+        self.tune_set.keep(settings.tuning_queries)
         self.train_mean_dice = float(self.train_set.dice.mean())
         torch.manual_seed(settings.seed)
         self.model = build_model(self.config).to(self.device)
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=settings.learning_rate,
                                            weight_decay=settings.weight_decay)
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer, lambda it: learning_rate_at(it, settings) / settings.learning_rate)
         self.use_amp = self.device.type == "cuda"
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp)
         self.rng = np.random.default_rng(settings.seed)
         self.iteration = 0
+        self.elapsed_before = 0.0
+        self.started = 0.0
         self.best = {"dice_mae": math.inf, "dice_r": -math.inf}
         self.history: list[dict] = []
         (self.out / SETTINGS_FILE).write_text(json.dumps(
@@ -171,7 +185,7 @@ class Trainer:
     def save_checkpoint(self) -> None:
         _atomic_torch_save({
             "iteration": self.iteration, "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(), "best": self.best,
+            "elapsed_s": self.elapsed(), "scaler": self.scaler.state_dict(), "best": self.best,
             "rng": self.rng.bit_generator.state, "random_states": _random_states(),
             "config": self.config.to_dict(), "settings": asdict(self.settings),
         }, self.out / CHECKPOINT_FILE)
@@ -184,7 +198,7 @@ class Trainer:
         state = torch.load(path, map_location=self.device, weights_only=False)
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
+        self.elapsed_before = float(state["elapsed_s"])
         self.scaler.load_state_dict(state["scaler"])
         self.best = state["best"]
         self.rng.bit_generator.state = state["rng"]
@@ -203,10 +217,14 @@ class Trainer:
         return save_model_package(self.out / name, self.config, state, overwrite=True)
 
     # --- loop ---------------------------------------------------------------------------------------
-    def _evaluate(self, started: float) -> dict:
+    def elapsed(self) -> float:
+        """Training wall time in seconds, including the runs this one resumed."""
+        return self.elapsed_before + (time.perf_counter() - self.started if self.started else 0.0)
+
+    def _evaluate(self) -> dict:
         metrics = evaluate_dataset(self.model, self.tune_set, self.device)
-        record = {"iteration": self.iteration, "elapsed_s": round(time.perf_counter() - started, 1),
-                  "lr": self.scheduler.get_last_lr()[0], **{k: round(v, 5) for k, v in metrics.items()}}
+        record = {"iteration": self.iteration, "elapsed_s": round(self.elapsed(), 1),
+                  "lr": self.optimizer.param_groups[0]["lr"], **{k: round(v, 5) for k, v in metrics.items()}}
         if metrics["dice_mae"] < self.best["dice_mae"]:
             self.best["dice_mae"] = metrics["dice_mae"]
             self.save_package("best_mae", metrics)
@@ -215,6 +233,7 @@ class Trainer:
             self.best["dice_r"] = metrics["dice_r"]
             self.save_package("best_r", metrics)
             record["best_r"] = True
+        self.history.append({"iteration": self.iteration, "metrics": metrics})
         with open(self.out / METRICS_FILE, "a") as stream:
             stream.write(json.dumps(record) + "\n")
         logger.info("eval %s", record)
@@ -222,7 +241,7 @@ class Trainer:
 
     def train(self) -> dict:
         settings = self.settings
-        started = time.perf_counter()
+        self.started = time.perf_counter()
         running: dict[str, float] = {}
         epoch: list[int] = []
         self.model.train()
@@ -236,34 +255,37 @@ class Trainer:
             with torch.autocast(self.device.type, dtype=torch.float16, enabled=self.use_amp):
                 output = self.model(batch.image, one_hot(batch.query, self.config.mask_labels))
             loss, parts = multitask_loss(output, batch, settings)
+            lr = learning_rate_at(self.iteration, training_progress(self.iteration, self.elapsed(), settings), settings)
+            for group in self.optimizer.param_groups:
+                group["lr"] = lr
             self.optimizer.zero_grad(set_to_none=True)
             self.scaler.scale(loss).backward()
             self.scaler.step(self.optimizer)
             self.scaler.update()
-            self.scheduler.step()
             self.iteration += 1
             for key, value in parts.items():
                 running[key] = 0.9 * running.get(key, value) + 0.1 * value
-            self._progress(started, running)
-            timed_out = settings.max_minutes > 0 and time.perf_counter() - started > settings.max_minutes * 60
+            self._progress(running)
+            timed_out = settings.max_minutes > 0 and self.elapsed() > settings.max_minutes * 60
             if self.iteration % settings.checkpoint_every == 0 or timed_out:
                 self.save_checkpoint()
             if self.iteration % settings.evaluate_every == 0 or self.iteration == settings.iterations or timed_out:
-                self._evaluate(started)
+                self._evaluate()
             if timed_out:
                 logger.warning("Stopping at iteration %d: --max-minutes %.1f reached", self.iteration,
                                settings.max_minutes)
                 break
         self.save_checkpoint()
-        final = evaluate_dataset(self.model, self.tune_set, self.device)
+        last = self.history[-1] if self.history and self.history[-1]["iteration"] == self.iteration else None
+        final = last["metrics"] if last else evaluate_dataset(self.model, self.tune_set, self.device)
         self.save_package("last", final)
-        summary = {"iterations": self.iteration, "seconds": round(time.perf_counter() - started, 1),
+        summary = {"iterations": self.iteration, "seconds": round(self.elapsed(), 1),
                    "best": self.best, "final_tuning": final}
         (self.out / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
         return summary
 
-    def _progress(self, started: float, running: dict[str, float]) -> None:
-        elapsed = time.perf_counter() - started
+    def _progress(self, running: dict[str, float]) -> None:
+        elapsed = self.elapsed()
         done = self.iteration / self.settings.iterations
         bar = "#" * int(30 * done) + "-" * (30 - int(30 * done))
         text = " ".join(f"{k}={v:.3f}" for k, v in running.items())

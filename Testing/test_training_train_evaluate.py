@@ -1,0 +1,165 @@
+"""Training (a few iterations on real queries) and the evaluation pipeline with its baselines."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from training_helpers import build_tiny_bank
+
+from SegQCLib.geometry import Geometry
+from SegQCLib.metrics import case_metrics
+from SegQCLib.model import QCOutput
+from SegQCLib.model_package import load_model_package
+from SegQCLib.regions import RegionParams, find_error_boxes
+from training.bank import load_bank
+from training.dataset import Batch
+from training.evaluate import (
+    BAND,
+    CONSTANT,
+    NETWORK_ESTIMATE,
+    NETWORK_HEAD,
+    TTA,
+    QueryScores,
+    _boxes_array,
+    band_prior,
+    estimate_scores,
+    evaluate_bank,
+    localisation_scores,
+    markdown_table,
+    summarize,
+    tta_error_prob,
+)
+from training.train import METRICS_FILE, Trainer, TrainSettings, learning_rate_at, multitask_loss, training_progress
+
+LABELS = [1, 2]
+TINY_MODEL = {"widths": [4, 8, 8, 8], "full_res_width": 4, "case_head_hidden": 8}
+
+
+@pytest.fixture(scope="module")
+def bank(hippocampus_cases, tmp_path_factory):
+    return build_tiny_bank(tmp_path_factory.mktemp("bank"))
+
+
+def _settings(**changes) -> TrainSettings:
+    values = dict(iterations=4, batch_size=2, evaluate_every=2, checkpoint_every=2, tuning_cases=1, tuning_queries=4,
+                  warmup_iterations=2, epoch_size=8, threads=2, model_overrides=TINY_MODEL)
+    values.update(changes)
+    return TrainSettings(**values)
+
+
+@pytest.fixture(scope="module")
+def trained_run(bank, tmp_path_factory):
+    out = tmp_path_factory.mktemp("run")
+    summary = Trainer(bank, out, _settings()).train()
+    return out, summary
+
+
+def test_training_writes_checkpoint_metrics_and_loadable_best_packages(trained_run):
+    out, summary = trained_run
+    assert summary["iterations"] == 4
+    assert (out / "checkpoint.pt").is_file()
+    records = [json.loads(line) for line in (out / METRICS_FILE).read_text().splitlines()]
+    assert [r["iteration"] for r in records] == [2, 4]
+    for name in ("best_mae", "best_r", "last"):
+        package = load_model_package(out / name)
+        assert package.config.trained and package.config.widths == TINY_MODEL["widths"]
+        assert "train_mean_dice" in package.config.validation_metrics
+
+
+def test_resumed_training_continues_from_the_checkpoint(bank, trained_run, tmp_path):
+    out, _ = trained_run
+    trainer = Trainer(bank, out, _settings(iterations=6))
+    assert trainer.resume() and trainer.iteration == 4
+    before = {k: v.clone() for k, v in trainer.model.state_dict().items()}
+    assert trainer.train()["iterations"] == 6
+    assert any(not torch.equal(before[k], v) for k, v in trainer.model.state_dict().items())
+
+
+def test_learning_rate_warms_up_then_decays_to_the_minimum():
+    settings = TrainSettings(iterations=100, warmup_iterations=10, learning_rate=1e-3, min_learning_rate=1e-5)
+    rates = [learning_rate_at(i, training_progress(i, 0.0, settings), settings) for i in range(101)]
+    assert rates[0] < rates[9] == pytest.approx(1e-3)
+    assert all(a >= b for a, b in zip(rates[10:], rates[11:]))
+    assert rates[100] == pytest.approx(1e-5)
+    capped = TrainSettings(iterations=100, warmup_iterations=10, max_minutes=1.0)
+    assert training_progress(20, 60.0, capped) == 1.0  # the time cap ends the schedule
+
+
+def test_loss_is_zero_for_a_perfect_prediction_and_grows_with_errors():
+    error_maps = torch.zeros(2, 2, 4, 4, 4)
+    error_maps[0, 0, :2] = 1
+    batch = Batch(torch.zeros(2, 1, 4, 4, 4), torch.zeros(2, 4, 4, 4, dtype=torch.long), error_maps,
+                  torch.tensor([0.5, 1.0]), torch.tensor([0.4, 1.0]))
+    perfect = QCOutput((error_maps * 2 - 1) * 50, batch.dice.clone(), batch.nsd.clone())
+    wrong = QCOutput(-perfect.error_logits, 1 - batch.dice, 1 - batch.nsd)
+    settings = TrainSettings(pearson_weight=0.0)
+    assert multitask_loss(perfect, batch, settings)[0].item() == pytest.approx(0.0, abs=1e-3)
+    assert multitask_loss(wrong, batch, settings)[0].item() > 2.0
+
+
+# --- evaluation ---------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def validation_case(bank):
+    return load_bank(bank, "validation")[0]
+
+
+def _geometry(case) -> Geometry:
+    return Geometry(tuple(case.truth.shape), tuple(reversed(case.spacing_zyx_mm)))
+
+
+def test_an_oracle_error_map_scores_perfectly_on_every_localisation_metric(validation_case):
+    case = validation_case
+    query = case.queries[0]
+    oracle = {c: ((query == c) ^ (case.truth == c)).astype(np.float32) for c in LABELS}
+    geometry = _geometry(case)
+    axis = geometry.default_slice_axis()
+    params = RegionParams()
+    true_boxes = {c: _boxes_array(find_error_boxes({c: oracle[c]}, geometry, axis, params), axis, c) for c in LABELS}
+    scores = QueryScores(case.case_id, case.sources[0], "x", 0.0, 0.0)
+    estimate_scores(scores, oracle, query, case.truth, LABELS, axis)
+    localisation_scores(scores, oracle, query, case.truth, LABELS, geometry, axis, params, true_boxes)
+    truth = case_metrics(query, case.truth, LABELS, case.spacing_zyx_mm)
+    np.testing.assert_allclose(scores.pred_class_dice, [c.dice for c in truth.classes], atol=1e-9)
+    assert max(scores.slice_abs_errors, default=0.0) < 1e-9
+    assert scores.error_map_dice == [1.0, 1.0]
+    matched, predicted, true = scores.boxes["0.1"]
+    assert matched == predicted == true
+    if np.isfinite(scores.correction_area):
+        assert scores.correction_area == pytest.approx(1.0)
+
+
+def test_boundary_band_prior_marks_only_voxels_next_to_the_query_boundary(validation_case):
+    query = validation_case.truth
+    band = band_prior(query, LABELS)
+    for label in LABELS:
+        region = query == label
+        assert band[label][region].any() and band[label][~region].any()
+    deep_background = np.ones(query.shape, dtype=bool)
+    deep_background[tuple(slice(max(0, lo - 2), hi + 2) for lo, hi in
+                          zip(np.argwhere(query > 0).min(0), np.argwhere(query > 0).max(0) + 1))] = False
+    assert not any(band[c][deep_background].any() for c in LABELS)
+
+
+def test_tta_baseline_error_is_zero_where_tta_agrees_with_the_query(validation_case):
+    query = validation_case.truth
+    probabilities = np.stack([(query == k).astype(np.float32) for k in range(3)])
+    assert not any(v.any() for v in tta_error_prob(probabilities, query, LABELS).values())
+
+
+def test_evaluation_scores_every_method_on_the_same_queries(bank, trained_run):
+    out, _ = trained_run
+    cases = load_bank(bank, "validation")[:1]
+    results = evaluate_bank(cases, out / "last", out / "best_r", bank / "segmenter", 0.6, max_queries_per_case=2)
+    assert {NETWORK_HEAD, NETWORK_ESTIMATE, CONSTANT, BAND, TTA} <= set(results)
+    sources = [s.source for s in results[NETWORK_HEAD]]
+    assert all([s.source for s in scores] == sources for scores in results.values())
+    assert all(s.pred_dice == 0.6 for s in results[CONSTANT])
+    summaries = {name: summarize(scores, with_maps=name != CONSTANT, n_resamples=20)
+                 for name, scores in results.items()}
+    table = markdown_table(summaries, {k: len(v) for k, v in results.items()})
+    assert "| case Dice MAE | ≤ 0.03 |" in table and NETWORK_ESTIMATE in table

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from SegQCLib import corrections
 from SegQCLib.cli import main as segqc_main
 from SegQCLib.corrections import CorrectionStore, ProblemKind, case_key, parse_record_id
 from SegQCLib.errors import GeometryMismatchError, InputError, ResourceError, SegQCError
@@ -334,3 +335,20 @@ def test_cli_reports_a_missing_store_clearly(tmp_path, capsys):
     assert segqc_main(["corrections", "list", "--store", str(tmp_path / "nope")]) == 1
     assert "not found" in capsys.readouterr().err
 
+
+
+def test_repair_leaves_a_write_in_progress_alone(tmp_path):
+    image, original, truth = synthetic_case()
+    store = CorrectionStore(tmp_path / "s")
+    store.add("c", [image], original, truth)
+    busy = store.tmp_dir / "other.writer"
+    busy.mkdir()
+    lock = corrections._ProcessLock(store.tmp_dir / "other.writer.lock")
+    assert lock.acquire(timeout_s=0)  # another writer (a separate lock holder) is still writing
+    try:
+        report = store.verify(repair=True)
+        assert report.ok and report.in_progress == [str(busy)]
+        assert busy.is_dir()
+    finally:
+        lock.release()
+    assert [p.kind for p in store.verify().problems] == [ProblemKind.INCOMPLETE_WRITE] * 2  # folder + lock file

@@ -429,7 +429,7 @@ def run_evaluation(bank_dir: str | os.PathLike, model_dir: str | os.PathLike, ou
     families = family_table(results[NETWORK_HEAD])
     (out / "table.md").write_text(
         f"# QC evaluation on the validation split ({len(cases)} cases, {counts[NETWORK_HEAD]} queries)\n\n"
-        "95% intervals: percentile bootstrap over cases (1000 resamples).\n\n" + table
+        f"95% intervals: percentile bootstrap over cases ({n_resamples} resamples).\n\n" + table
         + "\n## Network by query family\n\n" + families)
     plots = plot_results(results, out)
     data = {"cases": [c.case_id for c in cases], "seconds": round(seconds, 1), "model": str(model_dir),

@@ -372,11 +372,10 @@ def sliding_window_predict(
                 ) from None
             if accumulated is None:
                 accumulated = torch.zeros((probs.shape[1],) + spatial, dtype=torch.float32)
-            mask_batch_cpu = mask_batch.cpu() if mask_batch.device.type != "cpu" else mask_batch
             for index, window in enumerate(windows):
                 accumulated[(slice(None),) + window] += probs[index] * importance
                 weight_sum[window] += importance
-                content = float(mask_batch_cpu[index, channels].sum()) if channels else 0.0
+                content = float(mask[(channels,) + window].sum()) if channels else 0.0
                 case_values.append((content, float(dice[index]), float(nsd[index]) if nsd is not None else None))
             done += len(chunk)
             if progress is not None:

@@ -853,6 +853,9 @@ class CorrectionStore:
         if not self.is_store():
             report.problems.append(StoreProblem(ProblemKind.NOT_A_STORE, str(self.root), "cannot verify"))
             return report
+        # Committed records never change, so the slow part (hashing every file) runs without the lock and
+        # writers (a Slicer session recording a correction) are not kept waiting; the rest runs under it.
+        checked = {record_id: _check_record(record_id, path) for record_id, path in self._scan_record_dirs().items()}
         with contextlib.ExitStack() as stack:
             try:
                 stack.enter_context(self._locked())
@@ -860,24 +863,21 @@ class CorrectionStore:
                 if repair:
                     raise _storage_error(exc, self.root, "lock the store for repair") from exc
                 logger.warning("Verifying %s without its lock (%s)", self.root, exc)
-            self._verify_locked(report, repair)
+            self._verify_locked(report, repair, checked)
         return report
 
-    def _verify_locked(self, report: VerifyReport, repair: bool) -> None:
+    def _verify_locked(self, report: VerifyReport, repair: bool,
+                       checked: dict[str, tuple[Optional[RecordMetadata], Optional[str]]]) -> None:
         to_quarantine: list[tuple[Path, ProblemKind, str]] = []
         whole: list[CorrectionRecord] = []
         on_disk = self._scan_record_dirs()
         known_records = set(on_disk.values())
         for record_id, path in sorted(on_disk.items()):
             report.records_checked += 1
-            try:
-                metadata = read_record_metadata(path)
-                if metadata.record_id != record_id:
-                    raise InputError(f"record.json names {metadata.record_id!r}")
-                problem = _check_record_files(path, metadata)
-            except InputError as exc:
-                problem = str(exc)
-            if problem:
+            # Records committed since the unlocked pass are checked now.
+            metadata, problem = checked[record_id] if record_id in checked else _check_record(record_id, path)
+            if problem or metadata is None:
+                problem = problem or "unreadable"
                 report.problems.append(StoreProblem(ProblemKind.CORRUPT_RECORD, str(path), problem, record_id))
                 to_quarantine.append((path, ProblemKind.CORRUPT_RECORD, problem))
             else:
@@ -992,6 +992,20 @@ def _lock_is_held(path: Path) -> bool:
     if acquired:
         lock.release()
     return not acquired
+
+
+def _check_record(record_id: str, path: Path) -> tuple[Optional[RecordMetadata], Optional[str]]:
+    """(metadata, None) for a whole record, (metadata or None, what is wrong) otherwise."""
+    try:
+        metadata = read_record_metadata(path)
+    except InputError as exc:
+        return None, str(exc)
+    if metadata.record_id != record_id:
+        return metadata, f"record.json names {metadata.record_id!r}"
+    try:
+        return metadata, _check_record_files(path, metadata)
+    except OSError as exc:
+        return metadata, f"cannot read its files ({exc})"
 
 
 def _check_record_files(path: Path, metadata: RecordMetadata) -> Optional[str]:

@@ -163,3 +163,21 @@ def test_evaluation_scores_every_method_on_the_same_queries(bank, trained_run):
                  for name, scores in results.items()}
     table = markdown_table(summaries, {k: len(v) for k, v in results.items()})
     assert "| case Dice MAE | ≤ 0.03 |" in table and NETWORK_ESTIMATE in table
+
+
+def test_bundled_package_loads_with_half_size_weights_and_a_card_with_the_license(bank, trained_run, tmp_path):
+    from SegQCLib.model_package import load_state_dict
+    from training.bundle import bundle
+
+    out, _ = trained_run
+    model_dir = bundle(out, "best_mae", bank, tmp_path / "model", tmp_path / "segmenter", None)
+    package = load_model_package(model_dir)
+    assert package.config.trained and "CC-BY-SA" in package.config.license
+    assert all(v.dtype == torch.float16 for v in load_state_dict(model_dir / "weights.pt").values()
+               if v.is_floating_point())
+    card = (model_dir / "MODEL_CARD.md").read_text()
+    assert "CC-BY-SA 4.0" in card and "Simpson" in card
+    original = load_model_package(out / "best_mae").model.state_dict()
+    for key, value in package.model.state_dict().items():
+        torch.testing.assert_close(value, original[key], atol=1e-2, rtol=1e-2)
+    assert (tmp_path / "segmenter" / "segmenter.pt").is_file()

@@ -408,17 +408,39 @@ def plot_results(results: Mapping[str, Sequence[QueryScores]], out_dir: Path) ->
     return paths
 
 
+def _evaluate_shard(arguments: tuple) -> dict[str, list[QueryScores]]:
+    torch.set_num_threads(1)
+    return evaluate_bank(*arguments)
+
+
+def evaluate_in_parallel(cases: Sequence[BankCase], workers: int, *arguments) -> dict[str, list[QueryScores]]:
+    """:func:`evaluate_bank` over ``workers`` processes (cases dealt round-robin), results merged."""
+    if workers <= 1 or len(cases) < 2:
+        return evaluate_bank(cases, *arguments)
+    import multiprocessing
+
+    shards = [list(cases[i::workers]) for i in range(workers)]
+    with multiprocessing.get_context("fork").Pool(workers) as pool:
+        parts = pool.map(_evaluate_shard, [(shard, *arguments) for shard in shards if shard])
+    merged: dict[str, list[QueryScores]] = {}
+    for part in parts:
+        for name, scores in part.items():
+            merged.setdefault(name, []).extend(scores)
+    return merged
+
+
 def run_evaluation(bank_dir: str | os.PathLike, model_dir: str | os.PathLike, out_dir: str | os.PathLike,
                    mask_only_dir: str | os.PathLike | None, segmenter_dir: str | os.PathLike | None,
                    train_mean_dice: float, max_cases: int | None = None, max_queries_per_case: int | None = None,
-                   n_resamples: int = BOOTSTRAP_RESAMPLES) -> dict:
+                   n_resamples: int = BOOTSTRAP_RESAMPLES, workers: int = 1) -> dict:
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     cases = load_bank(bank_dir, "validation")
     if max_cases is not None:
         cases = cases[:max_cases]
     started = time.perf_counter()
-    results = evaluate_bank(cases, model_dir, mask_only_dir, segmenter_dir, train_mean_dice, max_queries_per_case)
+    results = evaluate_in_parallel(cases, workers, model_dir, mask_only_dir, segmenter_dir, train_mean_dice,
+                                   max_queries_per_case)
     seconds = time.perf_counter() - started
     summaries = {name: summarize(scores, with_maps=name != CONSTANT, n_resamples=n_resamples)
                  for name, scores in results.items()}
@@ -453,7 +475,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--max-cases", type=int, default=None)
     parser.add_argument("--max-queries-per-case", type=int, default=None)
     parser.add_argument("--bootstrap", type=int, default=BOOTSTRAP_RESAMPLES)
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--workers", type=int, default=1, help="processes (cases are split between them)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     torch.set_num_threads(args.threads)
@@ -463,7 +486,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         mean_dice = float(load_model_package(args.model).config.validation_metrics.get("train_mean_dice", math.nan))
     data = run_evaluation(args.bank, args.model, args.out, args.mask_only_model,
                           segmenter if Path(segmenter).is_dir() else None, mean_dice, args.max_cases,
-                          args.max_queries_per_case, args.bootstrap)
+                          args.max_queries_per_case, args.bootstrap, args.workers)
     print((Path(args.out) / "table.md").read_text())
     print(f"evaluation took {data['seconds']:.0f} s")
     return 0

@@ -13,32 +13,48 @@ from . import __version__
 from .errors import SegQCError
 
 # Each module defines ``register(subparsers)`` which adds its parser and sets ``func=run(args) -> int``.
-COMMAND_MODULES = (
-    "SegQCLib.commands.estimate",
-    "SegQCLib.commands.run",
-    "SegQCLib.commands.model",
-    "SegQCLib.commands.corrections",
-    "SegQCLib.commands.rank",
-)
+# Only the chosen command's module is imported: ``segqc estimate`` and ``segqc corrections`` must start
+# fast and work without torch (an optional dependency), while ``run``/``rank``/``model`` import it.
+COMMANDS = {
+    "estimate": ("SegQCLib.commands.estimate", "estimates, error boxes and rankings from given error probability maps"),
+    "run": ("SegQCLib.commands.run", "run the QC network: error maps, estimated and predicted quality, error boxes"),
+    "model": ("SegQCLib.commands.model", "create or inspect QC model packages"),
+    "corrections": ("SegQCLib.commands.corrections", "record, list, verify and export expert corrections"),
+    "rank": ("SegQCLib.commands.rank", "QC a whole dataset and rank its cases worst first (ranking.csv, index.html)"),
+}
+COMMAND_MODULES = tuple(module for module, _help in COMMANDS.values())
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
 
 
-def build_parser() -> argparse.ArgumentParser:
+def _chosen_command(argv: Sequence[str]) -> Optional[str]:
+    for token in argv:
+        if not token.startswith("-"):
+            return token if token in COMMANDS else None
+    return None
+
+
+def build_parser(argv: Optional[Sequence[str]] = None) -> argparse.ArgumentParser:
+    """The full parser, or (given ``argv``) one where only the chosen command's module is imported."""
     parser = argparse.ArgumentParser(prog="segqc", description="Segmentation quality control (SegQC)")
     parser.add_argument("--version", action="version", version=f"segqc {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     parser.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for module_name in COMMAND_MODULES:
-        importlib.import_module(module_name).register(subparsers)
+    chosen = _chosen_command(argv) if argv is not None else None
+    for name, (module_name, help_text) in COMMANDS.items():
+        if chosen is None or name == chosen:
+            importlib.import_module(module_name).register(subparsers)
+        else:
+            subparsers.add_parser(name, help=help_text)
     return parser
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser(argv if _chosen_command(argv) else None)
     args = parser.parse_args(argv)
     level = logging.DEBUG if args.verbose else logging.WARNING if args.quiet else logging.INFO
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)

@@ -126,3 +126,13 @@ def test_the_segqc_command_runs_as_a_module(tmp_path, real_query):
          str(real_query["probs"]), "--out", str(tmp_path / "o")], capture_output=True, text=True, timeout=120)
     assert completed.returncode == 0, completed.stderr
     assert "estimated Dice" in completed.stdout
+
+
+def test_estimate_works_without_torch_installed(tmp_path, real_query):
+    # torch is an optional dependency: the post-processing of external error maps must not need it.
+    code = ("import sys; sys.modules['torch'] = None; from SegQCLib.cli import main; "
+            f"sys.exit(main(['estimate', '--seg', {str(real_query['seg'])!r}, '--error-prob', "
+            f"{str(real_query['probs'])!r}, '--out', {str(tmp_path / 'o')!r}]))")
+    completed = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert completed.returncode == 0, completed.stderr
+    assert (tmp_path / "o" / "report.json").exists()

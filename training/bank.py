@@ -188,6 +188,38 @@ def build_bank(data_dir: str | os.PathLike, out_dir: str | os.PathLike, split_fi
     return out
 
 
+def replace_heldout(bank_dir: str | os.PathLike, data_dir: str | os.PathLike, iterations: int,
+                    seed: int = DEFAULT_SEED) -> Path:
+    """Retrain the held-out segmenter longer and replace its queries in the validation cases.
+
+    The held-out run makes the validation's model-made queries, the TTA baseline and the sample case, so
+    it should reach the quality of a real segmentation model; its snapshots still span the Dice range.
+    """
+    bank = Path(bank_dir)
+    manifest = json.loads((bank / BANK_MANIFEST).read_text())
+    cases = {c.case_id: c for c in list_nnunet_cases(data_dir)}
+    train_ids = manifest["train_cases"]
+    images = [read_image(cases[c].images[0]).array for c in train_ids]
+    labels = [read_labelmap(cases[c].label).array for c in train_ids]
+    snapshots = tuple(sorted({max(1, iterations * k // 24) for k in (1, 3, 6, 12, 24)}))
+    settings = SegmenterTraining(iterations=iterations, batch_size=2, seed=seed + 200, snapshot_iterations=snapshots)
+    config = SegmenterConfig(num_classes=len(manifest["labels"]) + 1)
+    trained = train_segmenter(images, labels, settings, config, _progress_logger("heldout", max(1, iterations // 20)))
+    logger.info("segmenter heldout: %d cases, %.0f s", len(train_ids), trained.seconds)
+    save_segmenter(trained.model(), bank / "segmenter")
+    for path in sorted((bank / "validation").glob("*.npz")):
+        case = BankCase.load(path)
+        keep = [i for i, source in enumerate(case.sources) if ":heldout" not in source]
+        made = model_queries(trained, "heldout", case.image, with_tta=True)
+        case.queries = np.concatenate([case.queries[keep], np.stack([q.mask for q in made])])
+        case.sources = [case.sources[i] for i in keep] + [source_name(q.defects, q.source) for q in made]
+        case.save(bank / "validation")
+    manifest["segmenter_seconds"]["heldout"] = round(trained.seconds, 1)
+    manifest["heldout_iterations"] = iterations
+    (bank / BANK_MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n")
+    return bank
+
+
 def load_bank(folder: str | os.PathLike, subset: str) -> list[BankCase]:
     paths = sorted((Path(folder) / subset).glob("*.npz"))
     if not paths:
@@ -208,12 +240,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--segmenter-iterations", type=int, default=250)
     parser.add_argument("--heldout-iterations", type=int, default=400)
     parser.add_argument("--max-cases", type=int, default=None, help="use only the first N training cases")
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--replace-heldout", action="store_true",
+                        help="retrain only the held-out segmenter (--heldout-iterations) in an existing bank")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     import torch
 
     torch.set_num_threads(args.threads)
+    if args.replace_heldout:
+        replace_heldout(args.out, args.data, args.heldout_iterations, args.seed)
+        return 0
     build_bank(args.data, args.out, args.split, args.seed, args.train_queries, args.validation_queries,
                args.segmenter_iterations, args.heldout_iterations, args.max_cases)
     return 0

@@ -109,3 +109,24 @@ def test_balanced_epochs_draw_every_occupied_dice_bin_equally(dataset):
     occupied = counts[np.bincount(dataset.bins, minlength=DICE_BINS) > 0]
     assert occupied.min() >= occupied.max() - 1
     assert dice_bins(np.array([0.0, 0.05, 0.55, 1.0])).tolist() == [0, 0, 5, 9]
+
+
+def test_replacing_the_heldout_segmenter_swaps_only_its_validation_queries(bank, tmp_path):
+    import shutil
+
+    from SegQCLib.datasets import hippocampus_dir
+    from training.bank import replace_heldout
+
+    copy = tmp_path / "bank"
+    shutil.copytree(bank, copy)
+    before = {c.case_id: c for c in load_bank(copy, "validation")}
+    replace_heldout(copy, hippocampus_dir(), iterations=3)
+    for case in load_bank(copy, "validation"):
+        old = before[case.case_id]
+        kept = [s for s in old.sources if ":heldout" not in s]
+        assert [s for s in case.sources if ":heldout" not in s] == kept
+        assert {s for s in case.sources if ":heldout" in s} == {"model:heldout@1", "model:heldout@3",
+                                                                 "model_tta:heldout@3"}
+        np.testing.assert_array_equal(case.queries[: len(kept)],
+                                      old.queries[[i for i, s in enumerate(old.sources) if ":heldout" not in s]])
+    assert json.loads((copy / BANK_MANIFEST).read_text())["heldout_iterations"] == 3

@@ -181,3 +181,20 @@ def test_bundled_package_loads_with_half_size_weights_and_a_card_with_the_licens
     for key, value in package.model.state_dict().items():
         torch.testing.assert_close(value, original[key], atol=1e-2, rtol=1e-2)
     assert (tmp_path / "segmenter" / "segmenter.pt").is_file()
+
+
+def test_pearson_term_penalises_predictions_that_rank_cases_backwards():
+    error_maps = torch.zeros(4, 2, 4, 4, 4)
+    batch = Batch(torch.zeros(4, 1, 4, 4, 4), torch.zeros(4, 4, 4, 4, dtype=torch.long), error_maps,
+                  torch.tensor([0.2, 0.4, 0.6, 0.8]), torch.tensor([0.2, 0.4, 0.6, 0.8]))
+    logits = torch.full_like(error_maps, -50.0)
+    same_order = QCOutput(logits, torch.tensor([0.3, 0.4, 0.5, 0.6]), batch.nsd)
+    reversed_order = QCOutput(logits, torch.tensor([0.6, 0.5, 0.4, 0.3]), batch.nsd)
+    with_term = TrainSettings(pearson_weight=1.0)
+
+    def added(output) -> float:
+        plain = multitask_loss(output, batch, TrainSettings())[0].item()
+        return multitask_loss(output, batch, with_term)[0].item() - plain
+
+    assert added(same_order) == pytest.approx(0.0, abs=1e-4)  # r = 1
+    assert added(reversed_order) == pytest.approx(2.0, abs=1e-4)  # r = -1

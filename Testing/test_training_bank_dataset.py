@@ -6,7 +6,7 @@ import json
 
 import numpy as np
 import pytest
-from training_helpers import build_tiny_bank
+from training_helpers import tiny_bank
 
 from SegQCLib.metrics import multiclass_dice
 from SegQCLib.model import ModelConfig
@@ -18,8 +18,8 @@ LABELS = [1, 2]
 
 
 @pytest.fixture(scope="module")
-def bank(hippocampus_cases, tmp_path_factory):
-    return build_tiny_bank(tmp_path_factory.mktemp("bank"))
+def bank(hippocampus_cases):
+    return tiny_bank()
 
 
 def test_bank_keeps_training_and_validation_cases_apart_as_the_split_says(bank):

@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 import torch
-from training_helpers import build_tiny_bank
+from training_helpers import tiny_bank
 
 from SegQCLib.geometry import Geometry
 from SegQCLib.metrics import case_metrics
@@ -39,8 +39,8 @@ TINY_MODEL = {"widths": [4, 8, 8, 8], "full_res_width": 4, "case_head_hidden": 8
 
 
 @pytest.fixture(scope="module")
-def bank(hippocampus_cases, tmp_path_factory):
-    return build_tiny_bank(tmp_path_factory.mktemp("bank"))
+def bank(hippocampus_cases):
+    return tiny_bank()
 
 
 def _settings(**changes) -> TrainSettings:

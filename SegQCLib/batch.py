@@ -47,6 +47,7 @@ from typing import Any, Optional, Union
 import numpy as np
 
 from .errors import CancelledError, InputError, SegQCError
+from .files import write_text_atomic
 from .io import Case, load_case, read_image, read_labelmap
 from .postprocess import PostprocessParams, QCResult
 from .report import ERROR_PROB_PATTERN, REPORT_FILE_NAME, Report, write_json_atomic
@@ -534,11 +535,7 @@ def write_ranking_csv(ranked: Sequence[RankRow], out_dir: Path) -> Path:
         writer.writerow([rank, row.case_id, _csv_number(row.dice_est), _csv_number(row.dice_pred),
                          _csv_number(row.qi), row.n_boxes, "" if row.worst_slice is None else row.worst_slice,
                          row.report, row.status.value])
-    path = out_dir / RANKING_FILE
-    temporary = out_dir / f".{RANKING_FILE}.tmp"
-    temporary.write_text(buffer.getvalue(), encoding="utf-8")
-    os.replace(temporary, path)
-    return path
+    return write_text_atomic(out_dir / RANKING_FILE, buffer.getvalue())
 
 
 def _csv_number(value: Optional[float]) -> str:

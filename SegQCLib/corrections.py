@@ -63,6 +63,7 @@ import numpy as np
 
 from . import __version__
 from .errors import InputError, ResourceError, SegQCError
+from .files import fsync_dir, sha256_file, write_bytes_atomic, write_bytes_synced
 from .io import LabelMap, Volume, check_same_geometry, read_image, read_labelmap, validate_label_array, write_array
 from .metrics import case_metrics, error_maps
 from .report import _clean_floats
@@ -98,7 +99,6 @@ _WINDOWS_RESERVED = {"CON", "PRN", "AUX", "NUL", *(f"COM{i}" for i in range(1, 1
 # How long a writer waits for another writer's commit before giving up (commits take milliseconds).
 LOCK_TIMEOUT_S = 120.0
 _LOCK_POLL_S = 0.05
-_HASH_CHUNK_BYTES = 1 << 20
 
 # Test seam: called with the name of each step of ``add`` so tests can SIGKILL a writer at that step.
 _crash_hook: Optional[Callable[[str], None]] = None
@@ -345,35 +345,6 @@ class VerifyReport:
         return data
 
 
-# ----------------------------------------------------------------------------------------------------
-# Low-level file helpers
-
-
-def sha256_file(path: PathLike) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(_HASH_CHUNK_BYTES), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def _fsync_dir(path: Path) -> None:
-    if os.name != "posix":  # Windows cannot open a folder for fsync; NTFS journals the rename itself
-        return
-    fd = os.open(str(path), os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _write_bytes_synced(path: Path, data: bytes) -> None:
-    with open(path, "wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
-
-
 class _ProcessLock:
     """An exclusive inter-process lock on a file, released by the OS if the holder dies."""
 
@@ -573,10 +544,7 @@ class CorrectionStore:
                 folder.mkdir(exist_ok=True)
             marker = {"format": STORE_FORMAT, "format_version": STORE_FORMAT_VERSION,
                       "created_by": f"segqc {__version__}"}
-            tmp = self.root / f".{MARKER_FILE}.{uuid.uuid4().hex}.tmp"
-            _write_bytes_synced(tmp, json.dumps(marker, indent=2).encode("utf-8"))
-            os.replace(tmp, self.root / MARKER_FILE)
-            _fsync_dir(self.root)
+            write_bytes_atomic(self.root / MARKER_FILE, json.dumps(marker, indent=2).encode("utf-8"), sync_dir=True)
 
     @contextlib.contextmanager
     def _locked(self, timeout_s: float = LOCK_TIMEOUT_S) -> Iterator[None]:
@@ -654,7 +622,7 @@ class CorrectionStore:
             _checkpoint("tmp_created")
             files = self._write_payload(work, volumes, original, corrected, labels)
             _checkpoint("files_written")
-            _fsync_dir(work)
+            fsync_dir(work)
             with self._locked():
                 version = self._next_version(key)
                 record_id = format_record_id(key, version)
@@ -667,8 +635,8 @@ class CorrectionStore:
                     files=files, **draft)
                 data = asdict(metadata)
                 data["metadata_sha256"] = _metadata_digest(data)
-                _write_bytes_synced(work / RECORD_FILE, json.dumps(data, indent=2, allow_nan=False).encode("utf-8"))
-                _fsync_dir(work)
+                write_bytes_synced(work / RECORD_FILE, json.dumps(data, indent=2, allow_nan=False).encode("utf-8"))
+                fsync_dir(work)
                 _checkpoint("metadata_written")
                 case_dir = self.records_dir / key
                 created_case_dir = not case_dir.exists()
@@ -704,8 +672,8 @@ class CorrectionStore:
         """Make the rename durable and index it; the record is already whole, so failures here only warn."""
         _checkpoint("committed")
         try:
-            _fsync_dir(case_dir)
-            _fsync_dir(self.records_dir)
+            fsync_dir(case_dir)
+            fsync_dir(self.records_dir)
             with open(self.index_path, "ab") as handle:
                 handle.write((json.dumps(record.index_entry(), allow_nan=False) + "\n").encode("utf-8"))
                 handle.flush()
@@ -787,16 +755,8 @@ class CorrectionStore:
         return _sorted(records), broken
 
     def _rewrite_index(self, records: list[CorrectionRecord]) -> None:
-        tmp = self.root / f".{INDEX_FILE}.{uuid.uuid4().hex}.tmp"
         body = "".join(json.dumps(r.index_entry(), allow_nan=False) + "\n" for r in records)
-        try:
-            _write_bytes_synced(tmp, body.encode("utf-8"))
-            os.replace(tmp, self.index_path)
-            _fsync_dir(self.root)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                tmp.unlink()
-            raise
+        write_bytes_atomic(self.index_path, body.encode("utf-8"), sync_dir=True)
 
     def list(self) -> list[CorrectionRecord]:
         """Every committed record (sorted by case key, then version), from the index when it is consistent."""
@@ -962,9 +922,9 @@ class CorrectionStore:
             return None
         reason_data = {"original_path": str(path.relative_to(self.root)), "kind": kind.value, "reason": reason,
                        "explanation": _EXPLANATIONS[kind], "quarantined_utc": stamp}
-        _write_bytes_synced(Path(f"{target}.reason.json"), json.dumps(reason_data, indent=2).encode("utf-8"))
-        _fsync_dir(self.quarantine_dir)
-        _fsync_dir(path.parent)
+        write_bytes_synced(Path(f"{target}.reason.json"), json.dumps(reason_data, indent=2).encode("utf-8"))
+        fsync_dir(self.quarantine_dir)
+        fsync_dir(path.parent)
         logger.warning("Quarantined %s -> %s (%s)", path, target, reason)
         return target
 

@@ -51,6 +51,7 @@ from typing import Any, Optional, Union
 from . import __version__
 from .corrections import CorrectionRecord, CorrectionStore
 from .errors import InputError, SegQCError
+from .files import json_bytes, write_bytes_synced
 
 logger = logging.getLogger(__name__)
 
@@ -213,10 +214,7 @@ def _copy_case(record: CorrectionRecord, work: Path, export_format: ExportFormat
 
 
 def _write_json(path: Path, data: Any) -> None:
-    with open(path, "w", encoding="utf-8") as stream:
-        json.dump(data, stream, indent=2, allow_nan=False)
-        stream.flush()
-        os.fsync(stream.fileno())
+    write_bytes_synced(path, json_bytes(data))  # inside the private work folder, renamed into place as a whole
 
 
 def _write_manifests(work: Path, export_format: ExportFormat, records: list[CorrectionRecord],

@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import html
 import logging
-import os
-import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +24,7 @@ import matplotlib.image  # noqa: E402  (after the backend is chosen)
 import numpy as np  # noqa: E402
 from scipy import ndimage  # noqa: E402
 
+from .files import atomic_write, write_text_atomic  # noqa: E402
 from .geometry import Geometry  # noqa: E402
 from .report import Report  # noqa: E402
 
@@ -124,13 +123,7 @@ def compose_slice(image: np.ndarray, segmentation: np.ndarray, error: np.ndarray
 
 
 def _save_png(path: Path, picture: np.ndarray) -> None:
-    temporary = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp.png")
-    try:
-        matplotlib.image.imsave(temporary, picture, format="png")
-        os.replace(temporary, path)
-    except BaseException:
-        temporary.unlink(missing_ok=True)
-        raise
+    atomic_write(path, lambda temporary: matplotlib.image.imsave(temporary, picture, format="png"), suffix=".tmp.png")
 
 
 def render_thumbnails(image: np.ndarray, segmentation: np.ndarray, error_prob: Mapping[int, np.ndarray],
@@ -222,9 +215,4 @@ def write_index_html(rows: Sequence[PageRow], out_dir: Path, title: str = "SegQC
 </body>
 </html>
 """
-    out_dir.mkdir(parents=True, exist_ok=True)
-    path = out_dir / INDEX_FILE
-    temporary = out_dir / f".{INDEX_FILE}.{uuid.uuid4().hex}.tmp"
-    temporary.write_text(page, encoding="utf-8")
-    os.replace(temporary, path)
-    return path
+    return write_text_atomic(out_dir / INDEX_FILE, page)

@@ -1,15 +1,14 @@
 """Reading and writing images and label maps, with their geometry, and input validation.
 
 Everything returned here is a (z, y, x) numpy array plus a :class:`Geometry`.  Writes are atomic
-(temporary file in the same folder, then ``os.replace``) so a killed process never leaves a half file
-under the final name.
+(:func:`SegQCLib.files.atomic_write`: temporary file in the same folder, then ``os.replace``) so a
+killed process never leaves a half file under the final name.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +18,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from .errors import GeometryMismatchError, InputError
+from .files import TEMP_SUFFIX, atomic_write
 from .geometry import Geometry
 
 logger = logging.getLogger(__name__)
@@ -191,20 +191,6 @@ def _geometry_from_ijk_to_lps(matrix: np.ndarray, shape_zyx: tuple[int, int, int
                     tuple(float(v) for v in matrix[:3, 3]), tuple(float(v) for v in direction.ravel()))
 
 
-def _atomic_target(path: Path) -> tuple[Path, str]:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    suffix = _suffix(path)
-    handle, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".tmp{suffix}", dir=str(path.parent))
-    os.close(handle)
-    return path, tmp_name
-
-
-def _finish_atomic(tmp_name: str, path: Path) -> None:
-    with open(tmp_name, "rb") as handle:
-        os.fsync(handle.fileno())
-    os.replace(tmp_name, path)
-
-
 def write_array(path: PathLike, array: np.ndarray, geometry: Geometry, compress: bool = True) -> Path:
     """Write a (z, y, x) array with ``geometry`` atomically; the format follows the file name."""
     path = Path(path)
@@ -212,14 +198,8 @@ def write_array(path: PathLike, array: np.ndarray, geometry: Geometry, compress:
         raise ValueError(f"Array shape {array.shape} does not match geometry {geometry.shape_zyx}")
     image = sitk.GetImageFromArray(np.ascontiguousarray(array))
     geometry.apply_to(image)
-    path, tmp_name = _atomic_target(path)
-    try:
-        sitk.WriteImage(image, tmp_name, compress)
-        _finish_atomic(tmp_name, path)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
-    return path
+    return atomic_write(path, lambda temporary: sitk.WriteImage(image, str(temporary), compress),
+                        suffix=f"{TEMP_SUFFIX}{_suffix(path)}")
 
 
 def write_labelmap(path: PathLike, labelmap: LabelMap) -> Path:
@@ -242,14 +222,8 @@ def write_labelmap(path: PathLike, labelmap: LabelMap) -> Path:
             for label in sorted(set(labelmap.labels) | set(labelmap.names))
         ],
     }
-    path, tmp_name = _atomic_target(path)
-    try:
-        slicerio.write_segmentation(tmp_name, segmentation)
-        _finish_atomic(tmp_name, path)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
-    return path
+    return atomic_write(path, lambda temporary: slicerio.write_segmentation(str(temporary), segmentation),
+                        suffix=f"{TEMP_SUFFIX}{_suffix(path)}")
 
 
 def check_same_geometry(reference: Geometry, other: Geometry, what: str) -> None:

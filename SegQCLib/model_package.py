@@ -9,7 +9,6 @@ wrong and what to do.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -23,6 +22,7 @@ from typing import Any, Optional, Union
 import torch
 
 from .errors import ModelError
+from .files import sha256_file as file_sha256  # the name other modules import from here
 from .model import ModelConfig, QCResUNet, build_model, count_parameters
 
 logger = logging.getLogger(__name__)
@@ -37,7 +37,6 @@ DEFAULT_MODEL_SUBDIR = ("Resources", "Models", "hippocampus")
 # Wheel installs carry the default model inside the package.
 PACKAGED_MODEL_DIRS = ("_models", "models")
 DEFAULT_MODEL_NAME = "hippocampus"
-_HASH_CHUNK_BYTES = 1 << 20
 
 
 @dataclass
@@ -55,14 +54,6 @@ class ModelPackage:
         return {"name": self.config.name, "version": self.config.version, "sha256": self.sha256,
                 "path": str(self.path), "trained": self.config.trained,
                 "parameters": count_parameters(self.model)}
-
-
-def file_sha256(path: PathLike) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as stream:
-        for chunk in iter(lambda: stream.read(_HASH_CHUNK_BYTES), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _package_dir(path: PathLike) -> Path:

@@ -1,0 +1,99 @@
+"""Crash-safe file writing: checksums, fsync, and atomic replacement of a file.
+
+An atomic write puts the new content in a temporary file in the target's folder (same file system, so
+the final ``os.replace`` is a single atomic rename), fsyncs it, then renames it over the target: a
+process killed at any point leaves either the old file or the new one under the final name, never a
+half-written one.  Only the temporary file (named ``.<name>.<random><suffix>``) can be left behind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Union
+
+PathLike = Union[str, os.PathLike]
+
+HASH_CHUNK_BYTES = 1 << 20
+TEMP_SUFFIX = ".tmp"
+
+
+def sha256_file(path: PathLike) -> str:
+    """Hex sha256 of a file, read in chunks (model weights and images can be large)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(HASH_CHUNK_BYTES), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def fsync_file(path: PathLike) -> None:
+    """Flush a file that was written and closed elsewhere (e.g. by SimpleITK) to the disk."""
+    with open(path, "rb") as handle:
+        os.fsync(handle.fileno())
+
+
+def fsync_dir(path: PathLike) -> None:
+    """Make renames and new entries in a folder durable."""
+    if os.name != "posix":  # Windows cannot open a folder for fsync; NTFS journals the rename itself
+        return
+    fd = os.open(str(path), os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_bytes_synced(path: PathLike, data: bytes) -> None:
+    """Write ``data`` to ``path`` and fsync it (for files in a private folder that is committed as a whole)."""
+    with open(path, "wb") as handle:
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+def atomic_write(path: PathLike, write: Callable[[Path], None], suffix: str = TEMP_SUFFIX,
+                 sync_dir: bool = False) -> Path:
+    """Replace ``path`` atomically with what ``write(temporary_path)`` writes.
+
+    ``suffix`` ends the temporary file's name, for writers that choose the format by extension
+    (``".tmp.nii.gz"``).  With ``sync_dir`` the folder is fsynced too, so the rename survives a power cut.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=str(path.parent))
+    os.close(handle)
+    temporary = Path(tmp_name)
+    try:
+        write(temporary)
+        fsync_file(temporary)
+        os.replace(temporary, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            temporary.unlink()
+        raise
+    if sync_dir:
+        fsync_dir(path.parent)
+    return path
+
+
+def write_bytes_atomic(path: PathLike, data: bytes, sync_dir: bool = False) -> Path:
+    return atomic_write(path, lambda temporary: temporary.write_bytes(data), sync_dir=sync_dir)
+
+
+def write_text_atomic(path: PathLike, text: str, sync_dir: bool = False) -> Path:
+    return write_bytes_atomic(path, text.encode("utf-8"), sync_dir=sync_dir)
+
+
+def json_bytes(data: Any, indent: int | None = 2) -> bytes:
+    """Strict JSON (NaN and infinity refused: JSON has no such numbers) as UTF-8."""
+    return json.dumps(data, indent=indent, allow_nan=False).encode("utf-8")
+
+
+def write_json_atomic(path: PathLike, data: Any, sync_dir: bool = False) -> Path:
+    return write_bytes_atomic(path, json_bytes(data), sync_dir=sync_dir)

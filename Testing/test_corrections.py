@@ -343,7 +343,7 @@ def test_repair_leaves_a_write_in_progress_alone(tmp_path):
     store.add("c", [image], original, truth)
     busy = store.tmp_dir / "other.writer"
     busy.mkdir()
-    lock = corrections._ProcessLock(store.tmp_dir / "other.writer.lock")
+    lock = corrections.ProcessLock(store.tmp_dir / "other.writer.lock")
     assert lock.acquire(timeout_s=0)  # another writer (a separate lock holder) is still writing
     try:
         report = store.verify(repair=True)

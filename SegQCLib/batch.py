@@ -526,12 +526,25 @@ def rank_rows(rows: Iterable[RankRow]) -> list[RankRow]:
     return ranked + failed
 
 
+def rank_numbers(rows: Sequence[RankRow]) -> list[Optional[int]]:
+    """Rank of each row in the given order: 1, 2, ... for checked cases, None for failed ones."""
+    ranks, rank = [], 0
+    for row in rows:
+        if row.status is CaseStatus.FAILED:
+            ranks.append(None)
+        else:
+            rank += 1
+            ranks.append(rank)
+    return ranks
+
+
 def write_ranking_csv(ranked: Sequence[RankRow], out_dir: Path) -> Path:
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(RANKING_COLUMNS)
-    ok_rows = [r for r in ranked if r.status is not CaseStatus.FAILED]
-    for rank, row in enumerate(ok_rows, start=1):
+    for row, rank in zip(ranked, rank_numbers(ranked)):
+        if rank is None:
+            continue
         writer.writerow([rank, row.case_id, _csv_number(row.dice_est), _csv_number(row.dice_pred),
                          _csv_number(row.qi), row.n_boxes, "" if row.worst_slice is None else row.worst_slice,
                          row.report, row.status.value])
@@ -548,16 +561,9 @@ def read_ranking_csv(path: PathLike) -> list[dict[str, str]]:
 
 
 def write_page(ranked: Sequence[RankRow], out_dir: Path, notes: Sequence[str] = ()) -> Path:
-    from .html_report import PageRow, write_index_html
+    from .html_report import write_index_html  # matplotlib only when a page is wanted
 
-    page_rows, rank = [], 0
-    for row in ranked:
-        if row.status is not CaseStatus.FAILED:
-            rank += 1
-        page_rows.append(PageRow(rank if row.status is not CaseStatus.FAILED else None, row.case_id,
-                                 row.status.value, row.dice_est, row.dice_pred, row.qi, row.n_boxes, row.worst_slice,
-                                 row.report, row.thumbnails, row.error))
-    return write_index_html(page_rows, out_dir, notes=notes)
+    return write_index_html(ranked, out_dir, notes=notes)
 
 
 def batch_summary(result: BatchResult) -> dict[str, Any]:

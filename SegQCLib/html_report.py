@@ -24,6 +24,7 @@ import matplotlib.image  # noqa: E402  (after the backend is chosen)
 import numpy as np  # noqa: E402
 from scipy import ndimage  # noqa: E402
 
+from .batch import CaseStatus, RankRow, rank_numbers  # noqa: E402
 from .files import atomic_write, write_text_atomic  # noqa: E402
 from .geometry import Geometry  # noqa: E402
 from .report import Report  # noqa: E402
@@ -47,23 +48,6 @@ class Thumbnail:
     path: Path
     slice_index: int
     error_score: float
-
-
-@dataclass
-class PageRow:
-    """One case as the page shows it; paths are relative to the page's folder."""
-
-    rank: Optional[int]
-    case_id: str
-    status: str
-    dice_est: Optional[float] = None
-    dice_pred: Optional[float] = None
-    qi: Optional[float] = None
-    n_boxes: Optional[int] = None
-    worst_slice: Optional[int] = None
-    report: Optional[str] = None
-    thumbnails: Sequence[tuple[str, int]] = ()
-    error: Optional[str] = None
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -157,18 +141,18 @@ def _number(value: Optional[float]) -> str:
     return "&ndash;" if value is None else f"{value:.3f}"
 
 
-def _row_html(row: PageRow) -> str:
+def _row_html(row: RankRow, rank: Optional[int]) -> str:
     case = html.escape(row.case_id)
     name = f'<a href="{html.escape(row.report, quote=True)}">{case}</a>' if row.report else case
     images = "".join(
         f'<figure><img src="{html.escape(src, quote=True)}" alt="{case} slice {index}" loading="eager">'
         f"<figcaption>slice {index}</figcaption></figure>" for src, index in row.thumbnails)
-    if row.status == "failed":
+    if row.status is CaseStatus.FAILED:
         return (f'<tr class="failed"><td></td><td>{case}</td><td colspan="6">failed: {html.escape(row.error or "")}'
                 "</td><td></td></tr>")
-    return (f'<tr class="{html.escape(row.status)}"><td>{row.rank}</td><td>{name}</td><td>{_number(row.dice_est)}</td>'
+    return (f'<tr class="{row.status.value}"><td>{rank}</td><td>{name}</td><td>{_number(row.dice_est)}</td>'
             f"<td>{_number(row.dice_pred)}</td><td>{_number(row.qi)}</td><td>{row.n_boxes}</td>"
-            f"<td>{'&ndash;' if row.worst_slice is None else row.worst_slice}</td><td>{html.escape(row.status)}</td>"
+            f"<td>{'&ndash;' if row.worst_slice is None else row.worst_slice}</td><td>{row.status.value}</td>"
             f'<td class="thumbs">{images}</td></tr>')
 
 
@@ -186,11 +170,13 @@ figcaption { font-size: 0.8em; color: #666; }
 """
 
 
-def write_index_html(rows: Sequence[PageRow], out_dir: Path, title: str = "SegQC ranking",
+def write_index_html(rows: Sequence[RankRow], out_dir: Path, title: str = "SegQC ranking",
                      notes: Sequence[str] = ()) -> Path:
-    """Write ``index.html`` (atomically) listing ``rows`` in the given order."""
-    failed = sum(r.status == "failed" for r in rows)
-    body = "\n".join(_row_html(r) for r in rows)
+    """Write ``index.html`` (atomically) listing ``rows`` in the given order (ranked rows numbered 1, 2, ...).
+
+    Report and thumbnail paths in the rows are relative to ``out_dir``."""
+    failed = sum(r.status is CaseStatus.FAILED for r in rows)
+    body = "\n".join(_row_html(r, rank) for r, rank in zip(rows, rank_numbers(rows)))
     notes_html = "".join(f"<p>{html.escape(n)}</p>" for n in notes)
     page = f"""<!DOCTYPE html>
 <html lang="en">

@@ -69,8 +69,11 @@ def _package_dir(path: PathLike) -> Path:
     return path
 
 
-def read_config(path: PathLike) -> ModelConfig:
-    """Read and validate a package's config.json (or a standalone config file)."""
+def read_config(path: PathLike, base: Optional[ModelConfig] = None, require_complete: bool = True) -> ModelConfig:
+    """Read and validate a package's config.json (or a standalone config file).
+
+    ``base`` and ``require_complete`` are passed to :meth:`ModelConfig.from_dict` (a partial file
+    overriding ``base``)."""
     path = Path(path)
     if path.is_dir():
         path = path / CONFIG_FILE
@@ -81,7 +84,7 @@ def read_config(path: PathLike) -> ModelConfig:
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ModelError(f"Model configuration {path} is not valid JSON ({exc})") from exc
     try:
-        return ModelConfig.from_dict(data)
+        return ModelConfig.from_dict(data, base=base, require_complete=require_complete)
     except ModelError as exc:
         raise ModelError(f"{path}: {exc}") from exc
 

@@ -10,13 +10,12 @@ import subprocess
 import numpy as np
 import pytest
 
-from SegQCLib.batch import BatchCase, CaseStatus, run_batch
+from SegQCLib.batch import BatchCase, CaseStatus, RankRow, run_batch
 from SegQCLib.engine import QCEngine
 from SegQCLib.html_report import (
     BOX_COLOR,
     ERROR_COLOR,
     THUMBNAIL_LONG_SIDE_PX,
-    PageRow,
     compose_slice,
     render_thumbnails,
     worst_slices,
@@ -103,13 +102,21 @@ def test_compose_slice_keeps_the_physical_aspect_ratio():
 
 
 def test_page_escapes_names_and_links_reports(tmp_path):
-    rows = [PageRow(1, "<script>alert(1)</script>", "done", 0.5, 0.6, 0.9, 2, 3, "cases/x/report.json",
+    rows = [RankRow("<script>alert(1)</script>", CaseStatus.DONE, 0.5, 0.6, 0.9, 2, 3, "cases/x/report.json",
                     [("thumbnails/x/slice3.png", 3)]),
-            PageRow(None, "bad&case", "failed", error="cannot read <file>")]
+            RankRow("bad&case", CaseStatus.FAILED, error="cannot read <file>")]
     page = write_index_html(rows, tmp_path).read_text()
     assert "<script>alert" not in page and "&lt;script&gt;alert(1)&lt;/script&gt;" in page
     assert 'href="cases/x/report.json"' in page and 'src="thumbnails/x/slice3.png"' in page
     assert "bad&amp;case" in page and "cannot read &lt;file&gt;" in page
+
+
+def test_page_numbers_checked_cases_in_order_and_leaves_failed_ones_unnumbered(tmp_path):
+    rows = [RankRow("worst", CaseStatus.DONE, 0.2, n_boxes=1), RankRow("broken", CaseStatus.FAILED, error="x"),
+            RankRow("better", CaseStatus.RESUMED, 0.8, n_boxes=0)]
+    page = write_index_html(rows, tmp_path).read_text()
+    numbered = re.findall(r'<tr class="(\w+)"><td>(\d*)</td><td>(\w+)</td>', page)
+    assert numbered == [("done", "1", "worst"), ("failed", "", "broken"), ("resumed", "2", "better")]
 
 
 def find_chromium() -> str:

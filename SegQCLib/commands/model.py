@@ -6,9 +6,9 @@ import argparse
 import json
 from pathlib import Path
 
-from ..errors import InputError, ModelError
+from ..errors import InputError
 from ..model import ModelConfig, count_conv_macs, count_parameters
-from ..model_package import init_model_package, load_model_package
+from ..model_package import init_model_package, load_model_package, read_config
 
 EXIT_OK = 0
 
@@ -38,11 +38,7 @@ def run_init(args: argparse.Namespace) -> int:
         path = Path(args.config)
         if not path.is_file():
             raise InputError(f"Configuration file not found: {path}")
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise ModelError(f"Configuration {path} is not valid JSON ({exc})") from exc
-        config = ModelConfig.from_dict(data, base=config, require_complete=False)
+        config = read_config(path, base=config, require_complete=False)
     out = init_model_package(args.out, config, seed=args.seed, overwrite=args.force)
     print(f"untrained model package written: {out}")
     return EXIT_OK

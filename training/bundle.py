@@ -44,7 +44,8 @@ def _half(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return {k: v.detach().cpu().half() if v.is_floating_point() else v.detach().cpu() for k, v in state.items()}
 
 
-def model_card(package, run: Path, settings: dict, summary: dict, evaluation: dict | None, table: str) -> str:
+def model_card(package, run: Path, settings: dict, summary: dict, evaluation: dict | None, table: str,
+               note: str = "") -> str:
     config = package.config
     train_settings = settings.get("settings", {})
     lines = [
@@ -81,6 +82,8 @@ def model_card(package, run: Path, settings: dict, summary: dict, evaluation: di
         "--model-config training/configs/hippocampus.json`, `python -m training.evaluate ...` (README).",
         "",
     ]
+    if note:
+        lines += ["## How this checkpoint was made", "", note.strip(), ""]
     if evaluation is not None:
         lines += ["## Validation results", "", table.strip().replace("\n## ", "\n### ").lstrip("# "), ""]
     lines += [
@@ -96,7 +99,8 @@ def model_card(package, run: Path, settings: dict, summary: dict, evaluation: di
     return "\n".join(lines)
 
 
-def bundle(run: Path, choose: str, bank: Path, out: Path, segmenter_out: Path, evaluation: Path | None) -> Path:
+def bundle(run: Path, choose: str, bank: Path, out: Path, segmenter_out: Path, evaluation: Path | None,
+           note: str = "") -> Path:
     package = load_model_package(run / choose)
     settings = json.loads((run / "settings.json").read_text())
     summary = json.loads((run / "summary.json").read_text()) if (run / "summary.json").exists() else {}
@@ -116,7 +120,7 @@ def bundle(run: Path, choose: str, bank: Path, out: Path, segmenter_out: Path, e
             **{row: {k: round(v[0], 4) for k, v in eval_data["summaries"][row].items()}
                for row in NETWORK_ROWS if row in eval_data["summaries"]},
         }
-    card = model_card(package, run, settings, summary, eval_data, table)
+    card = model_card(package, run, settings, summary, eval_data, table, note)
     save_model_package(out, config, _half(package.model.state_dict()), card=card, overwrite=True)
     if evaluation is not None:
         target = out / "evaluation"
@@ -143,11 +147,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--choose", default="best_mae", help="package inside the run: best_mae, best_r or last")
     parser.add_argument("--bank", required=True, help="query bank folder (its segmenter/ is bundled)")
     parser.add_argument("--evaluation", default=None, help="evaluation folder to put into the card")
+    parser.add_argument("--note", default="", help="file with a paragraph on how the checkpoint was made")
     parser.add_argument("--out", default=str(DEFAULT_MODEL_DIR))
     parser.add_argument("--segmenter-out", default=str(DEFAULT_SEGMENTER_DIR))
     args = parser.parse_args(argv)
     out = bundle(Path(args.run), args.choose, Path(args.bank), Path(args.out), Path(args.segmenter_out),
-                 Path(args.evaluation) if args.evaluation else None)
+                 Path(args.evaluation) if args.evaluation else None,
+                 Path(args.note).read_text() if args.note else "")
     print(f"bundled {out} (weights sha256 {file_sha256(out / WEIGHTS_FILE)[:12]}, "
           f"{(out / WEIGHTS_FILE).stat().st_size / 1e6:.2f} MB)")
     return 0

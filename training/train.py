@@ -32,7 +32,7 @@ from torch.nn import functional as F
 
 from SegQCLib.evaluation import mae, pearson_r
 from SegQCLib.model import ModelConfig, build_model, count_parameters, one_hot
-from SegQCLib.model_package import save_model_package
+from SegQCLib.model_package import check_state_dict, load_model_package, save_model_package
 
 from .bank import load_bank
 from .dataset import AugmentParams, Batch, QueryDataset
@@ -66,6 +66,7 @@ class TrainSettings:
     max_minutes: float = 0.0  # 0 = no limit; otherwise stop (and save) after this wall time
     threads: int = 2
     model_overrides: dict = field(default_factory=dict)
+    init: str = ""  # model package whose weights start the run (fine-tuning)
 
 
 def multitask_loss(output, batch: Batch, settings: TrainSettings) -> tuple[torch.Tensor, dict[str, float]]:
@@ -165,6 +166,11 @@ class Trainer:
         self.train_mean_dice = float(self.train_set.dice.mean())
         torch.manual_seed(settings.seed)
         self.model = build_model(self.config).to(self.device)
+        if settings.init:
+            start = load_model_package(settings.init)
+            check_state_dict(self.model, start.model.state_dict(), settings.init)
+            self.model.load_state_dict(start.model.state_dict())
+            logger.info("Initialised from %s", settings.init)
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=settings.learning_rate,
                                            weight_decay=settings.weight_decay)
         self.use_amp = self.device.type == "cuda"
@@ -316,6 +322,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--model-config", default=None, help="JSON file of ModelConfig fields to override")
     parser.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
+    parser.add_argument("--init", default=None, help="start from this model package's weights (same architecture)")
+    parser.add_argument("--warmup", type=int, default=TrainSettings.warmup_iterations, help="warm-up iterations")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     overrides = json.loads(Path(args.model_config).read_text()) if args.model_config else {}
@@ -324,6 +332,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         error_map_weight=args.error_map_weight, pearson_weight=args.pearson_weight,
         evaluate_every=args.evaluate_every, checkpoint_every=args.checkpoint_every, tuning_cases=args.tuning_cases,
         seed=args.seed, mask_only=args.mask_only, max_minutes=args.max_minutes, threads=args.threads,
+        warmup_iterations=args.warmup, init=args.init or "",
         model_overrides=overrides)
     random.seed(settings.seed)
     np.random.seed(settings.seed)

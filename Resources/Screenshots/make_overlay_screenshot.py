@@ -1,4 +1,8 @@
-"""Render ``overlay.png``: what the Slicer module shows (error overlay, segmentation, top box) on a synthetic case.
+"""Render ``overlay.png``: what the Slicer module shows (error overlay, segmentation, top box).
+
+With the bundled models and nilearn installed the case is the README's sample case (an MNI152 T1
+hippocampus crop segmented by the bundled segmenter) and the overlay is the default QC model's
+prediction.  Otherwise:
 
 A synthetic two-class case (no shared data, so the picture can ship with the repository) gets a wrong
 segmentation: one class under-segmented, the other shifted.  With a trained default model installed the
@@ -65,10 +69,39 @@ def error_maps(image: np.ndarray, truth: np.ndarray, wrong: np.ndarray, geometry
     return error, "true error of the wrong segmentation (no trained model installed)"
 
 
+def sample_case_with_prediction() -> tuple[np.ndarray, np.ndarray, Geometry, dict, str] | None:
+    """The README's sample case and the default model's error maps, or None when either is unavailable."""
+    import sys
+    import tempfile
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+    try:
+        from SegQCLib.engine import QCEngine
+        from SegQCLib.io import load_case
+        from training.sample_case import make_sample_case
+
+        with tempfile.TemporaryDirectory() as folder:
+            image_path, seg_path = make_sample_case(folder)
+            case = load_case([image_path], seg_path)
+        engine = QCEngine(device="cpu")
+        if not engine.config.trained:
+            return None
+        error = engine.run_case(case).error_prob
+    except Exception as exc:  # any missing piece (nilearn, models, torch) falls back to the synthetic case
+        logging.info("Sample case unavailable (%s): using a synthetic case", exc)
+        return None
+    return (case.images[0].array, case.segmentation.array, case.geometry, error,
+            "predicted error probability (default model), MNI152 sample case")
+
+
 def main() -> None:
-    image, truth, wrong = synthetic_case()
-    geometry = Geometry(SHAPE_ZYX, SPACING_XYZ_MM)
-    error, source = error_maps(image, truth, wrong, geometry)
+    sample = sample_case_with_prediction()
+    if sample is not None:
+        image, wrong, geometry, error, source = sample
+    else:
+        image, truth, wrong = synthetic_case()
+        geometry = Geometry(SHAPE_ZYX, SPACING_XYZ_MM)
+        error, source = error_maps(image, truth, wrong, geometry)
     report = build_report(LabelMap(wrong, geometry, dict(CLASS_NAMES)), error, class_names=CLASS_NAMES)
     box = report.boxes[0]
     z = box.slice

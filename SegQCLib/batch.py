@@ -67,6 +67,8 @@ DEFAULT_PREFETCH = 2
 MAX_PENDING_WRITES = 2
 CASE_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 IMAGE_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".mha", ".mhd")
+# Slicer's segmentation files: "<case>.seg.nrrd" names case "<case>", not "<case>.seg".
+SEG_SUFFIXES = (".seg.nrrd",) + IMAGE_SUFFIXES
 _THUMBNAIL_RE = re.compile(r"^slice(?P<index>\d+)\.png$")
 _CHANNEL_RE = re.compile(r"^(?P<case>.+)_(?P<channel>\d{4})$")
 
@@ -141,16 +143,17 @@ ProgressCallback = Callable[[int, int, str, CaseStatus], None]
 # Finding cases
 
 
-def _strip_suffix(name: str) -> Optional[str]:
+def _strip_suffix(name: str, suffixes: Sequence[str] = IMAGE_SUFFIXES) -> Optional[str]:
     lower = name.lower()
-    for suffix in sorted(IMAGE_SUFFIXES, key=len, reverse=True):
+    for suffix in sorted(suffixes, key=len, reverse=True):
         if lower.endswith(suffix):
             return name[: -len(suffix)]
     return None
 
 
 def cases_from_folders(images_dir: PathLike, segs_dir: PathLike) -> tuple[list[BatchCase], list[str]]:
-    """Pair ``SEGS/<case>.nii.gz`` with ``IMAGES/<case>.nii.gz`` or ``IMAGES/<case>_0000.nii.gz`` (+ ``_0001``...).
+    """Pair ``SEGS/<case>.nii.gz`` (or ``<case>.seg.nrrd``) with ``IMAGES/<case>.nii.gz`` or
+    ``IMAGES/<case>_0000.nii.gz`` (+ ``_0001``...).
 
     Returns the cases (sorted by id) and one message per segmentation without an image.
     """
@@ -168,7 +171,7 @@ def cases_from_folders(images_dir: PathLike, segs_dir: PathLike) -> tuple[list[B
         channels.setdefault(case_id, {})[channel] = path
     cases, unmatched = [], []
     for seg in sorted(segs_dir.iterdir()):
-        case_id = _strip_suffix(seg.name)
+        case_id = _strip_suffix(seg.name, SEG_SUFFIXES)
         if case_id is None or seg.name.startswith("."):
             continue
         found = channels.get(case_id)

@@ -205,6 +205,17 @@ def test_cases_from_folders_pairs_channels_and_lists_orphans(tmp_path):
     assert len(orphans) == 1 and orphans[0].startswith("d.nii.gz")
 
 
+def test_cases_from_folders_pairs_slicer_seg_nrrd_files_by_case_name(tmp_path):
+    images, segs = tmp_path / "i", tmp_path / "s"
+    images.mkdir()
+    segs.mkdir()
+    (images / "a_0000.nii.gz").write_bytes(b"x")
+    (segs / "a.seg.nrrd").write_bytes(b"x")
+    cases, orphans = cases_from_folders(images, segs)
+    assert [(c.case_id, c.seg.name) for c in cases] == [("a", "a.seg.nrrd")]
+    assert orphans == []
+
+
 def test_duplicate_case_ids_are_refused(tmp_path, engine):
     case = BatchCase("same", (tmp_path / "i.nii.gz",), tmp_path / "s.nii.gz")
     with pytest.raises(InputError, match="unique"):

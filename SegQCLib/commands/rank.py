@@ -31,7 +31,7 @@ def register(subparsers) -> None:
     source = parser.add_argument_group("cases (give --manifest, or --images and --segs)")
     source.add_argument("--manifest", help="CSV with columns case_id,image,seg (modalities separated by ';')")
     source.add_argument("--images", help="folder of images: <case>.nii.gz or <case>_0000.nii.gz, _0001, ...")
-    source.add_argument("--segs", help="folder of segmentations named <case>.nii.gz")
+    source.add_argument("--segs", help="folder of segmentations named <case>.nii.gz (or <case>.seg.nrrd)")
     parser.add_argument("--out", required=True, help="output folder (re-use it to resume)")
     parser.add_argument("--model", help="model package folder (default: $SEGQC_MODEL or the bundled model)")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")

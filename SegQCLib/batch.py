@@ -11,8 +11,8 @@ into that case's own folders, so any executor can run them:
 loads the model once per worker process), and :func:`run_batch` is the local pipeline: the model is
 loaded once, a reader thread prefetches the next cases while the network runs, and a writer thread
 compresses outputs and draws thumbnails, so disk I/O overlaps with compute.  A case whose
-``report.json`` is complete and newer than its inputs is not run again (resume), and a failing case is
-recorded in ``failures.json`` without stopping the others.
+``report.json`` is complete, newer than its inputs and made with the same settings is not run again
+(resume), and a failing case is recorded in ``failures.json`` without stopping the others.
 
 Output folder::
 
@@ -39,7 +39,7 @@ import time
 from collections import Counter, deque
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from enum import Enum
 from pathlib import Path
 from typing import Any, Optional, Union
@@ -319,11 +319,14 @@ def failed_row(case_id: str, exc: BaseException) -> RankRow:
 # Resume
 
 
-def completed_row(case: BatchCase, out_dir: Path, thumbnails_per_case: int = 3) -> Optional[RankRow]:
+def completed_row(case: BatchCase, out_dir: Path, thumbnails_per_case: int = 3,
+                  params: Optional[PostprocessParams] = None, model_sha256: Optional[str] = None) -> Optional[RankRow]:
     """The row of a case already checked by an earlier run, or None when it must run (again).
 
     Complete means: ``report.json`` parses, every class's error map is there, it names the same
-    segmentation, and it is newer than the inputs (an edited segmentation is checked again).
+    segmentation, it is newer than the inputs (an edited segmentation is checked again), and it was made
+    with the same region parameters (``params``) and, when given, the same model (``model_sha256``):
+    a re-run with another --threshold or model must not mix old and new results in one ranking.
     Missing thumbnails are redrawn from the files.
     """
     folder = case_dir(out_dir, case.case_id)
@@ -336,6 +339,8 @@ def completed_row(case: BatchCase, out_dir: Path, thumbnails_per_case: int = 3) 
         return None
     recorded_seg = report.inputs.get("segmentation")
     if recorded_seg is None or Path(recorded_seg).resolve() != case.seg.resolve() or report_mtime < inputs_mtime:
+        return None
+    if not _same_settings(report, params or PostprocessParams(), model_sha256):
         return None
     maps = {c.label: folder / ERROR_PROB_PATTERN.format(label=c.label) for c in report.classes}
     if not all(p.is_file() for p in maps.values()):
@@ -357,6 +362,15 @@ def completed_row(case: BatchCase, out_dir: Path, thumbnails_per_case: int = 3) 
         pictures = _thumbnails(case.case_id, image.array, segmentation.array, error_prob, report, image.geometry,
                                out_dir, thumbnails_per_case)
     return _row_from_report(case.case_id, report, report_path, out_dir, CaseStatus.RESUMED, pictures)
+
+
+def _same_settings(report: Report, params: PostprocessParams, model_sha256: Optional[str]) -> bool:
+    recorded = report.parameters or {}
+    if recorded.get("regions") != asdict(params.regions):
+        return False
+    if params.slice_axis is not None and recorded.get("slice_axis") != params.slice_axis:
+        return False
+    return model_sha256 is None or (report.model or {}).get("sha256") == model_sha256
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -402,9 +416,10 @@ def run_batch(
         if progress is not None:
             progress(len(rows), total, row.case_id, row.status)
 
+    model_sha256 = (getattr(engine, "model_info", None) or {}).get("sha256")
     todo = []
     for case in cases:
-        row = completed_row(case, out_dir, thumbnails_per_case) if resume else None
+        row = completed_row(case, out_dir, thumbnails_per_case, params, model_sha256) if resume else None
         if row is None:
             todo.append(case)
         else:

@@ -25,6 +25,8 @@ from SegQCLib.engine import QCEngine
 from SegQCLib.errors import InputError
 from SegQCLib.model import ModelConfig
 from SegQCLib.model_package import init_model_package
+from SegQCLib.postprocess import PostprocessParams
+from SegQCLib.regions import RegionParams
 from SegQCLib.report import Report
 
 # A small random network: the tests are about the batch machinery, not the model's accuracy.
@@ -146,6 +148,30 @@ def test_a_second_run_resumes_and_reruns_only_incomplete_or_changed_cases(tmp_pa
     third = run_batch(cases, out, counting, thumbnails_per_case=1)
     assert sorted(counting.calls) == sorted(c.seg.name for c in cases)
     assert {r.status for r in third.rows} == {CaseStatus.DONE}
+
+
+def test_a_second_run_with_other_region_parameters_checks_the_cases_again(tmp_path, dataset, engine):
+    _, _, cases = dataset
+    out = tmp_path / "out"
+    run_batch(cases, out, engine, thumbnails_per_case=0)
+    counting = CountingEngine(engine)
+    lower = PostprocessParams(regions=RegionParams(threshold=0.05))
+    again = run_batch(cases, out, counting, lower, thumbnails_per_case=0)
+    assert sorted(counting.calls) == sorted(c.seg.name for c in cases)
+    assert {r.status for r in again.rows} == {CaseStatus.DONE}
+    for row in again.rows:
+        assert Report.load(out / row.report).parameters["regions"]["threshold"] == 0.05
+
+
+def test_a_second_run_with_another_model_checks_the_cases_again(tmp_path, dataset, engine):
+    _, _, cases = dataset
+    out = tmp_path / "out"
+    run_batch(cases[:1], out, engine, thumbnails_per_case=0)
+    other_model = init_model_package(tmp_path / "other", ModelConfig(**SMALL_MODEL), seed=4)
+    other = QCEngine(other_model, "cpu")
+    again = run_batch(cases[:1], out, other, thumbnails_per_case=0)
+    assert again.rows[0].status is CaseStatus.DONE
+    assert Report.load(out / again.rows[0].report).model["sha256"] == other.model_info["sha256"]
 
 
 def test_missing_thumbnails_are_redrawn_on_resume(tmp_path, dataset, engine):

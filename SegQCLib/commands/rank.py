@@ -2,7 +2,8 @@
 
 Writes ``ranking.csv``, ``failures.json``, ``index.html`` (thumbnails of each case's worst slices) and
 each case's report under ``OUT/cases/<case_id>/``.  Re-running with the same ``--out`` skips cases
-whose report is complete and newer than their inputs.  See ``SegQCLib/batch.py`` for the layout.
+whose report is complete, newer than their inputs and made with the same model and region options.
+See ``SegQCLib/batch.py`` for the layout.
 """
 
 from __future__ import annotations

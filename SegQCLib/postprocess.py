@@ -17,10 +17,10 @@ from typing import Optional, Union
 
 import numpy as np
 
-from .errors import InputError
+from .errors import GeometryMismatchError, InputError
 from .estimates import case_dice_from_sums, class_sums, estimate_from_sums, per_slice_from_sums, quality_index
 from .geometry import Geometry
-from .io import LabelMap, check_same_geometry, read_image, write_array
+from .io import LabelMap, read_image, write_array
 from .ranking import rank_slices, slice_error_scores
 from .regions import RegionParams, find_error_boxes
 from .report import ERROR_PROB_PATTERN, REPORT_FILE_NAME, CaseEstimate, ClassEstimate, Report, SliceEntry
@@ -29,7 +29,7 @@ logger = logging.getLogger(__name__)
 
 # Probabilities written by other tools may overshoot [0, 1] by interpolation round-off.
 PROBABILITY_TOLERANCE = 1e-3
-ERROR_PROB_FILE_RE = re.compile(r"error_prob_(?P<label>\d+)\.(nii\.gz|nii|nrrd|mha)$", re.IGNORECASE)
+ERROR_PROB_FILE_RE = re.compile(r"error_prob_(?P<label>\d+)\.(nii\.gz|nii|nrrd|nhdr|mha|mhd)$", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -188,7 +188,13 @@ def read_error_probs(sources: Union[str, Path, Sequence[Union[str, Path]]],
         if label in error_prob:
             raise InputError(f"Two error probability maps for label {label} (second: {path})")
         volume = read_image(path)
-        if geometry is not None:
-            check_same_geometry(geometry, volume.geometry, f"Error probability map {path}")
+        differences = geometry.differences(volume.geometry) if geometry is not None else []
+        if differences:
+            # Not check_same_geometry: its advice (--resample-seg) moves the segmentation, not this map.
+            raise GeometryMismatchError(
+                f"Error probability map {path} is not on the segmentation's voxel grid: " + "; ".join(differences)
+                + ". Give the maps on the segmentation's grid, or, when they are on the image's grid, pass that "
+                "image (CLI: --image) with --resample-seg."
+            )
         error_prob[label] = volume.array
     return error_prob

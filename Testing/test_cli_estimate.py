@@ -6,6 +6,7 @@ import sys
 
 import numpy as np
 import pytest
+import SimpleITK as sitk
 from scipy import ndimage
 
 from SegQCLib.cli import main
@@ -113,6 +114,29 @@ def test_a_segmentation_on_another_grid_is_refused_unless_resampling_is_asked_fo
     assert run_estimate(*args, "--resample-seg") == 0
     report = json.loads((tmp_path / "o" / "report.json").read_text())
     assert any("resampled" in notice for notice in report["notices"])
+
+
+def test_error_maps_off_the_segmentation_grid_get_advice_that_works(tmp_path, real_query, capsys):
+    geometry: Geometry = real_query["geometry"]
+    shifted = Geometry(geometry.shape_zyx, geometry.spacing_xyz_mm,
+                       tuple(np.add(geometry.origin_lps_mm, (0.0, 0.0, 2.0))), geometry.direction)
+    seg = write_array(tmp_path / "shifted.nii.gz", real_query["query"], shifted)
+    args = ["--seg", seg, "--error-prob", real_query["probs"], "--out", tmp_path / "o"]
+    assert run_estimate(*args) == 1
+    message = capsys.readouterr().err
+    assert "is not on the segmentation's voxel grid" in message and "--image" in message
+    assert run_estimate(*args, "--image", real_query["image"], "--resample-seg") == 0
+
+
+def test_error_maps_in_metaimage_files_are_read(tmp_path, real_query):
+    folder = tmp_path / "mhd"
+    folder.mkdir()
+    for label in (1, 2):  # header + data file, as other tools write them
+        image = sitk.ReadImage(str(real_query["probs"] / f"error_prob_{label}.nii.gz"))
+        sitk.WriteImage(image, str(folder / f"error_prob_{label}.mhd"))
+    assert run_estimate("--seg", real_query["seg"], "--error-prob", folder, "--out", tmp_path / "o") == 0
+    report = json.loads((tmp_path / "o" / "report.json").read_text())
+    assert [c["label"] for c in report["classes"]] == [1, 2]
 
 
 def test_a_missing_segmentation_file_is_a_clear_error(tmp_path, real_query, capsys):

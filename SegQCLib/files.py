@@ -21,6 +21,18 @@ PathLike = Union[str, os.PathLike]
 
 HASH_CHUNK_BYTES = 1 << 20
 TEMP_SUFFIX = ".tmp"
+# Permissions of a newly created file before the umask (what open() and SimpleITK use).
+NEW_FILE_MODE = 0o666
+
+
+def _process_umask() -> int:
+    # Read once at import: setting the umask to read it is not thread-safe, and writers run in threads.
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _process_umask()
 
 
 def sha256_file(path: PathLike) -> str:
@@ -70,6 +82,9 @@ def atomic_write(path: PathLike, write: Callable[[Path], None], suffix: str = TE
     os.close(handle)
     temporary = Path(tmp_name)
     try:
+        # mkstemp makes the file private (0600); the result must be readable like any file the user
+        # creates (a served HTML report, outputs shared with colleagues).
+        os.chmod(temporary, NEW_FILE_MODE & ~_UMASK)
         write(temporary)
         fsync_file(temporary)
         os.replace(temporary, path)

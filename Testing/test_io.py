@@ -1,6 +1,8 @@
 """Reading and writing volumes and label maps: geometry kept, bad inputs refused with clear messages."""
 
 import gzip
+import os
+import stat
 
 import numpy as np
 import pytest
@@ -42,6 +44,15 @@ def test_seg_nrrd_round_trip_keeps_segment_names(tmp_path):
     np.testing.assert_array_equal(labelmap.array, labels_array())
     assert labelmap.names == {1: "anterior", 2: "posterior"}
     assert labelmap.geometry.matches(GEOMETRY)
+
+
+@pytest.mark.skipif(os.name != "posix", reason="file permission bits are POSIX")
+@pytest.mark.parametrize("name", ["seg.nii.gz", "seg.seg.nrrd"])
+def test_written_files_get_the_permissions_of_any_new_file(tmp_path, name):
+    plain = tmp_path / "plain.txt"
+    plain.write_bytes(b"x")  # what the umask gives an ordinary new file (e.g. 0644), not a private 0600
+    path = write_labelmap(tmp_path / name, LabelMap(labels_array(), GEOMETRY, {1: "a", 2: "b"}))
+    assert stat.S_IMODE(path.stat().st_mode) == stat.S_IMODE(plain.stat().st_mode)
 
 
 def test_real_case_image_and_labels_share_a_grid(hippocampus_cases):

@@ -161,20 +161,24 @@ def cases_from_folders(images_dir: PathLike, segs_dir: PathLike) -> tuple[list[B
     for folder in (images_dir, segs_dir):
         if not folder.is_dir():
             raise InputError(f"Folder not found: {folder}")
+    # A name ending in _NNNN is either channel NNNN of a case (nnU-Net) or a whole case id ("amos_0001"):
+    # keep both readings and let the segmentation's name decide.
     channels: dict[str, dict[int, Path]] = {}
+    whole: dict[str, Path] = {}
     for path in images_dir.iterdir():
         stem = _strip_suffix(path.name)
         if stem is None:
             continue
+        whole[stem] = path
         match = _CHANNEL_RE.match(stem)
-        case_id, channel = (match["case"], int(match["channel"])) if match else (stem, 0)
-        channels.setdefault(case_id, {})[channel] = path
+        if match:
+            channels.setdefault(match["case"], {})[int(match["channel"])] = path
     cases, unmatched = [], []
     for seg in sorted(segs_dir.iterdir()):
         case_id = _strip_suffix(seg.name, SEG_SUFFIXES)
         if case_id is None or seg.name.startswith("."):
             continue
-        found = channels.get(case_id)
+        found = channels.get(case_id) or ({0: whole[case_id]} if case_id in whole else None)
         if not found:
             unmatched.append(f"{seg.name}: no image named {case_id}[_0000] in {images_dir}")
             continue

@@ -242,6 +242,19 @@ def test_cases_from_folders_pairs_slicer_seg_nrrd_files_by_case_name(tmp_path):
     assert orphans == []
 
 
+def test_cases_from_folders_pairs_case_ids_that_end_in_four_digits(tmp_path):
+    images, segs = tmp_path / "i", tmp_path / "s"
+    images.mkdir()
+    segs.mkdir()
+    for name in ["amos_0001.nii.gz", "amos_0002.nii.gz"]:  # one image per case, named like its segmentation
+        (images / name).write_bytes(b"x")
+        (segs / name).write_bytes(b"x")
+    cases, orphans = cases_from_folders(images, segs)
+    assert [(c.case_id, [p.name for p in c.images]) for c in cases] == [
+        ("amos_0001", ["amos_0001.nii.gz"]), ("amos_0002", ["amos_0002.nii.gz"])]
+    assert orphans == []
+
+
 def test_duplicate_case_ids_are_refused(tmp_path, engine):
     case = BatchCase("same", (tmp_path / "i.nii.gz",), tmp_path / "s.nii.gz")
     with pytest.raises(InputError, match="unique"):

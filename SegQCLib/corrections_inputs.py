@@ -19,7 +19,16 @@ from . import __version__
 from .corrections_names import case_key, clean_reviewer
 from .errors import InputError
 from .files import sha256_file
-from .io import LabelMap, Volume, check_same_geometry, read_image, read_labelmap, validate_label_array
+from .io import (
+    CORRECTION_GRID_ADVICE,
+    IMAGE_GRID_ADVICE,
+    LabelMap,
+    Volume,
+    check_same_geometry,
+    read_image,
+    read_labelmap,
+    validate_label_array,
+)
 from .metrics import case_metrics
 from .report import _clean_floats
 
@@ -62,9 +71,9 @@ def prepare_correction(
     corrected_map = _as_labelmap(corrected, "Corrected segmentation")
     reference = volumes[0].geometry
     for index, volume in enumerate(volumes[1:], start=2):
-        check_same_geometry(reference, volume.geometry, f"Image {index}")
-    check_same_geometry(reference, original_map.geometry, "Original segmentation")
-    check_same_geometry(reference, corrected_map.geometry, "Corrected segmentation")
+        check_same_geometry(reference, volume.geometry, f"Image {index}", IMAGE_GRID_ADVICE)
+    check_same_geometry(reference, original_map.geometry, "Original segmentation", CORRECTION_GRID_ADVICE)
+    check_same_geometry(reference, corrected_map.geometry, "Corrected segmentation", CORRECTION_GRID_ADVICE)
     if review_duration_s is not None and not (np.isfinite(review_duration_s) and review_duration_s >= 0):
         raise InputError(f"Review duration must be a non-negative number of seconds, got {review_duration_s}")
     labels = sorted(set(original_map.labels) | set(corrected_map.labels))

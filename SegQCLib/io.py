@@ -226,13 +226,19 @@ def write_labelmap(path: PathLike, labelmap: LabelMap) -> Path:
                         suffix=f"{TEMP_SUFFIX}{_suffix(path)}")
 
 
-def check_same_geometry(reference: Geometry, other: Geometry, what: str) -> None:
+SEGMENTATION_GRID_ADVICE = ("Resample it onto the image (segqc run and segqc estimate: --resample-seg) or export it "
+                            "on the image's grid.")
+IMAGE_GRID_ADVICE = "All images of a case must share one voxel grid: resample them onto the first image."
+CORRECTION_GRID_ADVICE = "Save it on the image's grid (a correction is stored voxel for voxel with its image)."
+
+
+def check_same_geometry(reference: Geometry, other: Geometry, what: str,
+                        advice: str = SEGMENTATION_GRID_ADVICE) -> None:
+    """GeometryMismatchError saying what differs, with ``advice`` that fits the caller (an option it has)."""
     differences = reference.differences(other)
     if differences:
-        raise GeometryMismatchError(
-            f"{what} does not share the image's voxel grid: " + "; ".join(differences)
-            + ". Resample it onto the image (CLI: --resample-seg) or export it on the image's grid."
-        )
+        raise GeometryMismatchError(f"{what} does not share the image's voxel grid: " + "; ".join(differences)
+                                    + f". {advice}")
 
 
 def resample_labelmap(labelmap: LabelMap, reference: Geometry) -> LabelMap:
@@ -259,7 +265,7 @@ def load_case(image_paths: Sequence[PathLike], seg_path: PathLike, resample_seg:
     if images:
         reference = images[0].geometry
         for index, image in enumerate(images[1:], start=2):
-            check_same_geometry(reference, image.geometry, f"Image {index} ({image.path})")
+            check_same_geometry(reference, image.geometry, f"Image {index} ({image.path})", IMAGE_GRID_ADVICE)
         differences = reference.differences(segmentation.geometry)
         if differences:
             if not resample_seg:

@@ -198,6 +198,14 @@ def test_masks_on_another_grid_are_refused_before_anything_is_written(tmp_path):
     assert not (tmp_path / "s").exists()
 
 
+def test_masks_on_another_grid_get_advice_without_options_the_corrections_command_lacks(tmp_path):
+    image, original, truth = synthetic_case()
+    shifted = LabelMap(truth.array, Geometry(truth.geometry.shape_zyx, truth.geometry.spacing_xyz_mm, (0, 0, 0)))
+    with pytest.raises(GeometryMismatchError, match="Corrected segmentation") as raised:
+        CorrectionStore(tmp_path / "s").add("c", [image], original, shifted)
+    assert "--resample-seg" not in str(raised.value)  # `segqc corrections add` has no such option
+
+
 def test_a_non_store_folder_is_never_written_into(tmp_path):
     image, original, truth = synthetic_case()
     (tmp_path / "mydata").mkdir()

@@ -125,6 +125,16 @@ def test_geometry_mismatch_names_the_difference(tmp_path):
         load_case([image], seg)
 
 
+def test_images_on_different_grids_are_not_told_to_resample_the_segmentation(tmp_path):
+    first = write_array(tmp_path / "t1.nii.gz", np.zeros(GEOMETRY.shape_zyx, np.float32), GEOMETRY)
+    shifted = Geometry(GEOMETRY.shape_zyx, GEOMETRY.spacing_xyz_mm, (1.0, 2.0, 13.0))
+    second = write_array(tmp_path / "t2.nii.gz", np.zeros(GEOMETRY.shape_zyx, np.float32), shifted)
+    seg = write_array(tmp_path / "seg.nii.gz", labels_array(), GEOMETRY)
+    with pytest.raises(GeometryMismatchError, match="Image 2") as raised:
+        load_case([first, second], seg, resample_seg=True)  # the option does not apply to images
+    assert "--resample-seg" not in str(raised.value)
+
+
 def test_geometry_mismatch_can_be_resampled_onto_the_image_with_a_notice(tmp_path):
     image = write_array(tmp_path / "img.nii.gz", np.zeros(GEOMETRY.shape_zyx, np.float32), GEOMETRY)
     fine = Geometry((8, 5, 6), (0.7, 0.9, 1.25), (1.0, 2.0, 3.0 - 0.625))

@@ -50,6 +50,8 @@ class QCResult:
         """Write ``error_prob_<label>.nii.gz`` then ``report.json`` (last, so its presence means complete)."""
         out_dir = Path(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
+        # A report from an earlier run must not vouch for maps that this run is half-way through replacing.
+        (out_dir / REPORT_FILE_NAME).unlink(missing_ok=True)
         started = time.perf_counter()
         for label, prob in self.error_prob.items():
             write_array(out_dir / ERROR_PROB_PATTERN.format(label=label), prob.astype(np.float32, copy=False),

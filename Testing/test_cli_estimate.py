@@ -9,6 +9,7 @@ import pytest
 import SimpleITK as sitk
 from scipy import ndimage
 
+from SegQCLib import postprocess
 from SegQCLib.cli import main
 from SegQCLib.geometry import Geometry
 from SegQCLib.io import read_image, read_labelmap, write_array
@@ -137,6 +138,23 @@ def test_error_maps_in_metaimage_files_are_read(tmp_path, real_query):
     assert run_estimate("--seg", real_query["seg"], "--error-prob", folder, "--out", tmp_path / "o") == 0
     report = json.loads((tmp_path / "o" / "report.json").read_text())
     assert [c["label"] for c in report["classes"]] == [1, 2]
+
+
+def test_an_interrupted_rewrite_leaves_no_report_claiming_the_folder_is_complete(tmp_path, real_query, monkeypatch):
+    out = tmp_path / "o"
+    args = ["--seg", real_query["seg"], "--error-prob", real_query["probs"], "--out", out]
+    assert run_estimate(*args) == 0
+    real_write = postprocess.write_array
+
+    def disk_full_at_the_second_map(path, *rest, **kwargs):
+        if path.name.startswith("error_prob_2"):
+            raise OSError("No space left on device")
+        return real_write(path, *rest, **kwargs)
+
+    monkeypatch.setattr(postprocess, "write_array", disk_full_at_the_second_map)
+    with pytest.raises(OSError):
+        run_estimate(*args)
+    assert not (out / "report.json").exists()  # error_prob_1 is new, error_prob_2 old: not a complete result
 
 
 def test_a_missing_segmentation_file_is_a_clear_error(tmp_path, real_query, capsys):

@@ -66,6 +66,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except SegQCError as exc:
         print(f"segqc: error: {exc}", file=sys.stderr)
         return EXIT_FAILURE
+    except OSError as exc:
+        # A file system refusal (--out is a file, no permission, disk full) is the user's to fix: say what and
+        # where, without a traceback (logged with -v).
+        logging.getLogger(__name__).debug("segqc failed", exc_info=True)
+        print(f"segqc: error: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
     except KeyboardInterrupt:
         print("segqc: interrupted", file=sys.stderr)
         return 130

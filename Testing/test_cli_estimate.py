@@ -152,9 +152,17 @@ def test_an_interrupted_rewrite_leaves_no_report_claiming_the_folder_is_complete
         return real_write(path, *rest, **kwargs)
 
     monkeypatch.setattr(postprocess, "write_array", disk_full_at_the_second_map)
-    with pytest.raises(OSError):
-        run_estimate(*args)
+    assert run_estimate(*args) == 1
     assert not (out / "report.json").exists()  # error_prob_1 is new, error_prob_2 old: not a complete result
+
+
+def test_an_output_path_that_is_a_file_is_a_clear_error(tmp_path, real_query, capsys):
+    taken = tmp_path / "taken"
+    taken.write_text("not a folder")
+    assert run_estimate("--seg", real_query["seg"], "--error-prob", real_query["probs"], "--out", taken) == 1
+    message = capsys.readouterr().err
+    assert "segqc: error:" in message and "taken" in message and "Traceback" not in message
+    assert taken.read_text() == "not a folder"
 
 
 def test_a_missing_segmentation_file_is_a_clear_error(tmp_path, real_query, capsys):

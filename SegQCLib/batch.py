@@ -289,6 +289,7 @@ class ProcessWorkers:
     count: int = 2
     device: str = "cpu"
     threads_per_worker: int = 1
+    model_sha256: Optional[str] = None  # the workers' model, so that resume can tell its reports from another's
 
     def run_cases(self, todo: Sequence[BatchCase], out_dir: Path, params: Optional[PostprocessParams],
                   thumbnails_per_case: int, stats: BatchStats, finished: Callable[[RankRow], None]) -> None:
@@ -420,7 +421,7 @@ def run_batch(
         if progress is not None:
             progress(len(rows), total, row.case_id, row.status)
 
-    model_sha256 = (getattr(engine, "model_info", None) or {}).get("sha256")
+    model_sha256 = getattr(engine, "model_sha256", None) or (getattr(engine, "model_info", None) or {}).get("sha256")
     todo = []
     for case in cases:
         row = completed_row(case, out_dir, thumbnails_per_case, params, model_sha256) if resume else None

@@ -174,6 +174,20 @@ def test_a_second_run_with_another_model_checks_the_cases_again(tmp_path, datase
     assert Report.load(out / again.rows[0].report).model["sha256"] == other.model_info["sha256"]
 
 
+def test_worker_processes_with_another_model_do_not_resume_its_reports(tmp_path, dataset, engine, monkeypatch):
+    _, _, cases = dataset
+    out = tmp_path / "out"
+    run_batch(cases[:1], out, engine, thumbnails_per_case=0)
+    handed_over = []
+    monkeypatch.setattr(ProcessWorkers, "run_cases", lambda self, todo, *rest: handed_over.extend(todo))
+    run_batch(cases[:1], out, ProcessWorkers("other_model", model_sha256="0" * 64), thumbnails_per_case=0)
+    assert [c.case_id for c in handed_over] == [cases[0].case_id]
+    handed_over.clear()
+    same = ProcessWorkers("same_model", model_sha256=engine.model_info["sha256"])
+    assert run_batch(cases[:1], out, same, thumbnails_per_case=0).rows[0].status is CaseStatus.RESUMED
+    assert handed_over == []
+
+
 def test_missing_thumbnails_are_redrawn_on_resume(tmp_path, dataset, engine):
     _, _, cases = dataset
     out = tmp_path / "out"

@@ -96,7 +96,8 @@ def run(args: argparse.Namespace) -> int:
     engine = QCEngine(args.model, args.device)  # loaded here too so that a bad model fails before any case
     model_name = engine.model_info.get("name")
     if args.workers > 1:
-        engine = ProcessWorkers(args.model, args.workers, args.device, args.threads_per_worker)
+        engine = ProcessWorkers(args.model, args.workers, args.device, args.threads_per_worker,
+                                engine.model_info.get("sha256"))
     mode = args.progress or ("bar" if sys.stderr.isatty() else "lines")
     result = run_batch(cases, args.out, engine, postprocess_params_from_args(args), prefetch=args.prefetch,
                        thumbnails_per_case=args.thumbnails, resume=not args.no_resume,

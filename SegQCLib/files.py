@@ -26,7 +26,15 @@ NEW_FILE_MODE = 0o666
 
 
 def _process_umask() -> int:
-    # Read once at import: setting the umask to read it is not thread-safe, and writers run in threads.
+    # Read once at import.  Linux reports it without changing it; elsewhere it is set and restored, which
+    # is not thread-safe, hence once and early rather than per write (writers run in threads).
+    try:
+        with open("/proc/self/status", encoding="ascii") as stream:
+            for line in stream:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
     mask = os.umask(0)
     os.umask(mask)
     return mask

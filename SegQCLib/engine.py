@@ -13,10 +13,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Callable, Optional, Union
 
+import numpy as np
 import torch
 
 from .inference import CancelCheck, check_cancelled, predict_case, select_device
-from .io import Case, load_case
+from .io import Case, LabelMap, load_case
 from .model import ModelConfig
 from .model_package import ModelPackage, default_model_path, load_model_package
 from .postprocess import PostprocessParams, QCResult, build_report
@@ -28,6 +29,36 @@ PathLike = Union[str, os.PathLike]
 
 # Share of the progress bar taken by the network; the rest is the report (estimates, boxes, ranking).
 PROGRESS_NETWORK_END = 0.9
+
+
+def align_labels_to_model(segmentation: LabelMap, classes: dict[int, str]) -> tuple[LabelMap, list[str]]:
+    """Renumber a named segmentation (e.g. Slicer's ``.seg.nrrd``) so segment names meet the model's classes.
+
+    Label values in a ``.seg.nrrd`` follow the file, not the model: a segment "posterior" stored as
+    label 1 must be checked as the model's class "posterior".  When every foreground label present has
+    a segment name equal (case-insensitively) to a model class name, labels are mapped by name; when
+    names exist but do not all match, labels are taken by value and a notice says so.
+    """
+    present = segmentation.labels
+    if not segmentation.names or not present:
+        return segmentation, []
+    by_name = {name.strip().lower(): label for label, name in classes.items()}
+    mapping = {value: by_name.get(segmentation.names.get(value, "").strip().lower()) for value in present}
+    if any(target is None for target in mapping.values()) or len(set(mapping.values())) != len(mapping):
+        unmatched = sorted(segmentation.names.get(v, f"label {v}") for v, t in mapping.items() if t is None)
+        return segmentation, [
+            f"Segment names {unmatched} do not match the model's classes {sorted(classes.values())}: "
+            "labels are taken by their values"] if unmatched else []
+    if all(value == target for value, target in mapping.items()):
+        return segmentation, []
+    lookup = np.arange(max(int(segmentation.array.max()), max(mapping.values())) + 1, dtype=np.int64)
+    lookup[list(mapping)] = list(mapping.values())
+    remapped = lookup[segmentation.array].astype(np.uint8 if lookup.max() <= np.iinfo(np.uint8).max else np.int16)
+    names = {target: segmentation.names[value] for value, target in mapping.items()}
+    moved = ", ".join(f"{segmentation.names[v]} {v}->{t}" for v, t in sorted(mapping.items()) if v != t)
+    notice = f"Segments mapped to the model's classes by name ({moved})"
+    logger.info(notice)
+    return LabelMap(remapped, segmentation.geometry, names, segmentation.path), [notice]
 
 
 class QCEngine:
@@ -66,7 +97,7 @@ class QCEngine:
         """Error probabilities and the report of one case (nothing is written)."""
         started = time.perf_counter()
         notify = progress or (lambda _fraction, _message: None)
-        segmentation = case.segmentation
+        segmentation, label_notices = align_labels_to_model(case.segmentation, self.config.classes)
         inference = predict_case(
             self._package.model, self.config, [image.array for image in case.images], segmentation.array,
             segmentation.geometry, self._device, overlap=self.overlap, window_batch=self.window_batch,
@@ -79,7 +110,7 @@ class QCEngine:
         report.case.nsd_pred = inference.nsd_pred
         report.device = self.device
         report.model = self.model_info
-        report.notices = list(case.notices) + inference.notices + report.notices
+        report.notices = list(case.notices) + label_notices + inference.notices + report.notices
         if not self.config.trained:
             report.notices.append(f"Model {self.config.name} is untrained: predictions are not meaningful")
         report.inputs = {**report.inputs, "images": [image.path for image in case.images],

@@ -22,6 +22,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .arrays import bounding_box
+
 # Sums below this count as zero (float32 maps summed in float64 keep ~1e-7 relative noise).
 EMPTY_SUM_VOXELS = 1e-9
 
@@ -111,7 +113,7 @@ def class_sums(mask: np.ndarray, error_prob: np.ndarray, axis: int = 0) -> Class
     n_slices = mask.shape[axis]
     mask_voxels = np.zeros(n_slices, dtype=np.float64)
     error_in_mask = np.zeros(n_slices, dtype=np.float64)
-    box = _bounding_box(mask)
+    box = bounding_box(mask)
     if box is not None:
         crop_mask = mask[box]
         crop_prob = error_prob[box]
@@ -121,19 +123,6 @@ def class_sums(mask: np.ndarray, error_prob: np.ndarray, axis: int = 0) -> Class
         error_in_mask[offset:stop] = np.where(crop_mask, crop_prob, 0).sum(axis=other_axes, dtype=np.float64)
     error = error_prob.sum(axis=other_axes, dtype=np.float64)
     return ClassSums(axis, mask_voxels, error_in_mask, error)
-
-
-def _bounding_box(mask: np.ndarray) -> tuple[slice, ...] | None:
-    """Smallest box holding all True voxels (None when empty); later axes are searched inside earlier ranges."""
-    box: list[slice] = [slice(None)] * mask.ndim
-    for axis in range(mask.ndim):
-        other = tuple(a for a in range(mask.ndim) if a != axis)
-        present = np.flatnonzero(np.any(mask[tuple(box)], axis=other))
-        if present.size == 0:
-            return None
-        start = (box[axis].start or 0) + int(present[0])
-        box[axis] = slice(start, start + int(present[-1] - present[0]) + 1)
-    return tuple(box)
 
 
 def estimate_from_sums(sums: ClassSums) -> OverlapEstimate:

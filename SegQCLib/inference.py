@@ -36,6 +36,7 @@ import numpy as np
 import SimpleITK as sitk
 import torch
 
+from .arrays import bounding_box
 from .errors import CancelledError, InputError, ModelError, ResourceError
 from .geometry import Geometry
 from .model import ModelConfig, Normalization, one_hot
@@ -151,15 +152,13 @@ def normalize_intensity(array: np.ndarray, normalization: str, clip_percentiles:
 
 def crop_box_around(seg: np.ndarray, geometry: Geometry, margin_mm: float) -> Optional[CropBox]:
     """Bounding box of the foreground grown by ``margin_mm`` (clipped to the image); None when empty."""
-    ranges = []
-    for axis, spacing_mm in enumerate(geometry.spacing_zyx_mm):
-        other = tuple(a for a in range(3) if a != axis)
-        present = np.flatnonzero(np.any(seg, axis=other))
-        if present.size == 0:
-            return None
-        margin = int(math.ceil(margin_mm / spacing_mm))
-        ranges.append((max(0, int(present[0]) - margin), min(seg.shape[axis], int(present[-1]) + 1 + margin)))
-    return CropBox(tuple(r[0] for r in ranges), tuple(r[1] for r in ranges))  # type: ignore[arg-type]
+    box = bounding_box(np.asarray(seg) != 0)
+    if box is None:
+        return None
+    margins = [int(math.ceil(margin_mm / spacing_mm)) for spacing_mm in geometry.spacing_zyx_mm]
+    start = tuple(max(0, b.start - m) for b, m in zip(box, margins))
+    stop = tuple(min(size, b.stop + m) for b, m, size in zip(box, margins, seg.shape))
+    return CropBox(start, stop)  # type: ignore[arg-type]
 
 
 def resampled_geometry(geometry: Geometry, target_spacing_zyx_mm: Optional[Sequence[float]]) -> Optional[Geometry]:

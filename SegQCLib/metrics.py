@@ -33,6 +33,7 @@ from typing import Optional
 import numpy as np
 from scipy import ndimage
 
+from .arrays import bounding_box
 from .errors import InputError
 
 # Surface tolerance when the caller gives none: one voxel at the typical 1 mm MRI resolution.  NSD is
@@ -168,16 +169,6 @@ def multiclass_dice(query: np.ndarray, truth: np.ndarray, labels: Sequence[int])
     return 2.0 * int(tp_counts[labels].sum()) / total
 
 
-def _bounding_crop(mask: np.ndarray) -> tuple[slice, ...]:
-    """Slices of the bounding box of a non-empty ``mask``."""
-    crop = []
-    for axis in range(mask.ndim):
-        other = tuple(i for i in range(mask.ndim) if i != axis)
-        occupied = np.flatnonzero(np.any(mask, axis=other))
-        crop.append(slice(int(occupied[0]), int(occupied[-1]) + 1))
-    return tuple(crop)
-
-
 def _boundary(mask: np.ndarray, structure: np.ndarray) -> np.ndarray:
     # border_value=0: voxels on the array border are boundary, as if the volume were padded with background.
     return mask & ~ndimage.binary_erosion(mask, structure=structure, border_value=0)
@@ -291,7 +282,7 @@ def normalized_surface_dice(
         return 1.0
     if not has_a or not has_b:
         return 0.0
-    crop = _bounding_crop(a | b)
+    crop = bounding_box(a | b)
     boundary_a, boundary_b, ok_a, ok_b = _surface_agreement(a[crop], b[crop], spacing, tolerance_mm, None)
     n_ok = int(np.count_nonzero(ok_a)) + int(np.count_nonzero(ok_b))
     return n_ok / (int(np.count_nonzero(boundary_a)) + int(np.count_nonzero(boundary_b)))
@@ -419,7 +410,7 @@ def per_slice_nsd(
     both = has_a & has_b
     if not both.any():
         return result
-    crop = _bounding_crop(a | b)
+    crop = bounding_box(a | b)
     boundary_a, boundary_b, ok_a, ok_b = _surface_agreement(a[crop], b[crop], spacing, tolerance_mm, axis)
     n_ok = np.count_nonzero(ok_a, axis=plane) + np.count_nonzero(ok_b, axis=plane)
     n_boundary = np.count_nonzero(boundary_a, axis=plane) + np.count_nonzero(boundary_b, axis=plane)

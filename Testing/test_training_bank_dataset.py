@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from training_helpers import tiny_bank
 
-from SegQCLib.metrics import multiclass_dice
-from SegQCLib.model import ModelConfig
+from SegQCLib.network.config import ModelConfig
+from SegQCLib.quality.metrics import multiclass_dice
 from training.bank import BANK_MANIFEST, BankCase, load_bank
 from training.dataset import DICE_BINS, NO_AUGMENTATION, AugmentParams, QueryDataset, dice_bins
 from training.splits import DEFAULT_SPLIT_FILE, load_split
@@ -114,7 +114,7 @@ def test_balanced_epochs_draw_every_occupied_dice_bin_equally(dataset):
 def test_replacing_the_heldout_segmenter_swaps_only_its_validation_queries(bank, tmp_path):
     import shutil
 
-    from SegQCLib.datasets import hippocampus_dir
+    from SegQCLib.io.datasets import hippocampus_dir
     from training.bank import replace_heldout
 
     copy = tmp_path / "bank"

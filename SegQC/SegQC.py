@@ -40,8 +40,7 @@ from slicer.ScriptedLoadableModule import (
 from slicer.util import VTKObservationMixin
 
 # Python packages SegQCLib needs beyond what Slicer ships (import name -> pip requirement).
-PIP_REQUIREMENTS = {"scipy": "scipy", "skimage": "scikit-image", "slicerio": "slicerio", "filelock": "filelock",
-                    "psutil": "psutil"}
+PIP_REQUIREMENTS = {"scipy": "scipy", "slicerio": "slicerio", "filelock": "filelock", "psutil": "psutil"}
 MINIMUM_TORCH_VERSION = "2.0"
 PROCESS_POLL_INTERVAL_MS = 100
 PROGRESS_BAR_MAXIMUM = 1000

@@ -9,6 +9,8 @@ import pytest
 
 LIB = Path(__file__).resolve().parents[1] / "SegQCLib"
 GUI_MODULES = {"slicer", "qt", "ctk", "vtk", "mrml"}
+# Not dependencies of SegQCLib: plots (training, screenshots) only; scikit-image was never needed.
+NOT_DEPENDENCIES = {"matplotlib", "skimage"}
 
 
 def module_name(path: Path) -> str:
@@ -106,6 +108,11 @@ def test_inputs_come_before_the_network_and_the_quality_estimates(import_graph):
 
 def test_library_imports_no_slicer_qt_or_vtk(import_graph):
     used = {name: other & GUI_MODULES for name, (_own, other) in import_graph.items()}
+    assert {name: found for name, found in used.items() if found} == {}
+
+
+def test_library_needs_neither_matplotlib_nor_scikit_image(import_graph):
+    used = {name: other & NOT_DEPENDENCIES for name, (_own, other) in import_graph.items()}
     assert {name: found for name, found in used.items() if found} == {}
 
 

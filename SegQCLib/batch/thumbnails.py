@@ -2,7 +2,7 @@
 
 Thumbnails are composed with numpy (image in grey, the QC error probability as a red overlay whose
 opacity is the probability, the segmentation's class outlines in colour, error boxes in yellow) and
-written with matplotlib's Agg PNG writer, so no display is needed.  Slices are shown in array order
+written as PNG with Pillow (no display, no plotting library).  Slices are shown in array order
 (rows = the first in-plane array axis), stretched to their physical aspect ratio.
 """
 
@@ -13,17 +13,13 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import matplotlib
+import numpy as np
+from PIL import Image
+from scipy import ndimage
 
-matplotlib.use("Agg")  # headless: batch runs on servers without a display
-
-import matplotlib.image  # noqa: E402  (after the backend is chosen)
-import numpy as np  # noqa: E402
-from scipy import ndimage  # noqa: E402
-
-from ..files import atomic_write  # noqa: E402
-from ..geometry import Geometry  # noqa: E402
-from ..quality.report import Report  # noqa: E402
+from ..files import atomic_write
+from ..geometry import Geometry
+from ..quality.report import Report
 
 logger = logging.getLogger(__name__)
 
@@ -97,7 +93,8 @@ def compose_slice(image: np.ndarray, segmentation: np.ndarray, error: np.ndarray
 
 
 def _save_png(path: Path, picture: np.ndarray) -> None:
-    atomic_write(path, lambda temporary: matplotlib.image.imsave(temporary, picture, format="png"), suffix=".tmp.png")
+    image = Image.fromarray(picture)  # (rows, cols, 3) uint8 -> RGB
+    atomic_write(path, lambda temporary: image.save(temporary, format="PNG"), suffix=".tmp.png")
 
 
 def render_thumbnails(image: np.ndarray, segmentation: np.ndarray, error_prob: Mapping[int, np.ndarray],

@@ -20,7 +20,7 @@ from typing import Any, Optional, Union
 
 import numpy as np
 
-from ..errors import CancelledError, InputError
+from ..errors import CancelledError, InputError, SegQCError
 from ..io.case import Case, load_case
 from ..quality.outputs import QCResult
 from ..quality.postprocess import PostprocessParams
@@ -114,13 +114,28 @@ def process_case(case: BatchCase, out_dir: PathLike, engine: Any, params: Option
 _WORKER_ENGINES: dict[tuple[str, str], Any] = {}
 
 
+class ModelMismatchError(SegQCError):
+    """A worker's model is not the one the driver checked (and resume compares reports against)."""
+
+
 def process_case_with_model(case: BatchCase, out_dir: PathLike, model_path: Optional[str], device: str = "auto",
                             params: Optional[PostprocessParams] = None,
-                            thumbnails_per_case: int = DEFAULT_THUMBNAILS_PER_CASE) -> RankRow:
-    """:func:`process_case` for a worker process of a distributed engine: loads the model once per process."""
+                            thumbnails_per_case: int = DEFAULT_THUMBNAILS_PER_CASE,
+                            expected_sha256: Optional[str] = None) -> RankRow:
+    """:func:`process_case` for a worker process of a distributed engine: loads the model once per process.
+
+    With ``expected_sha256`` (the driver's model) a worker whose model file differs (another node's copy, a
+    package replaced during the run) refuses the case before writing anything: a FAILED row."""
     from ..engine import QCEngine  # torch: only in the processes that run the network
 
     key = (str(model_path), device)
     if key not in _WORKER_ENGINES:
         _WORKER_ENGINES[key] = QCEngine(model_path, device)
-    return process_case(case, out_dir, _WORKER_ENGINES[key], params, thumbnails_per_case)
+    engine = _WORKER_ENGINES[key]
+    found = engine.model_info.get("sha256")
+    if expected_sha256 is not None and found != expected_sha256:
+        del _WORKER_ENGINES[key]  # the file may be fixed before the next case: load it again then
+        return failed_row(case.case_id, ModelMismatchError(
+            f"the model at {model_path or 'the default location'} on this worker has sha256 {str(found)[:12]}..., "
+            f"not the driver's {expected_sha256[:12]}... (every node needs the same model package)"))
+    return process_case(case, out_dir, engine, params, thumbnails_per_case)

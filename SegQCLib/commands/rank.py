@@ -3,17 +3,23 @@
 Writes ``ranking.csv``, ``failures.json``, ``index.html`` (thumbnails of each case's worst slices) and
 each case's report under ``OUT/cases/<case_id>/``.  Re-running with the same ``--out`` skips cases
 whose report is complete, newer than their inputs and made with the same model and region options.
-See ``SegQCLib/batch.py`` for the layout.
+
+With --ray the cases run as tasks on a Ray cluster: --ray (or --ray auto) joins the cluster started with
+`ray start` on this machine, --ray HOST:PORT the head node at that address, --ray local a private Ray
+instance on this machine.  Every node must see the inputs, the output folder and the model package at the
+same paths.  A task whose worker dies is retried once, then its case is reported failed.
 """
 
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 from pathlib import Path
-from typing import TextIO
+from typing import Any, Optional, TextIO
 
 from ..batch.cases import BatchCase, cases_from_folders
+from ..batch.ray_workers import DEFAULT_MAX_IN_FLIGHT
 from ..batch.results import CaseStatus
 from ..batch.runner import DEFAULT_PREFETCH, run_batch
 from ..batch.thumbnails import DEFAULT_THUMBNAILS_PER_CASE
@@ -21,6 +27,8 @@ from ..batch.workers import ProcessWorkers
 from ..engine import QCEngine
 from .common import add_region_options, postprocess_params_from_args
 from .run import read_manifest
+
+logger = logging.getLogger(__name__)
 
 EXIT_OK = 0
 EXIT_SOME_FAILED = 1
@@ -43,6 +51,17 @@ def register(subparsers) -> None:
                         help="worker processes, each with its own model copy (CPU: often faster than one process "
                              "with many threads; default 1: one process, reads and writes overlapped in threads)")
     parser.add_argument("--threads-per-worker", type=int, default=1, help="torch threads per worker process")
+    cluster = parser.add_argument_group("Ray cluster")
+    cluster.add_argument("--ray", nargs="?", const="auto", default=None, metavar="ADDRESS",
+                         help="run the cases as Ray tasks: 'auto' (the default when ADDRESS is left out: the cluster "
+                              "of `ray start` on this machine or $RAY_ADDRESS), 'local' (a Ray instance for this "
+                              "run only) or the head node's HOST:PORT")
+    cluster.add_argument("--ray-cpus-per-task", type=float, default=1.0,
+                         help="CPUs Ray reserves for each case, also its torch threads (default %(default)s)")
+    cluster.add_argument("--ray-gpus-per-task", type=float, default=0.0,
+                         help="GPUs Ray reserves for each case (default %(default)s; e.g. 0.5: two cases per GPU)")
+    cluster.add_argument("--ray-max-in-flight", type=int, default=DEFAULT_MAX_IN_FLIGHT,
+                         help="cases submitted ahead of the finished ones (default %(default)s)")
     parser.add_argument("--threads", type=int, default=None,
                         help="torch threads of this process (default: torch's choice; 1 is often fastest for small "
                              "volumes on a busy CPU, see benchmarks/bench_rank.py)")
@@ -81,13 +100,37 @@ class ProgressPrinter:
         self.stream.flush()
 
 
-def run(args: argparse.Namespace) -> int:
+def _usage_problem(args: argparse.Namespace) -> Optional[str]:
     by_folders = bool(args.images and args.segs)
     if bool(args.manifest) == by_folders or (not by_folders and (args.images or args.segs)):
-        print("segqc rank: error: give --manifest, or both --images and --segs", file=sys.stderr)
-        return EXIT_USAGE
+        return "give --manifest, or both --images and --segs"
     if args.prefetch < 0 or args.workers < 1 or args.threads_per_worker < 1:
-        print("segqc rank: error: --prefetch must be >= 0, --workers and --threads-per-worker >= 1", file=sys.stderr)
+        return "--prefetch must be >= 0, --workers and --threads-per-worker >= 1"
+    if args.ray is not None:
+        if args.workers > 1:
+            return "--ray and --workers are alternatives: give one of them"
+        if not args.ray_cpus_per_task > 0 or args.ray_gpus_per_task < 0 or args.ray_max_in_flight < 1:
+            return "--ray-cpus-per-task must be > 0, --ray-gpus-per-task >= 0 and --ray-max-in-flight >= 1"
+        if args.ray_gpus_per_task > 0 and args.device == "cpu":
+            return "--ray-gpus-per-task reserves GPUs that --device cpu would not use; give --device auto or cuda"
+    return None
+
+
+def _ray_workers(args: argparse.Namespace, model_sha256: Optional[str]) -> Any:
+    from ..batch.ray_connect import check_feasible, connect
+    from ..batch.ray_workers import RayWorkers
+
+    info = connect(args.ray)
+    logger.info("%s", info.describe())
+    check_feasible(info, args.ray_cpus_per_task, args.ray_gpus_per_task)
+    return RayWorkers(args.model, args.device, args.ray_cpus_per_task, args.ray_gpus_per_task,
+                      args.ray_max_in_flight, model_sha256)
+
+
+def run(args: argparse.Namespace) -> int:
+    problem = _usage_problem(args)
+    if problem:
+        print(f"segqc rank: error: {problem}", file=sys.stderr)
         return EXIT_USAGE
     cases, unmatched = _cases(args)
     for message in unmatched:
@@ -96,15 +139,24 @@ def run(args: argparse.Namespace) -> int:
         import torch
 
         torch.set_num_threads(max(1, args.threads))
-    engine = QCEngine(args.model, args.device)  # loaded here too so that a bad model fails before any case
+    # Loaded here too so that a bad model fails before any case; on the driver of a cluster run only checked.
+    engine: Any = QCEngine(args.model, "cpu" if args.ray is not None else args.device)
     model_name = engine.model_info.get("name")
+    model_sha256 = engine.model_info.get("sha256")
     if args.workers > 1:
-        engine = ProcessWorkers(args.model, args.workers, args.device, args.threads_per_worker,
-                                engine.model_info.get("sha256"))
+        engine = ProcessWorkers(args.model, args.workers, args.device, args.threads_per_worker, model_sha256)
     mode = args.progress or ("bar" if sys.stderr.isatty() else "lines")
-    result = run_batch(cases, args.out, engine, postprocess_params_from_args(args), prefetch=args.prefetch,
-                       thumbnails_per_case=args.thumbnails, resume=not args.no_resume,
-                       progress=ProgressPrinter(mode, sys.stderr), notes=[f"Model: {model_name}"])
+    try:
+        if args.ray is not None:
+            engine = _ray_workers(args, model_sha256)
+        result = run_batch(cases, args.out, engine, postprocess_params_from_args(args), prefetch=args.prefetch,
+                           thumbnails_per_case=args.thumbnails, resume=not args.no_resume,
+                           progress=ProgressPrinter(mode, sys.stderr), notes=[f"Model: {model_name}"])
+    finally:
+        if args.ray is not None:
+            from ..batch.ray_connect import disconnect
+
+            disconnect()
     stats = result.stats
     resumed = sum(r.status is CaseStatus.RESUMED for r in result.rows)
     print(f"{len(result.rows) - len(result.failed)} of {len(result.rows)} cases ranked ({resumed} from an earlier "

@@ -16,6 +16,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -176,3 +177,65 @@ class LocalRayCluster:
             for pid, _title in session_processes(node.process.pid):
                 with contextlib.suppress(ProcessLookupError, PermissionError):
                     os.kill(pid, signum)
+
+
+@dataclass
+class TaskSighting:
+    node: str
+    pid: int
+    title: str
+
+
+class TaskWatcher:
+    """Watches the cluster's worker processes while a run goes on (a background thread, polling /proc).
+
+    Records every (node, pid) seen running a task whose process title starts with ``ray::<prefix>`` and kills
+    (SIGKILL, by pid) the first ``kills[case_id]`` processes seen running that case's task: a worker dying
+    mid-task as it would when a node runs out of memory."""
+
+    POLL_S = 0.01
+
+    def __init__(self, cluster: LocalRayCluster, prefix: str, kills: Optional[dict[str, int]] = None) -> None:
+        self.cluster = cluster
+        self.prefix = f"ray::{prefix}"
+        self.kills = dict(kills or {})
+        self.sightings: list[TaskSighting] = []
+        self.killed: list[TaskSighting] = []
+        self._stop = False
+        self._thread: Optional[threading.Thread] = None
+
+    def __enter__(self) -> TaskWatcher:
+        self._thread = threading.Thread(target=self._run, name="ray-task-watcher", daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._stop = True
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+
+    def attempts(self, case_id: str) -> int:
+        """Distinct worker processes seen running ``case_id``'s task."""
+        return len({s.pid for s in self.sightings if s.title == f"{self.prefix}{case_id}"})
+
+    def nodes_used(self) -> set[str]:
+        return {s.node for s in self.sightings}
+
+    def _run(self) -> None:
+        seen: set[tuple[int, str]] = set()
+        while not self._stop:
+            for node in list(self.cluster.nodes):
+                for pid, title in session_processes(node.process.pid):
+                    title = title.split(" ")[0]
+                    if not title.startswith(self.prefix) or (pid, title) in seen:
+                        continue
+                    seen.add((pid, title))
+                    sighting = TaskSighting(node.name, pid, title)
+                    self.sightings.append(sighting)
+                    case_id = title[len(self.prefix):]
+                    if self.kills.get(case_id, 0) > 0:
+                        self.kills[case_id] -= 1
+                        with contextlib.suppress(ProcessLookupError):
+                            os.kill(pid, signal.SIGKILL)
+                        self.killed.append(sighting)
+            time.sleep(self.POLL_S)

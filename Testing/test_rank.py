@@ -271,8 +271,8 @@ def test_duplicate_case_ids_are_refused(tmp_path, engine):
 
 
 class FakeRay:
-    """The few Ray calls RayWorkers makes, run synchronously in this process (Ray itself cannot start
-    its local node in this sandbox; with Ray installed the same code ships tasks to a cluster)."""
+    """The few Ray calls RayWorkers makes, run synchronously in this process (the real cluster is tested in
+    test_rank_ray.py; this checks the driver's bookkeeping alone)."""
 
     def __init__(self) -> None:
         self.max_pending = 0
@@ -285,6 +285,10 @@ class FakeRay:
 
         def wrap(function):
             class Task:
+                @staticmethod
+                def options(**_options):
+                    return Task
+
                 @staticmethod
                 def remote(*args):
                     return ("ref", function, args)
@@ -308,13 +312,15 @@ def test_ray_workers_ship_the_per_case_step_and_bound_tasks_in_flight(tmp_path, 
     from SegQCLib.batch import ray_workers as batch_ray
 
     fake = FakeRay()
-    monkeypatch.setattr(batch_ray, "_ray", lambda: fake)
+    monkeypatch.setattr(batch_ray, "import_ray", lambda: fake)
     _, _, cases = dataset
     threads = torch.get_num_threads()
     result = run_batch(cases, tmp_path / "ray", batch_ray.RayWorkers(str(model_dir), max_in_flight=1),
                        thumbnails_per_case=0)
     torch.set_num_threads(threads)
     local = run_batch(cases, tmp_path / "local", engine, thumbnails_per_case=0)
-    assert fake.resources == {"num_cpus": 1.0, "num_gpus": 0.0} and fake.max_pending == 1
+    assert fake.resources == {"num_cpus": 1.0, "num_gpus": 0.0, "max_retries": 1, "retry_exceptions": False,
+                              "max_calls": 0}
+    assert fake.max_pending == 1
     assert [(r.case_id, r.status) for r in result.rows] == [(r.case_id, CaseStatus.DONE) for r in local.rows]
     assert [r.dice_est for r in result.rows] == pytest.approx([r.dice_est for r in local.rows], rel=1e-5)

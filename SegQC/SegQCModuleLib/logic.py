@@ -144,7 +144,8 @@ class SegQCLogic(_LogicBase):
     @staticmethod
     def modelConfig(modelPath: Optional[str] = None) -> Any:
         """The model package's configuration (classes, modalities) without loading its weights."""
-        from SegQCLib.network.package import default_model_path, read_config
+        from SegQCLib.network.config import read_config
+        from SegQCLib.network.package import default_model_path
 
         return read_config(modelPath or default_model_path())
 

@@ -81,6 +81,7 @@ def prepare_correction(
         "review_duration_s": None if review_duration_s is None else float(review_duration_s),
         "sources": {"images": [v.path for v in volumes], "original": original_map.path,
                     "corrected": corrected_map.path},
+        "notices": [n for item in (*volumes, original_map, corrected_map) for n in item.notices],
     }
     return PreparedCorrection(key, volumes, original_map, corrected_map, labels, draft)
 
@@ -95,7 +96,8 @@ def _as_volume(image: Union[Volume, PathLike], index: int) -> Volume:
 
 def _as_labelmap(seg: Union[LabelMap, PathLike], what: str) -> LabelMap:
     if isinstance(seg, LabelMap):
-        return LabelMap(validate_label_array(np.asarray(seg.array), what), seg.geometry, dict(seg.names), seg.path)
+        return LabelMap(validate_label_array(np.asarray(seg.array), what), seg.geometry, dict(seg.names), seg.path,
+                        list(seg.notices))
     if isinstance(seg, (str, os.PathLike)):
         return read_labelmap(seg)
     raise InputError(f"{what} must be a LabelMap or a file path, got {type(seg).__name__}")

@@ -42,6 +42,7 @@ class RecordMetadata:
     reviewed_boxes: list[dict[str, Any]] = field(default_factory=list)
     review_duration_s: Optional[float] = None
     sources: dict[str, Any] = field(default_factory=dict)
+    notices: list[str] = field(default_factory=list)  # e.g. an input whose NIfTI sform and qform disagree
     format_version: int = STORE_FORMAT_VERSION
 
     @classmethod

@@ -29,14 +29,13 @@ from safetensors.torch import save as safetensors_bytes
 from ..errors import ModelError
 from ..files import atomic_write, fsync_dir
 from ..files import sha256_file as file_sha256  # the name other modules import from here
-from .config import ModelConfig
+from .config import CONFIG_FILE, ModelConfig, read_config
 from .qcresunet import QCResUNet, build_model, count_parameters
 
 logger = logging.getLogger(__name__)
 
 PathLike = Union[str, os.PathLike]
 
-CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "weights.safetensors"
 # Weights of packages written before safetensors: read (restricted unpickler), never written.
 LEGACY_WEIGHTS_FILE = "weights.pt"
@@ -87,26 +86,6 @@ def weights_path(folder: Path) -> Path:
                          "the config belongs to is unclear. If a conversion was interrupted, `segqc model convert "
                          "PATH` finishes it; otherwise remove the file that does not belong to the config.")
     return present[0] if present else folder / WEIGHTS_FILE
-
-
-def read_config(path: PathLike, base: Optional[ModelConfig] = None, require_complete: bool = True) -> ModelConfig:
-    """Read and validate a package's config.json (or a standalone config file).
-
-    ``base`` and ``require_complete`` are passed to :meth:`ModelConfig.from_dict` (a partial file
-    overriding ``base``)."""
-    path = Path(path)
-    if path.is_dir():
-        path = path / CONFIG_FILE
-    if not path.is_file():
-        raise ModelError(f"Model configuration not found: {path}")
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ModelError(f"Model configuration {path} is not valid JSON ({exc})") from exc
-    try:
-        return ModelConfig.from_dict(data, base=base, require_complete=require_complete)
-    except ModelError as exc:
-        raise ModelError(f"{path}: {exc}") from exc
 
 
 def load_state_dict(path: PathLike) -> dict[str, torch.Tensor]:

@@ -12,9 +12,8 @@ the model once per worker process.
 from __future__ import annotations
 
 import os
-import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Optional, Union
 
@@ -25,15 +24,17 @@ from ..io.case import Case, load_case
 from ..quality.outputs import QCResult
 from ..quality.postprocess import PostprocessParams
 from ..quality.report import Report
+from ..review.case_page import PAGE_FILE
+from ..review.flags import in_domain_of, report_flags
+from ..review.pictures import DEFAULT_SLICES_PER_CASE, Picture, render_case_pictures
 from .cases import CASE_ID_RE, BatchCase
 from .results import CaseStatus, RankRow, failed_row
-from .thumbnails import DEFAULT_THUMBNAILS_PER_CASE, render_thumbnails
 
 PathLike = Union[str, os.PathLike]
 
 CASES_DIR = "cases"
 THUMBNAILS_DIR = "thumbnails"
-THUMBNAIL_FILE_RE = re.compile(r"^slice(?P<index>\d+)\.png$")
+DEFAULT_THUMBNAILS_PER_CASE = DEFAULT_SLICES_PER_CASE
 
 
 def timed(function: Callable[..., Any], *args: Any) -> tuple[Any, float]:
@@ -63,32 +64,37 @@ def relative_path(path: Path, out_dir: Path) -> str:
 
 
 def row_from_report(case_id: str, report: Report, report_path: Path, out_dir: Path, status: CaseStatus,
-                    thumbnails: list[tuple[str, int]]) -> RankRow:
+                    pictures: Sequence[Picture]) -> RankRow:
     worst = next((s.index for s in report.slices if s.error_score > 0), None)
+    thumbnails = [(relative_path(p.path, out_dir), p.slice_index) for p in pictures if p.slice_index is not None]
     return RankRow(case_id, status, report.case.dice_est, report.case.dice_pred, report.case.qi, len(report.boxes),
-                   worst, relative_path(report_path, out_dir), thumbnails)
+                   worst, relative_path(report_path, out_dir), thumbnails,
+                   class_dice={c.label: c.dice_est for c in report.classes},
+                   class_names={c.label: c.name for c in report.classes},
+                   flags=[f.value for f in report_flags(report)], in_domain=in_domain_of(report),
+                   page=relative_path(report_path.parent / PAGE_FILE, out_dir))
 
 
 def write_case(case: BatchCase, loaded: Case, result: QCResult, out_dir: Path,
                thumbnails_per_case: int) -> RankRow:
-    """Write the report and error maps (report.json last) and the thumbnails; return the case's row."""
+    """Write the report and error maps (report.json last) and the pictures; return the case's row.
+
+    The case's review page is written by the driver at the end, when its rank is known."""
     report_path = result.write(case_dir(out_dir, case.case_id))
-    pictures = write_thumbnails(case.case_id, loaded.images[0].array, loaded.segmentation.array, result.error_prob,
-                                result.report, loaded.geometry, out_dir, thumbnails_per_case)
+    pictures = draw_pictures(case.case_id, loaded.images[0].array, loaded.segmentation.array, result.error_prob,
+                             result.report, loaded.geometry, out_dir, thumbnails_per_case)
     return row_from_report(case.case_id, result.report, report_path, out_dir, CaseStatus.DONE, pictures)
 
 
-def write_thumbnails(case_id: str, image: np.ndarray, segmentation: np.ndarray, error_prob: dict[int, np.ndarray],
-                     report: Report, geometry: Any, out_dir: Path, count: int) -> list[tuple[str, int]]:
-    """Draw the case's worst slices into ``thumbnails/<case_id>/`` (earlier ones removed); (path, slice) pairs."""
-    if count <= 0:
-        return []
-    folder = out_dir / THUMBNAILS_DIR / case_id
-    if folder.is_dir():
-        for old in folder.glob("slice*.png"):  # a re-run may pick other slices
-            old.unlink()
-    pictures = render_thumbnails(image, segmentation, error_prob, report, geometry, folder, "slice", count)
-    return [(relative_path(p.path, out_dir), p.slice_index) for p in pictures]
+def pictures_dir(out_dir: Path, case_id: str) -> Path:
+    return out_dir / THUMBNAILS_DIR / case_id
+
+
+def draw_pictures(case_id: str, image: np.ndarray, segmentation: np.ndarray, error_prob: dict[int, np.ndarray],
+                  report: Report, geometry: Any, out_dir: Path, count: int) -> list[Picture]:
+    """Draw the case's worst slices and its three views into ``thumbnails/<case_id>/`` (earlier ones removed)."""
+    return render_case_pictures(image, segmentation, error_prob, report, geometry, pictures_dir(out_dir, case_id),
+                                count)
 
 
 def process_case(case: BatchCase, out_dir: PathLike, engine: Any, params: Optional[PostprocessParams] = None,

@@ -23,7 +23,12 @@ logger = logging.getLogger(__name__)
 PathLike = Union[str, os.PathLike]
 
 RANKING_FILE = "ranking.csv"
-RANKING_COLUMNS = ("rank", "case_id", "dice_est", "dice_pred", "qi", "n_boxes", "worst_slice", "report", "status")
+# Fixed columns; then one ``dice_est_<label>`` column per class seen in the batch.  ``flags`` holds the case's
+# CaseFlag values separated by ';'; ``in_domain`` is true/false from the report's domain check, empty without one.
+RANKING_COLUMNS = ("rank", "case_id", "dice_est", "dice_pred", "qi", "n_boxes", "worst_slice", "report", "status",
+                   "flags", "in_domain", "page")
+CLASS_DICE_COLUMN = "dice_est_{label}"
+FLAG_SEPARATOR = ";"
 
 
 class CaseStatus(str, Enum):
@@ -45,6 +50,11 @@ class RankRow:
     thumbnails: list[tuple[str, int]] = field(default_factory=list)
     error: Optional[str] = None
     timing_s: dict[str, float] = field(default_factory=dict)
+    class_dice: dict[int, Optional[float]] = field(default_factory=dict)
+    class_names: dict[int, str] = field(default_factory=dict)
+    flags: list[str] = field(default_factory=list)  # CaseFlag values
+    in_domain: Optional[bool] = None
+    page: Optional[str] = None  # the case's review page, relative to the output folder
 
 
 @dataclass
@@ -125,16 +135,23 @@ def rank_numbers(rows: Sequence[RankRow]) -> list[Optional[int]]:
     return ranks
 
 
+def class_labels(rows: Iterable[RankRow]) -> list[int]:
+    return sorted({label for row in rows for label in row.class_dice})
+
+
 def write_ranking_csv(ranked: Sequence[RankRow], out_dir: Path) -> Path:
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(RANKING_COLUMNS)
+    labels = class_labels(ranked)
+    writer.writerow([*RANKING_COLUMNS, *(CLASS_DICE_COLUMN.format(label=label) for label in labels)])
     for row, rank in zip(ranked, rank_numbers(ranked)):
         if rank is None:
             continue
+        in_domain = "" if row.in_domain is None else str(row.in_domain).lower()
         writer.writerow([rank, row.case_id, _csv_number(row.dice_est), _csv_number(row.dice_pred),
                          _csv_number(row.qi), row.n_boxes, "" if row.worst_slice is None else row.worst_slice,
-                         row.report, row.status.value])
+                         row.report, row.status.value, FLAG_SEPARATOR.join(row.flags), in_domain, row.page or "",
+                         *(_csv_number(row.class_dice.get(label)) for label in labels)])
     return write_text_atomic(out_dir / RANKING_FILE, buffer.getvalue())
 
 

@@ -2,19 +2,20 @@
 
 from __future__ import annotations
 
-import math
 from dataclasses import asdict
 from pathlib import Path
 from typing import Optional
 
 from ..errors import InputError
+from ..geometry import Geometry
 from ..io.image_files import read_image, read_labelmap
 from ..quality.postprocess import PostprocessParams
 from ..quality.report import ERROR_PROB_PATTERN, REPORT_FILE_NAME, Report
-from .case_steps import THUMBNAIL_FILE_RE, THUMBNAILS_DIR, case_dir, relative_path, row_from_report, write_thumbnails
+from ..review.orientation import Orientation
+from ..review.pictures import pictures_in_folder
+from .case_steps import DEFAULT_THUMBNAILS_PER_CASE, case_dir, draw_pictures, pictures_dir, row_from_report
 from .cases import BatchCase
 from .results import CaseStatus, RankRow
-from .thumbnails import DEFAULT_THUMBNAILS_PER_CASE
 
 
 def completed_row(case: BatchCase, out_dir: Path, thumbnails_per_case: int = DEFAULT_THUMBNAILS_PER_CASE,
@@ -25,7 +26,7 @@ def completed_row(case: BatchCase, out_dir: Path, thumbnails_per_case: int = DEF
     segmentation, it is newer than the inputs (an edited segmentation is checked again), and it was made
     with the same region parameters (``params``) and, when given, the same model (``model_sha256``):
     a re-run with another --threshold or model must not mix old and new results in one ranking.
-    Missing thumbnails are redrawn from the files.
+    Missing or stale pictures are redrawn from the files.
     """
     folder = case_dir(out_dir, case.case_id)
     report_path = folder / REPORT_FILE_NAME
@@ -43,22 +44,22 @@ def completed_row(case: BatchCase, out_dir: Path, thumbnails_per_case: int = DEF
     maps = {c.label: folder / ERROR_PROB_PATTERN.format(label=c.label) for c in report.classes}
     if not all(p.is_file() for p in maps.values()):
         return None
-    thumbnail_dir = out_dir / THUMBNAILS_DIR / case.case_id
-    existing = sorted(thumbnail_dir.glob("slice*.png")) if thumbnail_dir.is_dir() else []
-    matches = [(p, THUMBNAIL_FILE_RE.match(p.name)) for p in existing]
-    if (existing and all(m for _, m in matches)) or thumbnails_per_case <= 0:
-        pictures = [(relative_path(p, out_dir), int(m["index"])) for p, m in matches if m]
-        order = {s.index: i for i, s in enumerate(report.slices)}
-        pictures.sort(key=lambda item: order.get(item[1], math.inf))
-    else:
+    pictures: Optional[list] = []
+    if thumbnails_per_case > 0:
+        try:
+            orientation = Orientation.from_geometry(Geometry.from_dict(report.geometry))
+        except (KeyError, TypeError, ValueError):
+            return None
+        pictures = pictures_in_folder(pictures_dir(out_dir, case.case_id), report, orientation)
+    if pictures is None:  # drawn for another report, or never drawn: draw them again from the files
         try:
             image = read_image(case.images[0])
             segmentation = read_labelmap(case.seg)
             error_prob = {label: read_image(path).array for label, path in maps.items()}
         except InputError:
             return None
-        pictures = write_thumbnails(case.case_id, image.array, segmentation.array, error_prob, report, image.geometry,
-                                    out_dir, thumbnails_per_case)
+        pictures = draw_pictures(case.case_id, image.array, segmentation.array, error_prob, report, image.geometry,
+                                 out_dir, thumbnails_per_case)
     return row_from_report(case.case_id, report, report_path, out_dir, CaseStatus.RESUMED, pictures)
 
 

@@ -10,17 +10,21 @@ compresses outputs and draws thumbnails, so disk I/O overlaps with compute.  Wor
 Output folder::
 
     ranking.csv                 rank, case_id, dice_est, dice_pred, qi, n_boxes, worst_slice, report,
-                                status (done / resumed), worst first (lowest estimated Dice first)
+                                status (done / resumed), flags, in_domain, page, dice_est_<label> per class;
+                                worst first (lowest estimated Dice first)
     failures.json               [{"case_id", "error"}] for cases that could not be checked
-    index.html                  the page (see index_page.py)
-    cases/<case_id>/            report.json and error_prob_<label>.nii.gz (the engine's outputs)
-    thumbnails/<case_id>/       slice<k>.png for the worst slices
+    index.html                  the ranking page (see index_page.py)
+    review_status.csv           review statuses, written by reviewers (see review_status.py), read here
+    cases/<case_id>/            report.json and error_prob_<label>.nii.gz (the engine's outputs), review.html
+                                (the case's page) and open_in_slicer.py
+    thumbnails/<case_id>/       slice<k>.png for the worst slices, view_<orientation>_<plane>.png
 
 Paths in ``ranking.csv`` and the page are relative to the output folder, so it can be moved or served.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from collections import Counter, deque
@@ -32,12 +36,15 @@ from typing import Any, Optional, Union
 from ..errors import CancelledError, InputError
 from ..quality.postprocess import PostprocessParams
 from ..quality.report import write_json_atomic
-from .case_steps import qc_case, read_case, timed, write_case
+from .case_pages import write_case_pages
+from .case_steps import DEFAULT_THUMBNAILS_PER_CASE, qc_case, read_case, timed, write_case
 from .cases import BatchCase
 from .index_page import write_index_html
 from .results import BatchResult, BatchStats, CaseStatus, RankRow, failed_row, rank_rows, write_ranking_csv
 from .resume import completed_row
-from .thumbnails import DEFAULT_THUMBNAILS_PER_CASE
+from .review_status import CaseReview, read_reviews
+
+logger = logging.getLogger(__name__)
 
 PathLike = Union[str, os.PathLike]
 
@@ -98,11 +105,22 @@ def run_batch(
     stats.cases = len(todo)
     stats.wall_s = time.perf_counter() - started
     ranked = rank_rows(rows)
+    reviews = _reviews(out_dir)
+    write_case_pages(ranked, out_dir, reviews)
     ranking_csv = write_ranking_csv(ranked, out_dir)
     write_json_atomic(out_dir / FAILURES_FILE, [{"case_id": r.case_id, "error": r.error}
                                                 for r in ranked if r.status is CaseStatus.FAILED])
-    index_html = write_index_html(ranked, out_dir, notes=notes)
+    index_html = write_index_html(ranked, out_dir, notes=notes, reviews=reviews)
     return BatchResult(ranked, stats, ranking_csv, index_html)
+
+
+def _reviews(out_dir: Path) -> dict[str, CaseReview]:
+    """The review statuses beside the ranking (a damaged file costs the page its status column, not the batch)."""
+    try:
+        return read_reviews(out_dir)
+    except InputError as exc:
+        logger.warning("Review statuses not shown: %s", exc)
+        return {}
 
 
 def _pipeline(todo: Sequence[BatchCase], out_dir: Path, engine: Any, params: Optional[PostprocessParams],

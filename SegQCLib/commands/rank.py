@@ -18,11 +18,11 @@ import sys
 from pathlib import Path
 from typing import Any, Optional, TextIO
 
+from ..batch.case_steps import DEFAULT_THUMBNAILS_PER_CASE
 from ..batch.cases import BatchCase, cases_from_folders
 from ..batch.ray_workers import DEFAULT_MAX_IN_FLIGHT
 from ..batch.results import CaseStatus
 from ..batch.runner import DEFAULT_PREFETCH, run_batch
-from ..batch.thumbnails import DEFAULT_THUMBNAILS_PER_CASE
 from ..batch.workers import ProcessWorkers
 from ..engine import QCEngine
 from .common import add_region_options, postprocess_params_from_args

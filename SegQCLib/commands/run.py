@@ -47,6 +47,7 @@ SUMMARY_COLUMNS = ("case_id", "status", "dice_pred", "nsd_pred", "dice_est", "qi
 # Case ids become folder names: keep them to one safe path component.
 CASE_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 TEXT_PROGRESS_STEP = 0.05
+REVIEW_IMAGES_DIR = "review_images"
 
 
 def register(subparsers) -> None:
@@ -74,6 +75,9 @@ def register(subparsers) -> None:
                         help="windows per forward pass (default: as many as fit in memory)")
     parser.add_argument("--threads", type=int, default=None,
                         help="CPU threads for the network (default: PyTorch's choice, usually all cores)")
+    parser.add_argument("--html", action="store_true",
+                        help="also write the case's review page OUT/review.html (pictures in three orientations, "
+                             "the estimates explained, how to open the case in 3D Slicer)")
     add_region_options(parser)
     parser.set_defaults(func=run)
 
@@ -229,6 +233,8 @@ def _run_manifest(args: argparse.Namespace, engine: QCEngine, reporter: Reporter
         try:
             result = run_qc_files(case.images, case.seg, case_dir, resample_seg=args.resample_seg, progress=progress,
                                   engine=engine, postprocess_params=params)
+            if args.html:
+                _write_html(case.case_id, case.images, case.seg, args.resample_seg, result, case_dir)
         except CancelledError:
             raise
         except SegQCError as exc:
@@ -254,14 +260,37 @@ def _run_manifest(args: argparse.Namespace, engine: QCEngine, reporter: Reporter
     return EXIT_FAILURE if failed else EXIT_OK
 
 
+def _write_html(case_id: str, images: Any, seg: Any, resample_seg: bool, result: Any, out_dir: Path) -> Path:
+    """The case's review page beside its report (the inputs are read again: the engine keeps no copy)."""
+    from ..io.case import load_case
+    from ..review.writer import write_case_review
+
+    case = load_case(images, seg, resample_seg=resample_seg)
+    page, _ = write_case_review(case_id, result.report, case.images[0].array, case.segmentation.array,
+                                result.error_prob, result.geometry, out_dir, out_dir / REVIEW_IMAGES_DIR)
+    return page.resolve()
+
+
+def _case_name(seg: str) -> str:
+    name = Path(seg).name
+    for suffix in (".seg.nrrd", ".nii.gz", ".nii", ".nrrd", ".mha", ".mhd"):
+        if name.lower().endswith(suffix):
+            return name[: -len(suffix)]
+    return name
+
+
 def _run_single(args: argparse.Namespace, engine: QCEngine, reporter: Reporter) -> int:
     result = run_qc_files(args.image, args.seg, args.out, resample_seg=args.resample_seg,
                           progress=lambda fraction, message: reporter.progress(fraction, message), engine=engine,
                           postprocess_params=postprocess_params_from_args(args))
     report_path = (Path(args.out) / REPORT_FILE_NAME).resolve()
-    reporter.event("done", report=str(report_path))
+    page = _write_html(_case_name(args.seg), args.image, args.seg, args.resample_seg, result,
+                       Path(args.out)) if args.html else None
+    reporter.event("done", report=str(report_path), **({"page": str(page)} if page else {}))
     reporter.text(format_summary(result.report))
     reporter.text(f"report: {report_path}")
+    if page is not None:
+        reporter.text(f"review page: {page}")
     return EXIT_OK
 
 

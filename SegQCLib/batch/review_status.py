@@ -1,0 +1,143 @@
+"""Review statuses of a ``segqc rank`` output folder: ``review_status.csv`` beside ``ranking.csv``.
+
+Written by whoever reviews the queue (the Slicer module's case queue, a script), read by the ranking page and by
+``segqc corrections export --queue``.  One row per case, the latest state::
+
+    case_id,status,rating,reviewer,updated_utc,correction_record,note
+    hippocampus_017,fixed,2,ana,2026-11-30T16:20:00Z,20261130T162000Z-hippocampus_017-v0001,left tail missed
+
+* ``status``: ``pending`` (not looked at; also every case without a row), ``in_review``, ``reviewed`` (looked at,
+  nothing to fix), ``fixed`` (corrected), ``skipped`` (not fixable or not worth it);
+* ``rating``: optional integer 1 (unusable) .. 5 (perfect): the reviewer's grade of the segmentation as checked;
+* ``correction_record``: for ``fixed`` cases, the record id that ``segqc corrections add`` (or the Slicer
+  module's *Record correction*) returned: the export takes exactly these records;
+* ``updated_utc``: ISO 8601 UTC time of the change; ``reviewer`` and ``note`` free text.
+
+Several sessions may write at once: :func:`set_review` holds a lock file (``review_status.csv.lock``) while it
+reads, changes one row and replaces the file atomically, so no update is lost and a crash leaves the old file or
+the new one, never half of one.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+from dataclasses import dataclass, replace
+from datetime import datetime, timezone
+from enum import Enum
+from pathlib import Path
+from typing import Optional, Union
+
+from filelock import FileLock, Timeout
+
+from ..errors import InputError, SegQCError
+from ..files import write_text_atomic
+
+PathLike = Union[str, os.PathLike]
+
+STATUS_FILE = "review_status.csv"
+LOCK_SUFFIX = ".lock"
+LOCK_TIMEOUT_S = 30.0
+COLUMNS = ("case_id", "status", "rating", "reviewer", "updated_utc", "correction_record", "note")
+RATING_RANGE = (1, 5)
+
+
+class ReviewStatus(str, Enum):
+    PENDING = "pending"
+    IN_REVIEW = "in_review"
+    REVIEWED = "reviewed"
+    FIXED = "fixed"
+    SKIPPED = "skipped"
+
+
+@dataclass(frozen=True)
+class CaseReview:
+    case_id: str
+    status: ReviewStatus = ReviewStatus.PENDING
+    rating: Optional[int] = None
+    reviewer: str = ""
+    updated_utc: str = ""
+    correction_record: str = ""
+    note: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.case_id:
+            raise InputError("A review needs a case_id")
+        if self.rating is not None and not RATING_RANGE[0] <= self.rating <= RATING_RANGE[1]:
+            low, high = RATING_RANGE
+            raise InputError(f"Rating of {self.case_id} must be {low}..{high}, got {self.rating}")
+
+
+def status_path(queue_dir: PathLike) -> Path:
+    """``review_status.csv`` of a rank output folder (``queue_dir`` may also be its ranking.csv)."""
+    path = Path(queue_dir)
+    return (path.parent if path.suffix.lower() == ".csv" else path) / STATUS_FILE
+
+
+def now_utc() -> str:
+    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _parse(path: Path, text: str) -> dict[str, CaseReview]:
+    reader = csv.DictReader(io.StringIO(text))
+    missing = [c for c in ("case_id", "status") if c not in (reader.fieldnames or [])]
+    if missing:
+        raise InputError(f"{path} lacks column(s) {', '.join(missing)}; expected {','.join(COLUMNS)}")
+    reviews: dict[str, CaseReview] = {}
+    for line, row in enumerate(reader, start=2):
+        try:
+            status = ReviewStatus((row.get("status") or "pending").strip())
+        except ValueError:
+            raise InputError(f"{path} line {line}: unknown status {row.get('status')!r}; expected one of "
+                             f"{', '.join(s.value for s in ReviewStatus)}") from None
+        rating_text = (row.get("rating") or "").strip()
+        if rating_text and not rating_text.isdigit():
+            raise InputError(f"{path} line {line}: rating {rating_text!r} is not a whole number")
+        case_id = (row.get("case_id") or "").strip()
+        if not case_id:
+            raise InputError(f"{path} line {line}: case_id is empty")
+        reviews[case_id] = CaseReview(case_id, status, int(rating_text) if rating_text else None,
+                                      (row.get("reviewer") or "").strip(), (row.get("updated_utc") or "").strip(),
+                                      (row.get("correction_record") or "").strip(), (row.get("note") or "").strip())
+    return reviews
+
+
+def read_reviews(queue_dir: PathLike) -> dict[str, CaseReview]:
+    """Every case's latest review (cases without a row are pending); {} when no review was written yet."""
+    path = status_path(queue_dir)
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except FileNotFoundError:
+        return {}
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputError(f"Cannot read review statuses {path}: {exc}") from exc
+    return _parse(path, text)
+
+
+def _format(reviews: dict[str, CaseReview]) -> str:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(COLUMNS)
+    for review in sorted(reviews.values(), key=lambda r: r.case_id):
+        writer.writerow([review.case_id, review.status.value, "" if review.rating is None else review.rating,
+                         review.reviewer, review.updated_utc, review.correction_record, review.note])
+    return buffer.getvalue()
+
+
+def set_review(queue_dir: PathLike, review: CaseReview) -> CaseReview:
+    """Record ``review`` (its time set to now when empty) as its case's latest state; returns what was written."""
+    path = status_path(queue_dir)
+    if not path.parent.is_dir():
+        raise InputError(f"Not a rank output folder: {path.parent}")
+    if not review.updated_utc:
+        review = replace(review, updated_utc=now_utc())
+    try:
+        with FileLock(str(path) + LOCK_SUFFIX, timeout=LOCK_TIMEOUT_S):
+            reviews = read_reviews(path.parent)
+            reviews[review.case_id] = review
+            write_text_atomic(path, _format(reviews))
+    except Timeout as exc:
+        raise SegQCError(f"Review statuses {path} are locked by another session for over {LOCK_TIMEOUT_S:.0f} s "
+                         f"(lock file {path}{LOCK_SUFFIX})") from exc
+    return review

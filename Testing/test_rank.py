@@ -97,7 +97,7 @@ def test_rank_cli_ranks_worst_first_and_reports_a_corrupt_case_without_stopping(
     assert "1 case(s) failed" in capsys.readouterr().out
 
     rows = read_ranking_csv(out / "ranking.csv")
-    assert tuple(rows[0]) == RANKING_COLUMNS
+    assert tuple(rows[0]) == (*RANKING_COLUMNS, "dice_est_1", "dice_est_2")
     assert sorted(r["case_id"] for r in rows) == sorted(c.case_id for c in cases)
     estimates = [float(r["dice_est"]) for r in rows]
     assert estimates == sorted(estimates)
@@ -192,6 +192,20 @@ def test_missing_thumbnails_are_redrawn_on_resume(tmp_path, dataset, engine):
     assert resumed.rows[0].status is CaseStatus.RESUMED
     assert len(resumed.rows[0].thumbnails) == 2
     assert all((out / src).is_file() for src, _ in resumed.rows[0].thumbnails)
+    assert len(list((out / "thumbnails" / cases[0].case_id).glob("view_*.png"))) == 3
+
+
+def test_every_checked_case_gets_a_review_page_with_its_rank_and_a_link_back(tmp_path, dataset, engine):
+    _, _, cases = dataset
+    out = tmp_path / "out"
+    result = run_batch(cases, out, engine, thumbnails_per_case=1)
+    for rank, row in enumerate(result.rows, start=1):
+        page = (out / row.page).read_text()
+        assert f"Rank {rank} of {len(cases)}" in page and 'href="../../index.html"' in page
+        assert (out / row.page).with_name("open_in_slicer.py").is_file()
+    (out / result.rows[0].page).unlink()
+    again = run_batch(cases, out, engine, thumbnails_per_case=1)
+    assert {r.status for r in again.rows} == {CaseStatus.RESUMED} and (out / again.rows[0].page).is_file()
 
 
 def test_an_unexpected_error_in_one_case_does_not_stop_the_batch(tmp_path, dataset, engine):

@@ -141,3 +141,30 @@ def set_review(queue_dir: PathLike, review: CaseReview) -> CaseReview:
         raise SegQCError(f"Review statuses {path} are locked by another session for over {LOCK_TIMEOUT_S:.0f} s "
                          f"(lock file {path}{LOCK_SUFFIX})") from exc
     return review
+
+
+def fixed_record_ids(reviews: dict[str, CaseReview], newest_record_of_case: dict[str, str]) -> tuple[list[str],
+                                                                                                       list[str]]:
+    """The correction records of exactly the queue's ``fixed`` cases, and notices.
+
+    A fixed case's own ``correction_record`` is used; a fixed case without one takes the newest record of that case
+    id in the store (``newest_record_of_case``), with a notice.  No fixed case, or a fixed case with no record at
+    all, is an InputError (an export that silently leaves out corrected cases would look complete)."""
+    fixed = sorted((r for r in reviews.values() if r.status is ReviewStatus.FIXED), key=lambda r: r.case_id)
+    if not fixed:
+        raise InputError("No case of the review queue is marked fixed (review_status.csv): nothing to export")
+    record_ids, notices, missing = [], [], []
+    for review in fixed:
+        if review.correction_record:
+            record_ids.append(review.correction_record)
+        elif review.case_id in newest_record_of_case:
+            record_ids.append(newest_record_of_case[review.case_id])
+            notices.append(f"{review.case_id}: fixed without a correction_record in the queue; exported the store's "
+                           f"newest record of that case, {newest_record_of_case[review.case_id]}")
+        else:
+            missing.append(review.case_id)
+    if missing:
+        raise InputError(f"Fixed case(s) with no correction in the store: {', '.join(missing[:5])}"
+                         + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
+                         + "; record them with `segqc corrections add` (or Record correction in Slicer) first")
+    return record_ids, notices

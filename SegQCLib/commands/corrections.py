@@ -53,6 +53,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                              "needed for nnunet and monai unless --model (or the records' QC model) gives them")
     export.add_argument("--model", help="QC model package whose modalities name the channels and whose classes "
                                         "name the labels (default: the QC model named in the records, if present)")
+    export.add_argument("--queue", help="a `segqc rank` output folder (or its ranking.csv): export exactly the cases "
+                                        "marked fixed in its review_status.csv, each with its correction_record")
     export.set_defaults(func=run_export)
 
 
@@ -98,10 +100,24 @@ def run_verify(args: argparse.Namespace) -> int:
     return EXIT_OK if report.ok else EXIT_STORE_DAMAGED
 
 
+def _queue_records(store: CorrectionStore, queue: str) -> tuple[list[str], list[str]]:
+    from ..batch.review_status import fixed_record_ids, read_reviews, status_path
+
+    if not status_path(queue).is_file():
+        raise InputError(f"No review statuses at {status_path(queue)}: is --queue a `segqc rank` output folder "
+                         "whose cases were reviewed?")
+    newest = {r.case_id: r.record_id for r in store.latest()}
+    return fixed_record_ids(read_reviews(queue), newest)
+
+
 def run_export(args: argparse.Namespace) -> int:
-    result = export_store(CorrectionStore(args.store), args.format, args.out, all_versions=args.all_versions,
-                          channel_names=args.channel_names, model=args.model)
-    for notice in result.notices:
+    store = CorrectionStore(args.store)
+    record_ids, queue_notices = (None, []) if not args.queue else _queue_records(store, args.queue)
+    if record_ids is not None and args.all_versions:
+        raise InputError("--queue exports the reviewed version of each fixed case; leave out --all-versions")
+    result = export_store(store, args.format, args.out, all_versions=args.all_versions,
+                          channel_names=args.channel_names, model=args.model, record_ids=record_ids)
+    for notice in [*queue_notices, *result.notices]:
         print(f"note: {notice}")
     print(f"exported {len(result.cases)} case(s) as {result.format.value} to {result.out_dir}")
     return EXIT_OK

@@ -48,6 +48,7 @@ import os
 import re
 import shutil
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
@@ -122,8 +123,18 @@ class QCTrainingCase:
     qc_prediction: Optional[dict[str, Any]] = None
 
 
-def select_records(store: CorrectionStore, all_versions: bool = False) -> list[CorrectionRecord]:
-    records = store.list() if all_versions else store.latest()
+def select_records(store: CorrectionStore, all_versions: bool = False,
+                   record_ids: Optional[Sequence[str]] = None) -> list[CorrectionRecord]:
+    """The newest record of each case (every version with ``all_versions``), or exactly ``record_ids``."""
+    if record_ids is not None:
+        listed = {r.record_id: r for r in store.list()}
+        missing = [r for r in record_ids if r not in listed]
+        if missing:
+            raise InputError(f"Correction record(s) not in the store {store.root}: {', '.join(missing[:5])}"
+                             + (f" and {len(missing) - 5} more" if len(missing) > 5 else ""))
+        records = [listed[r] for r in dict.fromkeys(record_ids)]
+    else:
+        records = store.list() if all_versions else store.latest()
     if not records:
         raise InputError(f"Corrections store {store.root} has no records to export")
     return records
@@ -137,8 +148,12 @@ def export_store(
     channel_names: Optional[list[str]] = None,
     dataset_name: str = "SegQCCorrections",
     model: Optional[Union[PathLike, ModelConfig]] = None,
+    record_ids: Optional[Sequence[str]] = None,
 ) -> ExportResult:
     """Write the store's records as ``export_format`` into the new (or empty) folder ``out_dir``.
+
+    ``record_ids`` exports exactly these records (e.g. the fixed cases of a review queue) instead of the newest
+    version of every case; an id not in the store is an InputError before anything is written.
 
     ``model`` (a QC model package or its config) names the channels (its modalities) and the labels (its
     classes); without it the QC model named in the records' QC reports does, when it is readable here.
@@ -149,7 +164,7 @@ def export_store(
     if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
         raise InputError(f"Export folder {out_dir} exists and is not empty; choose a new folder")
     config = read_config(model) if model is not None and not isinstance(model, ModelConfig) else model
-    summaries = select_records(store, all_versions)
+    summaries = select_records(store, all_versions, record_ids)
     # Checksums first: a damaged record must stop the export before anything is written.
     records = [store.load(r.record_id, check=True) for r in summaries]
     labels, notices = label_table(records, config)

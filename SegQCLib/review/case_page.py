@@ -85,7 +85,7 @@ def _domain_html(report: Report) -> str:
                                                                                        "unknown")
     score = domain.get("score")
     reasons = "".join(f"<li>{html.escape(str(r))}</li>" for r in domain.get("reasons") or [])
-    return (f'<section id="domain"><h2>Domain check</h2><p>Input {verdict}'
+    return (f'<section id="domain"><h2>Domain check</h2><p>Input {html.escape(verdict)}'
             f'{"" if score is None else f" (score {float(score):.3f})"}.</p><ul>{reasons}</ul></section>')
 
 

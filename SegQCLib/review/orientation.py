@@ -103,6 +103,12 @@ class Orientation:
         s = self.canonical_spacing_mm
         return {View.AXIAL: (s[1], s[2]), View.CORONAL: (s[0], s[2]), View.SAGITTAL: (s[0], s[1])}[view]
 
+    def plane_position(self, view: View, canonical_index: Sequence[int]) -> tuple[int, int]:
+        """(row, column) of a canonical voxel on its plane of ``view``."""
+        c0, c1, c2 = canonical_index
+        last = self.canonical_shape[0] - 1
+        return {View.AXIAL: (c1, c2), View.CORONAL: (last - c0, c2), View.SAGITTAL: (last - c0, c1)}[view]
+
     def plane_rect(self, bbox_zyx: Sequence[Sequence[int]], view: View, index: int
                    ) -> Optional[tuple[int, int, int, int]]:
         """(row0, col0, row1, col1), end exclusive, of an array box on the displayed plane; None when the plane

@@ -138,9 +138,10 @@ class LocalRayCluster:
 
     def start(self) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
-        gcs_port, client_port = free_ports(2)
+        gcs_port, client_port, dashboard_port = free_ports(3)
         self._start_node("head", node_host(0), ["--head", f"--port={gcs_port}",
-                                                f"--ray-client-server-port={client_port}", "--include-dashboard=false"])
+                                                f"--ray-client-server-port={client_port}", "--include-dashboard=false",
+                                                f"--dashboard-port={dashboard_port}"])
         self.address = f"{node_host(0)}:{gcs_port}"
         for index in range(1, self.worker_nodes + 1):
             self._start_node(f"node{index}", node_host(index), [f"--address={self.address}"])

@@ -6,5 +6,6 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${1:-demo_out}
 .venv/bin/python -m training.sample_case --out "$OUT/sample"
-.venv/bin/segqc run --image "$OUT/sample/image.nii.gz" --seg "$OUT/sample/segmentation.nii.gz" --out "$OUT/qc"
+.venv/bin/segqc run --image "$OUT/sample/image.nii.gz" --seg "$OUT/sample/segmentation.nii.gz" --out "$OUT/qc" --html
 echo "report: $OUT/qc/report.json"
+echo "review page (open it in a browser): $OUT/qc/review.html"

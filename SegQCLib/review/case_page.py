@@ -125,9 +125,9 @@ def _legend_html(report: Report) -> str:
     return ('<div class="legend" id="legend"><h3>Legend</h3><ul class="classes">' + items + "</ul>"
             "<p>In each class's colour: <b>outline</b> = the segmentation being checked; <b>translucent fill</b> = "
             "the predicted probability that the segmentation is wrong there (more opaque = more likely); "
-            "<b>rectangle</b> = an error box. Letters at the edges give the patient's directions (R/L right/left, "
-            "A/P anterior/posterior, S/I superior/inferior; radiological convention: the patient's right is on "
-            "your left).</p></div>")
+            "<b>rectangle</b> = an error box (drawn on the slices along the slice axis only). Letters at the edges "
+            "give the patient's directions (R/L right/left, A/P anterior/posterior, S/I superior/inferior; "
+            "radiological convention: the patient's right is on your left).</p></div>")
 
 
 def _pictures_html(report: Report, pictures: Sequence[Picture], page_dir: Path) -> str:

@@ -173,9 +173,12 @@ class CasePictures:
                    {label: orientation.canonical(e) for label, e in error_prob.items()}, grey_window(image), report)
 
     def draw(self, view: View, plane: int, long_side_px: int) -> np.ndarray:
+        """One plane; error boxes only on planes along the report's slice axis (a box is one slice thick: across
+        the other views it would be a stack of slivers)."""
         orient = self.orientation
+        along_slices = view is orient.view_of_array_axis(self.report.slice_axis)
         boxes = [PlaneBox(b.label, rect) for b in self.report.boxes
-                 if (rect := orient.plane_rect(b.bbox_zyx, view, plane)) is not None]
+                 if along_slices and (rect := orient.plane_rect(b.bbox_zyx, view, plane)) is not None]
         return compose_plane(orient.plane(self.image, view, plane), orient.plane(self.segmentation, view, plane),
                              {label: orient.plane(e, view, plane) for label, e in self.errors.items()}, self.window,
                              boxes, orient.plane_spacing_mm(view), long_side_px)

@@ -78,11 +78,13 @@ def write_bytes_synced(path: PathLike, data: bytes) -> None:
 
 
 def atomic_write(path: PathLike, write: Callable[[Path], None], suffix: str = TEMP_SUFFIX,
-                 sync_dir: bool = False) -> Path:
+                 sync_dir: bool = False, durable: bool = True) -> Path:
     """Replace ``path`` atomically with what ``write(temporary_path)`` writes.
 
     ``suffix`` ends the temporary file's name, for writers that choose the format by extension
     (``".tmp.nii.gz"``).  With ``sync_dir`` the folder is fsynced too, so the rename survives a power cut.
+    ``durable=False`` skips the file's fsync, for derived files that are made again when missing (a killed
+    process still leaves the old file or the new one; only a power cut may lose the new one).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -94,7 +96,8 @@ def atomic_write(path: PathLike, write: Callable[[Path], None], suffix: str = TE
         # creates (a served HTML report, outputs shared with colleagues).
         os.chmod(temporary, NEW_FILE_MODE & ~_UMASK)
         write(temporary)
-        fsync_file(temporary)
+        if durable:
+            fsync_file(temporary)
         os.replace(temporary, path)
     except BaseException:
         with contextlib.suppress(OSError):

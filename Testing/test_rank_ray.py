@@ -212,3 +212,12 @@ def test_a_worker_whose_model_is_not_the_drivers_refuses_the_case(tmp_path, mode
     assert row.status is CaseStatus.FAILED and "not the driver's" in row.error
     assert not (tmp_path / "out" / "cases").exists()
     assert os.environ.get("RAY_ADDRESS") is None  # these tests never join a cluster they did not start
+
+
+def test_ray_local_runs_the_cases_on_a_private_instance_for_this_run(tmp_path, model_dir):
+    cases = write_cases(tmp_path / "data", 2)
+    manifest = write_manifest(tmp_path / "cases.csv", cases)
+    completed = rank(manifest, tmp_path / "out", model_dir, "local", "--ray-cpus-per-task", "1")
+    assert completed.returncode == 0, completed.stderr
+    assert "node(s)" in completed.stderr and "Traceback" not in completed.stderr
+    assert sorted(ranking(tmp_path / "out")) == [c.case_id for c in cases]

@@ -10,7 +10,9 @@ would wait for ever for resources that never come).
 from __future__ import annotations
 
 import logging
+import os
 import socket
+import sys
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,6 +24,7 @@ AUTO = "auto"
 LOCAL = "local"
 CONNECT_TIMEOUT_S = 5.0
 CLIENT_SCHEME = "ray://"
+SINGLE_MACHINE_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
 
 
 def import_ray() -> Any:
@@ -78,6 +81,10 @@ def check_reachable(address: str, timeout_s: float = CONNECT_TIMEOUT_S) -> None:
 
 def connect(address: str) -> ClusterInfo:
     """``ray.init`` for ``address`` (``auto``, ``local`` or ``HOST:PORT``) unless Ray is already initialised."""
+    if address == LOCAL and "ray" not in sys.modules:
+        # A private instance for this run only: Ray's single-machine mode keeps it on the loopback interface
+        # instead of listening on the machine's network address (the default on macOS and Windows already).
+        os.environ.setdefault(SINGLE_MACHINE_ENV, "0")
     ray = import_ray()
     if not ray.is_initialized():
         # Workers' logs stay in the cluster's log files: a failed case reaches the driver as its row's error.

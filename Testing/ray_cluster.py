@@ -26,6 +26,7 @@ logger = logging.getLogger(__name__)
 
 NODE_START_TIMEOUT_S = 120.0
 NODE_STOP_GRACE_S = 5.0
+NODE_START_ATTEMPTS = 2
 WORKER_PORTS_PER_NODE = 12
 OBJECT_STORE_BYTES = 80 * 1024 * 1024
 
@@ -48,6 +49,19 @@ def free_ports(count: int) -> list[int]:
     finally:
         for sock in sockets:
             sock.close()
+
+
+PR_SET_PDEATHSIG = 1
+
+
+def _new_session_ending_with_parent() -> None:
+    """In the child before exec: a session of its own, and SIGTERM when the test process dies (even by SIGKILL),
+    so that a killed test run does not leave a cluster behind (Linux; elsewhere only the session)."""
+    os.setsid()
+    with contextlib.suppress(OSError, AttributeError):
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 def ray_executable() -> str:
@@ -118,12 +132,28 @@ class LocalRayCluster:
                 "--worker-port-list=" + ",".join(str(p) for p in ports[6:]), "--log-style=record"]
 
     def _start_node(self, name: str, host: str, extra: list[str]) -> RayNode:
+        """Start one node; once more if it fails (Ray gives a raylet 30 s to register, which a machine loaded by
+        other jobs can exceed)."""
+        for attempt in range(1, NODE_START_ATTEMPTS + 1):
+            try:
+                return self._start_node_once(f"{name}" if attempt == 1 else f"{name}-{attempt}", host, extra)
+            except RuntimeError as exc:
+                failed = self.nodes.pop()
+                self._signal_node(failed, signal.SIGKILL)
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    failed.process.wait(timeout=NODE_STOP_GRACE_S)
+                if attempt == NODE_START_ATTEMPTS:
+                    raise
+                logger.warning("Ray node %s failed to start, trying again: %s", name, str(exc)[:300])
+        raise AssertionError("unreachable")
+
+    def _start_node_once(self, name: str, host: str, extra: list[str]) -> RayNode:
         log_path = self.root / f"{name}.log"
         command = [ray_executable(), "start", *extra, *self._node_options(name, host)]
         with open(log_path, "wb") as log:
             process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                       start_new_session=True)
-        node = RayNode(name, process, self.root / name, log_path)
+                                       preexec_fn=_new_session_ending_with_parent)
+        node = RayNode(name.split("-")[0], process, self.root / name, log_path)
         self.nodes.append(node)
         deadline = time.monotonic() + NODE_START_TIMEOUT_S
         while time.monotonic() < deadline:
@@ -175,9 +205,13 @@ class LocalRayCluster:
 
     def _signal_all(self, signum: int) -> None:
         for node in reversed(self.nodes):
-            for pid, _title in session_processes(node.process.pid):
-                with contextlib.suppress(ProcessLookupError, PermissionError):
-                    os.kill(pid, signum)
+            self._signal_node(node, signum)
+
+    @staticmethod
+    def _signal_node(node: RayNode, signum: int) -> None:
+        for pid, _title in session_processes(node.process.pid):
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signum)
 
 
 @dataclass

@@ -14,7 +14,7 @@ NSD_PRED = "Predicted normalised surface Dice (regression head): the share of th
 QI = ("Quality index, 1 - the mean predicted error probability over the whole volume. Close to 1 for most cases "
       "because most voxels are background: compare it only between cases of similar size, never read it as a Dice.")
 WORST_SLICE = ("The slice with the largest summed predicted error along the slice axis: start the review there "
-               "(the pictures below show the worst slices, worst first).")
+               "(the slice pictures show the worst slices, worst first).")
 BOXES = ("Error boxes: regions on a slice whose predicted error probability is above the threshold, ranked by "
          "summed probability; each is a place to check and, if wrong, fix.")
 CLASS_DICE = ("Estimated Dice, IoU and ARVD per class from the same error maps: the lowest class is where to "

@@ -36,7 +36,9 @@ SMALL_MODEL = dict(widths=[4, 8], blocks_per_stage=[1, 1], strides=[[2, 2, 2], [
                    full_res_width=4, case_head_hidden=8, patch_size_zyx=[32, 32, 32])
 # A case big enough that its task is still running when the watcher sees it.
 VICTIM_SHAPE_ZYX = (48, 64, 64)
-DRIVER_TIMEOUT_S = 300
+# A bound for a hung driver, not a speed check: a run here takes 15-45 s, but on a machine loaded by other jobs
+# (load 15 on 2 cores) importing torch alone took over a minute per process.
+DRIVER_TIMEOUT_S = 900
 TASK_PREFIX = "segqc-rank:"
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -485,8 +486,15 @@ def poll_until(process: QCProcess, stop, timeout_s: float = PROCESS_TIMEOUT_S) -
 
 
 def test_cancelling_the_process_midway_stops_it_and_leaves_no_results(review, model_path, tmp_path):
-    logic, scene = review["logic"], review["scene"]
-    prepared = logic.prepareInputs([review["volume"]], review["segmentation"], logic.modelClassNames(model_path))
+    # A field of view 3x as large each way: the run then lasts seconds, not one poll interval, on a fast machine.
+    scene, image = review["scene"], review["image"]
+    geometry = replace(image.geometry, shape_zyx=tuple(3 * n for n in image.geometry.shape_zyx))
+    volume = add_volume(scene, np.pad(image.array, [(0, 2 * n) for n in image.array.shape], mode="wrap"), geometry,
+                        "large")
+    labels = np.pad(review["wrong"], [(0, 2 * n) for n in review["wrong"].shape], mode="wrap")
+    segmentation = add_segmentation(scene, labels, geometry, CLASS_NAMES, volume)
+    logic = review["logic"]
+    prepared = logic.prepareInputs([volume], segmentation, logic.modelClassNames(model_path))
     images, seg = logic.writeProcessInputs(prepared, str(tmp_path / "in"))
     before = node_count(scene)
     process = QCProcess(logic.processCommand(sys.executable, images, seg, str(tmp_path / "out"), model_path, "cpu"))

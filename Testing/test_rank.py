@@ -237,7 +237,7 @@ def test_cases_from_folders_pairs_channels_and_lists_orphans(tmp_path):
     cases, orphans = cases_from_folders(images, segs)
     assert [(c.case_id, [p.name for p in c.images]) for c in cases] == [
         ("a", ["a_0000.nii.gz", "a_0001.nii.gz"]), ("b", ["b.nii.gz"]), ("c", ["c_0000.nrrd"])]
-    assert len(orphans) == 1 and orphans[0].startswith("d.nii.gz")
+    assert [(o.case_id, o.message.split(" has ")[0]) for o in orphans] == [("d", "segmentation d.nii.gz")]
 
 
 def test_cases_from_folders_pairs_slicer_seg_nrrd_files_by_case_name(tmp_path):

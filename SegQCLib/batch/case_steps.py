@@ -65,8 +65,11 @@ def relative_path(path: Path, out_dir: Path) -> str:
 def row_from_report(case_id: str, report: Report, report_path: Path, out_dir: Path, status: CaseStatus,
                     thumbnails: list[tuple[str, int]]) -> RankRow:
     worst = next((s.index for s in report.slices if s.error_score > 0), None)
+    domain = report.domain
     return RankRow(case_id, status, report.case.dice_est, report.case.dice_pred, report.case.qi, len(report.boxes),
-                   worst, relative_path(report_path, out_dir), thumbnails)
+                   worst, relative_path(report_path, out_dir), thumbnails,
+                   in_domain=domain.in_domain if domain is not None else None,
+                   domain_reasons=list(domain.reasons) if domain is not None else [])
 
 
 def write_case(case: BatchCase, loaded: Case, result: QCResult, out_dir: Path,

@@ -20,6 +20,16 @@ def _number(value: Optional[float]) -> str:
     return "&ndash;" if value is None else f"{value:.3f}"
 
 
+def _domain_html(row: RankRow) -> str:
+    if row.in_domain is None:
+        return "&ndash;"
+    if row.in_domain:
+        return "yes"
+    reasons = "".join(f"<li>{html.escape(reason)}</li>" for reason in row.domain_reasons)
+    return (f'<strong class="flag">OUTSIDE the model\'s domain: estimates unreliable</strong>'
+            f'<ul class="reasons">{reasons}</ul>')
+
+
 def _row_html(row: RankRow, rank: Optional[int]) -> str:
     case = html.escape(row.case_id)
     name = f'<a href="{html.escape(row.report, quote=True)}">{case}</a>' if row.report else case
@@ -27,12 +37,13 @@ def _row_html(row: RankRow, rank: Optional[int]) -> str:
         f'<figure><img src="{html.escape(src, quote=True)}" alt="{case} slice {index}" loading="eager">'
         f"<figcaption>slice {index}</figcaption></figure>" for src, index in row.thumbnails)
     if row.status is CaseStatus.FAILED:
-        return (f'<tr class="failed"><td></td><td>{case}</td><td colspan="6">failed: {html.escape(row.error or "")}'
+        return (f'<tr class="failed"><td></td><td>{case}</td><td colspan="7">failed: {html.escape(row.error or "")}'
                 "</td><td></td></tr>")
-    return (f'<tr class="{row.status.value}"><td>{rank}</td><td>{name}</td><td>{_number(row.dice_est)}</td>'
+    classes = row.status.value + (" out-of-domain" if row.in_domain is False else "")
+    return (f'<tr class="{classes}"><td>{rank}</td><td>{name}</td><td>{_number(row.dice_est)}</td>'
             f"<td>{_number(row.dice_pred)}</td><td>{_number(row.qi)}</td><td>{row.n_boxes}</td>"
             f"<td>{'&ndash;' if row.worst_slice is None else row.worst_slice}</td><td>{row.status.value}</td>"
-            f'<td class="thumbs">{images}</td></tr>')
+            f'<td class="domain">{_domain_html(row)}</td><td class="thumbs">{images}</td></tr>')
 
 
 _STYLE = """
@@ -46,6 +57,10 @@ td.thumbs { white-space: nowrap; }
 .thumbs img { display: block; image-rendering: pixelated; }
 figcaption { font-size: 0.8em; color: #666; }
 .legend span { display: inline-block; margin-right: 1.5em; }
+tr.out-of-domain td { background: #fff3cd; }
+.flag { color: #a00; }
+.reasons { margin: 0.2em 0 0 1em; padding: 0; font-size: 0.85em; max-width: 28em; }
+p.warning { color: #a00; font-weight: bold; }
 """
 
 
@@ -55,6 +70,9 @@ def write_index_html(rows: Sequence[RankRow], out_dir: Path, title: str = "SegQC
 
     Report and thumbnail paths in the rows are relative to ``out_dir``."""
     failed = sum(r.status is CaseStatus.FAILED for r in rows)
+    outside = sum(r.in_domain is False for r in rows)
+    outside_html = (f'<p class="warning">{outside} case(s) are outside the model\'s domain (highlighted, listed after '
+                    "the others): their estimates are unreliable.</p>" if outside else "")
     body = "\n".join(_row_html(r, rank) for r, rank in zip(rows, rank_numbers(rows)))
     notes_html = "".join(f"<p>{html.escape(n)}</p>" for n in notes)
     page = f"""<!DOCTYPE html>
@@ -69,10 +87,11 @@ def write_index_html(rows: Sequence[RankRow], out_dir: Path, title: str = "SegQC
 <p>{len(rows) - failed} case(s) ranked worst first by estimated Dice{f", {failed} failed" if failed else ""}.</p>
 <p class="legend"><span>red: predicted error probability</span><span>outlines: segmentation classes</span>
 <span>yellow: error boxes</span></p>
+{outside_html}
 {notes_html}
 <table>
 <thead><tr><th>#</th><th>case</th><th>est. Dice</th><th>pred. Dice</th><th>QI</th><th>boxes</th><th>worst slice</th>
-<th>status</th><th>worst slices</th></tr></thead>
+<th>status</th><th>in domain</th><th>worst slices</th></tr></thead>
 <tbody>
 {body}
 </tbody>

@@ -23,7 +23,11 @@ logger = logging.getLogger(__name__)
 PathLike = Union[str, os.PathLike]
 
 RANKING_FILE = "ranking.csv"
-RANKING_COLUMNS = ("rank", "case_id", "dice_est", "dice_pred", "qi", "n_boxes", "worst_slice", "report", "status")
+# in_domain: true, false (the case is outside the model's domain: its estimates are unreliable) or empty (the model
+# has no domain profile); domain_reasons: why not, separated by " | ".
+RANKING_COLUMNS = ("rank", "case_id", "dice_est", "dice_pred", "qi", "n_boxes", "worst_slice", "report", "status",
+                   "in_domain", "domain_reasons")
+DOMAIN_REASON_SEPARATOR = " | "
 
 
 class CaseStatus(str, Enum):
@@ -45,6 +49,8 @@ class RankRow:
     thumbnails: list[tuple[str, int]] = field(default_factory=list)
     error: Optional[str] = None
     timing_s: dict[str, float] = field(default_factory=dict)
+    in_domain: Optional[bool] = None  # False: outside the model's domain (estimates unreliable); None: not checked
+    domain_reasons: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -99,11 +105,14 @@ def failed_row(case_id: str, exc: BaseException) -> RankRow:
     return RankRow(case_id, CaseStatus.FAILED, error=message)
 
 
-def _sort_key(row: RankRow) -> tuple[float, float, str]:
-    """Worst first: lowest estimated Dice, then lowest predicted Dice; unknown estimates first (check them)."""
+def _sort_key(row: RankRow) -> tuple[bool, float, float, str]:
+    """Worst first: lowest estimated Dice, then lowest predicted Dice; unknown estimates first (check them).
+
+    Cases outside the model's domain come after all others: their estimates are unreliable, so where they would
+    fall among the others says nothing."""
     est = row.dice_est if row.dice_est is not None else -math.inf
     pred = row.dice_pred if row.dice_pred is not None else -math.inf
-    return (est, pred, row.case_id)
+    return (row.in_domain is False, est, pred, row.case_id)
 
 
 def rank_rows(rows: Iterable[RankRow]) -> list[RankRow]:
@@ -134,7 +143,8 @@ def write_ranking_csv(ranked: Sequence[RankRow], out_dir: Path) -> Path:
             continue
         writer.writerow([rank, row.case_id, _csv_number(row.dice_est), _csv_number(row.dice_pred),
                          _csv_number(row.qi), row.n_boxes, "" if row.worst_slice is None else row.worst_slice,
-                         row.report, row.status.value])
+                         row.report, row.status.value, "" if row.in_domain is None else str(row.in_domain).lower(),
+                         DOMAIN_REASON_SEPARATOR.join(row.domain_reasons)])
     return write_text_atomic(out_dir / RANKING_FILE, buffer.getvalue())
 
 

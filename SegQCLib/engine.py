@@ -10,6 +10,7 @@ import logging
 import os
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Optional, Union
 
@@ -95,6 +96,16 @@ def domain_refusal(report: DomainReport, model_name: str) -> OutOfDomainError:
                             "estimates are reported: " + "; ".join(report.reasons))
 
 
+@dataclass
+class CheckedInput:
+    """A case's segmentation as the network will see it, what did not fit the model, and the domain check."""
+
+    segmentation: LabelMap
+    notices: list[str]
+    domain: DomainReport
+    domain_s: float = 0.0
+
+
 class QCEngine:
     """A loaded QC model on a device, ready to check cases.
 
@@ -134,16 +145,26 @@ class QCEngine:
     def domain_profile(self) -> Optional[DomainProfile]:
         return self._package.domain
 
-    def check_domain(self, case: Case, segmentation: LabelMap, ignored_labels: Sequence[int] = ()) -> DomainReport:
-        """``report.domain`` before the network runs: the case against the model's training data."""
-        if self._package.domain is None:
-            return unchecked_report(self.config.name)
+    def check_input(self, case: Case) -> CheckedInput:
+        """What a run does before the network: segment names and label values matched to the model's classes
+        (unknown labels set to background), notices naming what does not fit, and ``report.domain``."""
         if len(case.images) != len(self.config.modalities):
             raise ModelError(f"Model {self.config.name} expects {len(self.config.modalities)} image modalities "
                              f"({', '.join(self.config.modalities)}), got {len(case.images)} image(s); pass one "
                              "--image per modality in that order")
-        return check_domain(self._package.domain, [image.array for image in case.images], segmentation.array,
-                            segmentation.geometry, self.config, ignored_labels)
+        segmentation, notices = align_labels_to_model(case.segmentation, self.config.classes)
+        segmentation, ignored = drop_unknown_labels(segmentation, self.config.classes)
+        required = self.domain_profile.required_classes if self.domain_profile else self.config.labels
+        for check in label_checks(segmentation.labels, self.config.classes, required, ignored):
+            logger.warning(check.message)
+            notices.append(check.message)
+        started = time.perf_counter()
+        if self._package.domain is None:
+            domain = unchecked_report(self.config.name)
+        else:
+            domain = check_domain(self._package.domain, [image.array for image in case.images], segmentation.array,
+                                  segmentation.geometry, self.config, ignored)
+        return CheckedInput(segmentation, notices, domain, time.perf_counter() - started)
 
     def run_case(self, case: Case, progress: Optional[ProgressCallback] = None, cancel: CancelCheck = None,
                  postprocess_params: Optional[PostprocessParams] = None, strict: bool = False) -> QCResult:
@@ -153,15 +174,8 @@ class QCEngine:
         domain (or when the model has no domain profile)."""
         started = time.perf_counter()
         notify = progress or (lambda _fraction, _message: None)
-        segmentation, label_notices = align_labels_to_model(case.segmentation, self.config.classes)
-        segmentation, ignored = drop_unknown_labels(segmentation, self.config.classes)
-        required = self.domain_profile.required_classes if self.domain_profile else self.config.labels
-        for check in label_checks(segmentation.labels, self.config.classes, required, ignored):
-            logger.warning(check.message)
-            label_notices.append(check.message)
-        domain_started = time.perf_counter()
-        domain = self.check_domain(case, segmentation, ignored)
-        domain_seconds = time.perf_counter() - domain_started
+        checked = self.check_input(case)
+        segmentation, label_notices, domain = checked.segmentation, checked.notices, checked.domain
         if strict and not domain.in_domain:
             raise domain_refusal(domain, self.config.name)
         inference = predict_case(
@@ -199,7 +213,7 @@ class QCEngine:
             "crop_zyx": [list(inference.crop.start_zyx), list(inference.crop.stop_zyx)],
             "resampled": inference.resampled,
         }}
-        report.timing_s = {**inference.timing_s, **report.timing_s, "domain": round(domain_seconds, 4),
+        report.timing_s = {**inference.timing_s, **report.timing_s, "domain": round(checked.domain_s, 4),
                            "total": round(time.perf_counter() - started, 4)}
         notify(1.0, "Done")
         return QCResult(report, inference.error_prob, segmentation.geometry)

@@ -175,3 +175,10 @@ def test_top_level_help_imports_no_command_module():
               f"print([m for m in {list(COMMAND_MODULES)!r} + ['torch', 'numpy'] if m in sys.modules])")
     output = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True).stdout
     assert output.strip().splitlines()[-1] == "[]"
+
+
+def test_the_model_commands_help_names_the_same_weights_files_as_the_packages():
+    from SegQCLib.commands import model as model_command
+    from SegQCLib.network import package
+
+    assert (model_command.WEIGHTS_FILE, model_command.LEGACY_WEIGHTS_FILE) == package.WEIGHTS_FILES

@@ -10,16 +10,10 @@ from pathlib import Path
 from ..errors import InputError
 from ..network.config import ModelConfig, UnknownKeys, read_config
 from ..network.domain import DOMAIN_FILE
-from ..network.package import (
-    LEGACY_WEIGHTS_FILE,
-    WEIGHTS_FILE,
-    convert_weights_to_safetensors,
-    init_model_package,
-    load_model_package,
-)
-from ..network.qcresunet import count_conv_macs, count_parameters
 
 EXIT_OK = 0
+# Weights files as named in the help (constants of network/package.py, which imports torch: not needed for --help).
+WEIGHTS_FILE, LEGACY_WEIGHTS_FILE = "weights.safetensors", "weights.pt"
 
 
 def register(subparsers) -> None:
@@ -62,12 +56,14 @@ def register(subparsers) -> None:
                                          "\"validation\": [...]} (default: every case in --data)")
     profile.add_argument("--subset", default="train", help="which list of --split to use (default: train)")
     profile.add_argument("--no-uncertainty", action="store_true",
-                         help="skip measuring the network's mirror disagreement (no network run; faster)")
+                         help="skip measuring the network's mirror disagreement (no network run; default: measure it)")
     profile.add_argument("--device", default="auto", help="device for the network (default: auto)")
     profile.set_defaults(func=run_profile)
 
 
 def run_init(args: argparse.Namespace) -> int:
+    from ..network.package import init_model_package
+
     config = ModelConfig()
     if Path(args.out).exists() and not args.force:
         raise InputError(f"{args.out} already exists: choose another --out, or pass --force to replace it")
@@ -82,6 +78,9 @@ def run_init(args: argparse.Namespace) -> int:
 
 
 def run_info(args: argparse.Namespace) -> int:
+    from ..network.package import load_model_package
+    from ..network.qcresunet import count_conv_macs, count_parameters
+
     package = load_model_package(args.path)
     if args.json:
         print(json.dumps(package.config.to_dict(), indent=2))
@@ -104,6 +103,8 @@ def run_info(args: argparse.Namespace) -> int:
 
 
 def run_convert(args: argparse.Namespace) -> int:
+    from ..network.package import convert_weights_to_safetensors, load_model_package
+
     weights = convert_weights_to_safetensors(args.path)
     package = load_model_package(args.path)
     print(f"weights: {weights} (sha256 {package.sha256})")

@@ -20,7 +20,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Optional, TextIO
+from typing import TYPE_CHECKING, Any, Callable, Optional, TextIO
 
 # OpenMP threads that spin while waiting (libgomp's default) collapse when the cores are shared with
 # other jobs: on a loaded 2-core machine a window took 100-350 ms with spinning threads and 55 ms with
@@ -29,11 +29,13 @@ from typing import Any, Callable, Optional, TextIO
 if "torch" not in sys.modules:
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-from ..engine import QCEngine, run_qc_files  # noqa: E402
 from ..errors import CancelledError, InputError, SegQCError  # noqa: E402
 from ..quality.report import REPORT_FILE_NAME, write_json_atomic  # noqa: E402
 from .common import add_region_options, format_summary, postprocess_params_from_args  # noqa: E402
 from .options import check_output_folder, positive_int, probability_below_one  # noqa: E402
+
+if TYPE_CHECKING:  # the engine (torch) is imported when a run starts, so that `segqc run --help` answers at once
+    from ..engine import QCEngine
 
 logger = logging.getLogger(__name__)
 
@@ -220,6 +222,8 @@ def _write_summary(out_dir: Path, rows: list[dict[str, Any]]) -> Path:
 
 
 def _run_manifest(args: argparse.Namespace, engine: QCEngine, reporter: Reporter) -> int:
+    from ..engine import run_qc_files
+
     cases = read_manifest(Path(args.manifest))
     out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -276,6 +280,8 @@ def warn_out_of_domain(report: Any, case_id: Optional[str] = None) -> None:
 
 
 def _run_single(args: argparse.Namespace, engine: QCEngine, reporter: Reporter) -> int:
+    from ..engine import run_qc_files
+
     result = run_qc_files(args.image, args.seg, args.out, resample_seg=args.resample_seg,
                           progress=lambda fraction, message: reporter.progress(fraction, message), engine=engine,
                           postprocess_params=postprocess_params_from_args(args), strict=args.strict)
@@ -309,6 +315,8 @@ def run(args: argparse.Namespace) -> int:
 
         torch.set_num_threads(args.threads)
     try:
+        from ..engine import QCEngine
+
         check_output_folder(args.out)
         reporter.progress(0.0, "Loading model")
         engine = QCEngine(args.model, args.device, overlap=args.overlap, window_batch=args.window_batch)

@@ -46,7 +46,7 @@ MANIFEST_COLUMNS = ("case_id", "image", "seg")
 MODALITY_SEPARATOR = ";"
 FAILURES_FILE = "failures.json"
 SUMMARY_FILE = "summary.csv"
-SUMMARY_COLUMNS = ("case_id", "status", "dice_pred", "nsd_pred", "dice_est", "qi", "report", "error")
+SUMMARY_COLUMNS = ("case_id", "status", "dice_pred", "nsd_pred", "dice_est", "qi", "in_domain", "report", "error")
 # Case ids become folder names: keep them to one safe path component.
 CASE_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 TEXT_PROGRESS_STEP = 0.05
@@ -203,7 +203,14 @@ def _summary_row(case_id: str, report_path: Optional[Path], result: Any, error: 
     return {"case_id": case_id, "status": "ok" if error is None else "failed",
             "dice_pred": case.dice_pred if case else None, "nsd_pred": case.nsd_pred if case else None,
             "dice_est": case.dice_est if case else None, "qi": case.qi if case else None,
+            "in_domain": _in_domain_text(result.report if result is not None else None),
             "report": str(report_path) if report_path else "", "error": error or ""}
+
+
+def _in_domain_text(report: Any) -> str:
+    """summary.csv's in_domain: true, false (estimates unreliable) or empty (not checked)."""
+    verdict = _in_domain(report) if report is not None else None
+    return "" if verdict is None else str(verdict).lower()
 
 
 def _write_summary(out_dir: Path, rows: list[dict[str, Any]]) -> Path:

@@ -141,14 +141,17 @@ def test_rank_reports_every_image_without_a_segmentation_and_every_segmentation_
     assert len(read_ranking_csv(out / "ranking.csv")) == len(cases)
 
 
+PROFILE_CASES = 60  # enough training cases for the spread of a real dataset (the bundled profile has 178)
+
+
 def test_a_case_outside_the_models_domain_is_flagged_in_the_csv_and_on_the_page_and_ranked_last(
         tmp_path, hippocampus_cases, model_dir):
     profiled = tmp_path / "profiled"
     shutil.copytree(model_dir, profiled)
-    loaded = [load_case(c.images, c.label) for c in hippocampus_cases[:6]]
-    training = [([c.images[0].array], c.segmentation.array, c.geometry) for c in loaded]
+    training = (([c.images[0].array], c.segmentation.array, c.geometry)
+                for c in (load_case(f.images, f.label) for f in hippocampus_cases[:PROFILE_CASES]))
     write_domain_profile(profiled, build_domain_profile(training, read_config(profiled)))
-    _, _, cases = copy_cases(tmp_path, hippocampus_cases[6:], 2)
+    _, _, cases = copy_cases(tmp_path, hippocampus_cases[PROFILE_CASES:], 2)
     big = tmp_path / "big.nii.gz"  # the segmentation of the first case, every label dilated far beyond training
     seg = sitk.ReadImage(str(cases[0].seg))
     sitk.WriteImage(sitk.BinaryDilate(seg > 0, [9, 9, 9]), str(big))

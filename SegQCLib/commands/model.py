@@ -92,6 +92,10 @@ def run_info(args: argparse.Namespace) -> int:
     print(f"weights sha256: {package.sha256}")
     print(f"parameters: {count_parameters(package.model):,}; {2 * macs / 1e9:.2f} GFLOPs per "
           f"{'x'.join(map(str, config.patch_size_zyx))} patch")
+    domain = package.domain
+    print(f"domain profile: {domain.cases} training cases ({domain.source})" if domain is not None else
+          f"domain profile: none (no {DOMAIN_FILE}: runs cannot tell inputs unlike the training data; add one with "
+          "segqc model profile)")
     print("config:")
     print(json.dumps(config.to_dict(), indent=2))
     if package.card:

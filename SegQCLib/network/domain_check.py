@@ -48,8 +48,8 @@ class DomainTolerances:
     (volume, extent, crop, class intensity) leave room for bad segmentations of the right anatomy: on 712
     perturbation queries of the training split (hippocampus model) the largest values seen were 1.74x the
     largest training volume, 1.78x the largest extent, 1.03x the largest crop, 13.4 standard deviations above
-    the brightest class median, 0.7 standard deviations beyond the intensity quantiles; each tolerance is
-    larger than that by at least 20 %.
+    the brightest class median, 0.7 standard deviations beyond the intensity quantiles; each tolerance
+    exceeds that by 19 % or more.
     """
 
     spacing_coarser_factor: float = 1.5  # coarsest spacing up to 1.5x the training's coarsest

@@ -106,6 +106,7 @@ class SegQCParameterNode:
     currentBox: int = 0
     currentSlice: int = 0
     correctionsDir: str = DEFAULT_CORRECTIONS_DIR
+    strictDomain: bool = False  # refuse results for inputs outside the model's domain (segqc run --strict)
 
 
 #
@@ -392,7 +393,7 @@ class SegQCWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             images, segmentation = self.logic.writeProcessInputs(self._prepared, str(self._workDir / "input"))
             command = self.logic.processCommand(pythonExecutable(), images, segmentation,
                                                 str(self._workDir / "output"), modelPath,
-                                                self._parameterNode.device.value)
+                                                self._parameterNode.device.value, self._parameterNode.strictDomain)
             self._processError = None
             # PythonSlicer adds Slicer's own paths; SegQCLib may live elsewhere (extension or source checkout).
             self._process = QCProcess(command, {"PYTHONPATH": segqcLibRoot()}, slicer.util.launchConsoleProcess)
@@ -463,6 +464,7 @@ class SegQCWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.showResults(self.logic.reportData()["report"], jump=False)
         else:
             self.ui.caseQualityLabel.text = "Run QC to see the estimated quality."
+            self.ui.domainWarningLabel.visible = False
         self._onParameterNodeModified()
 
     def showResults(self, report: dict, jump: bool = True) -> None:
@@ -476,6 +478,9 @@ class SegQCWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         parts += [f"{len(report.get('boxes', []))} error boxes; {len(report.get('slices', []))} slices ranked"]
         parts += [f"Note: {notice}" for notice in report.get("notices", [])]
         self.ui.caseQualityLabel.text = "\n".join(parts)
+        warning = self.logic.domainWarning(report)
+        self.ui.domainWarningLabel.text = warning or ""
+        self.ui.domainWarningLabel.visible = warning is not None
         self._updatingGui = True
         try:
             self.ui.overlayClassComboBox.clear()

@@ -10,15 +10,26 @@ import logging
 import os
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Optional, Union
 
 import numpy as np
 import torch
 
+from .errors import ModelError, OutOfDomainError
 from .io.case import Case, load_case
 from .io.volumes import LabelMap
 from .network.config import ModelConfig
+from .network.domain import DomainProfile
+from .network.domain_check import (
+    DomainReport,
+    add_uncertainty,
+    check_domain,
+    label_checks,
+    out_of_domain_notice,
+    unchecked_report,
+)
 from .network.inference import CancelCheck, check_cancelled, predict_case, select_device
 from .network.package import ModelPackage, default_model_path, load_model_package
 from .quality.outputs import QCResult
@@ -63,17 +74,53 @@ def align_labels_to_model(segmentation: LabelMap, classes: dict[int, str]) -> tu
     return LabelMap(remapped, segmentation.geometry, names, segmentation.path), [notice]
 
 
+def drop_unknown_labels(segmentation: LabelMap, classes: dict[int, str]) -> tuple[LabelMap, list[int]]:
+    """Set label values the model has no class for to background; return the map and those labels.
+
+    The network has no mask channel for them, so they cannot be checked; a notice names them (and the domain
+    check counts them against the input, since the other labels may then follow another convention)."""
+    unknown = [label for label in segmentation.labels if label not in classes]
+    if not unknown:
+        return segmentation, []
+    array = np.where(np.isin(segmentation.array, unknown), 0, segmentation.array).astype(segmentation.array.dtype)
+    names = {label: name for label, name in segmentation.names.items() if label not in unknown}
+    return LabelMap(array, segmentation.geometry, names, segmentation.path, list(segmentation.notices)), unknown
+
+
+def domain_refusal(report: DomainReport, model_name: str) -> OutOfDomainError:
+    if not report.checked:
+        return OutOfDomainError(f"Refused (strict): model {model_name} has no domain profile, so SegQC cannot tell "
+                                "whether this input is like its training data; add one with `segqc model profile` "
+                                "or run without strict")
+    return OutOfDomainError(f"Refused (strict): the input is outside the domain of model {model_name}, so no "
+                            "estimates are reported: " + "; ".join(report.reasons))
+
+
+@dataclass
+class CheckedInput:
+    """A case's segmentation as the network will see it, what did not fit the model, and the domain check."""
+
+    segmentation: LabelMap
+    notices: list[str]
+    domain: DomainReport
+    domain_s: float = 0.0
+
+
 class QCEngine:
-    """A loaded QC model on a device, ready to check cases."""
+    """A loaded QC model on a device, ready to check cases.
+
+    ``flip_check``: predict the most segmented window once more, mirrored, for the network's own uncertainty
+    (one extra window per case; ``report.domain.uncertainty``)."""
 
     def __init__(self, model_path: Optional[PathLike] = None, device: str = "auto",
-                 overlap: Optional[float] = None, window_batch: Optional[int] = None) -> None:
+                 overlap: Optional[float] = None, window_batch: Optional[int] = None, flip_check: bool = True) -> None:
         path = Path(model_path) if model_path is not None else default_model_path()
         self._package: ModelPackage = load_model_package(path)
         self._device = select_device(device)
         self._package.model.to(self._device)
         self.overlap = overlap
         self.window_batch = window_batch
+        self.flip_check = flip_check
         if not self._package.config.trained:
             logger.warning("Model %s is untrained (random weights): its error maps and scores are meaningless",
                            self._package.config.name)
@@ -94,17 +141,54 @@ class QCEngine:
     def model_info(self) -> dict[str, Any]:
         return self._package.info
 
+    @property
+    def domain_profile(self) -> Optional[DomainProfile]:
+        return self._package.domain
+
+    def check_input(self, case: Case) -> CheckedInput:
+        """What a run does before the network: segment names and label values matched to the model's classes
+        (unknown labels set to background), notices naming what does not fit, and ``report.domain``."""
+        if len(case.images) != len(self.config.modalities):
+            raise ModelError(f"Model {self.config.name} expects {len(self.config.modalities)} image modalities "
+                             f"({', '.join(self.config.modalities)}), got {len(case.images)} image(s); pass one "
+                             "--image per modality in that order")
+        segmentation, notices = align_labels_to_model(case.segmentation, self.config.classes)
+        segmentation, ignored = drop_unknown_labels(segmentation, self.config.classes)
+        required = self.domain_profile.required_classes if self.domain_profile else self.config.labels
+        for check in label_checks(segmentation.labels, self.config.classes, required, ignored):
+            logger.warning(check.message)
+            notices.append(check.message)
+        started = time.perf_counter()
+        if self._package.domain is None:
+            domain = unchecked_report(self.config.name)
+        else:
+            domain = check_domain(self._package.domain, [image.array for image in case.images], segmentation.array,
+                                  segmentation.geometry, self.config, ignored)
+        return CheckedInput(segmentation, notices, domain, time.perf_counter() - started)
+
     def run_case(self, case: Case, progress: Optional[ProgressCallback] = None, cancel: CancelCheck = None,
-                 postprocess_params: Optional[PostprocessParams] = None) -> QCResult:
-        """Error probabilities and the report of one case (nothing is written)."""
+                 postprocess_params: Optional[PostprocessParams] = None, strict: bool = False) -> QCResult:
+        """Error probabilities and the report of one case (nothing is written).
+
+        ``strict``: raise :class:`OutOfDomainError` instead of reporting estimates for a case outside the model's
+        domain (or when the model has no domain profile)."""
         started = time.perf_counter()
         notify = progress or (lambda _fraction, _message: None)
-        segmentation, label_notices = align_labels_to_model(case.segmentation, self.config.classes)
+        checked = self.check_input(case)
+        segmentation, label_notices, domain = checked.segmentation, checked.notices, checked.domain
+        if strict and not domain.in_domain:
+            raise domain_refusal(domain, self.config.name)
         inference = predict_case(
             self._package.model, self.config, [image.array for image in case.images], segmentation.array,
             segmentation.geometry, self._device, overlap=self.overlap, window_batch=self.window_batch,
-            progress=lambda fraction, message: notify(fraction * PROGRESS_NETWORK_END, message), cancel=cancel)
+            progress=lambda fraction, message: notify(fraction * PROGRESS_NETWORK_END, message), cancel=cancel,
+            flip_check=self.flip_check)
         check_cancelled(cancel)
+        if inference.uncertainty is not None:
+            add_uncertainty(domain, inference.uncertainty.disagreement, inference.uncertainty.dice_change,
+                            inference.uncertainty.axis_zyx, self._package.domain)
+        if strict and not domain.in_domain:
+            raise domain_refusal(domain, self.config.name)
         notify(PROGRESS_NETWORK_END, "Estimating quality, finding error regions")
         class_names = {**self.config.classes, **segmentation.names}
         report = build_report(segmentation, inference.error_prob, postprocess_params, class_names)
@@ -112,9 +196,15 @@ class QCEngine:
         report.case.nsd_pred = inference.nsd_pred
         report.device = self.device
         report.model = self.model_info
-        report.notices = list(case.notices) + label_notices + inference.notices + report.notices
+        report.notices = (list(case.notices) + self._package.notices + label_notices + inference.notices
+                          + report.notices)
         if not self.config.trained:
             report.notices.append(f"Model {self.config.name} is untrained: predictions are not meaningful")
+        report.domain = domain
+        if domain.in_domain is False:
+            report.notices.insert(0, out_of_domain_notice(domain, self.config.name))
+        elif not domain.checked:
+            report.notices.extend(domain.warnings)
         report.inputs = {**report.inputs, "images": [image.path for image in case.images],
                          "segmentation": segmentation.path}
         report.parameters = {**report.parameters, "inference": {
@@ -123,7 +213,7 @@ class QCEngine:
             "crop_zyx": [list(inference.crop.start_zyx), list(inference.crop.stop_zyx)],
             "resampled": inference.resampled,
         }}
-        report.timing_s = {**inference.timing_s, **report.timing_s,
+        report.timing_s = {**inference.timing_s, **report.timing_s, "domain": round(checked.domain_s, 4),
                            "total": round(time.perf_counter() - started, 4)}
         notify(1.0, "Done")
         return QCResult(report, inference.error_prob, segmentation.geometry)
@@ -132,16 +222,18 @@ class QCEngine:
 def run_qc_files(image_paths: Sequence[PathLike], seg_path: PathLike, out_dir: PathLike,
                  model_path: Optional[PathLike] = None, device: str = "auto", resample_seg: bool = False,
                  progress: Optional[ProgressCallback] = None, cancel: CancelCheck = None,
-                 engine: Optional[QCEngine] = None, postprocess_params: Optional[PostprocessParams] = None
-                 ) -> QCResult:
+                 engine: Optional[QCEngine] = None, postprocess_params: Optional[PostprocessParams] = None,
+                 strict: bool = False) -> QCResult:
     """Read a case from files, run QC and write ``report.json`` + ``error_prob_<label>.nii.gz`` to ``out_dir``.
 
-    Nothing is written when reading, the network or the report fails or the run is cancelled.  Pass
-    ``engine`` to reuse a loaded model (then ``model_path`` and ``device`` are ignored).
+    Nothing is written when reading, the network or the report fails, the run is cancelled or (``strict``)
+    the case is outside the model's domain.  Pass ``engine`` to reuse a loaded model (then ``model_path`` and
+    ``device`` are ignored).
     """
     engine = engine or QCEngine(model_path, device)
     case = load_case(image_paths, seg_path, resample_seg=resample_seg)
-    result = engine.run_case(case, progress=progress, cancel=cancel, postprocess_params=postprocess_params)
+    result = engine.run_case(case, progress=progress, cancel=cancel, postprocess_params=postprocess_params,
+                             strict=strict)
     check_cancelled(cancel)
     result.write(out_dir)
     return result

@@ -23,3 +23,7 @@ class CancelledError(SegQCError):
 
 class ResourceError(SegQCError):
     """Not enough memory or disk space to complete the operation."""
+
+
+class OutOfDomainError(SegQCError):
+    """A strict run refused to report estimates: the input is unlike the model's training data."""

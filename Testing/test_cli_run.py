@@ -198,14 +198,17 @@ def test_wrong_modality_count_is_refused(default_package, hippocampus_cases, tmp
     assert code == 1 and "expects 1 image modalities" in capsys.readouterr().err
 
 
-def test_more_classes_than_the_model_knows_is_refused(default_package, hippocampus_cases, tmp_path, capsys):
+def test_labels_the_model_does_not_know_are_ignored_with_a_notice_naming_them(default_package, hippocampus_cases,
+                                                                              tmp_path, capsys):
     case = hippocampus_cases[0]
     labels = sitk.GetArrayFromImage(sitk.ReadImage(str(case.label)))
     labels[labels == 2] = 3
     seg = write_like(tmp_path / "relabelled.nii.gz", labels, case.label)
     code = run_cli("--image", str(case.images[0]), "--seg", str(seg), "--out", str(tmp_path / "out"),
                    "--model", str(default_package))
-    assert code == 1 and "does not know" in capsys.readouterr().err
+    assert code == 0 and "label value(s) 3 that the model does not know" in capsys.readouterr().out
+    report = Report.load(tmp_path / "out")
+    assert [c.label for c in report.classes] == [1, 2] and any("value(s) 3" in n for n in report.notices)
 
 
 def test_corrupt_model_weights_are_refused(default_package, hippocampus_cases, tmp_path, capsys):

@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
+import SimpleITK as sitk
 import torch
 
 from SegQCLib.batch.cases import BatchCase, cases_from_folders
@@ -18,7 +19,9 @@ from SegQCLib.batch.workers import ProcessWorkers
 from SegQCLib.commands.cli import main as segqc_main
 from SegQCLib.engine import QCEngine
 from SegQCLib.errors import InputError
-from SegQCLib.network.config import ModelConfig
+from SegQCLib.io.case import load_case
+from SegQCLib.network.config import ModelConfig, read_config
+from SegQCLib.network.domain import build_domain_profile, write_domain_profile
 from SegQCLib.network.package import init_model_package
 from SegQCLib.quality.postprocess import PostprocessParams
 from SegQCLib.quality.regions import RegionParams
@@ -115,11 +118,52 @@ def test_rank_cli_ranks_worst_first_and_reports_a_corrupt_case_without_stopping(
 
 def test_rank_matches_images_and_segmentations_by_name(tmp_path, dataset, model_dir):
     images, segs, cases = dataset
-    (segs / "orphan.nii.gz").write_bytes((segs / cases[0].seg.name).read_bytes())
     out = tmp_path / "out"
     assert segqc_main(["rank", "--images", str(images), "--segs", str(segs), "--out", str(out), "--model",
                        str(model_dir), "--device", "cpu", "--progress", "none", "--thumbnails", "1"]) == 0
     assert sorted(r["case_id"] for r in read_ranking_csv(out / "ranking.csv")) == sorted(c.case_id for c in cases)
+
+
+def test_rank_reports_every_image_without_a_segmentation_and_every_segmentation_without_an_image(
+        tmp_path, dataset, model_dir, capsys):
+    images, segs, cases = dataset
+    (segs / "orphan_seg.nii.gz").write_bytes(cases[0].seg.read_bytes())
+    (images / "orphan_image_0000.nii.gz").write_bytes(cases[0].images[0].read_bytes())
+    out = tmp_path / "out"
+    code = segqc_main(["rank", "--images", str(images), "--segs", str(segs), "--out", str(out), "--model",
+                       str(model_dir), "--device", "cpu", "--progress", "none", "--thumbnails", "0"])
+    assert code == 1 and "orphan_image" in capsys.readouterr().err
+    failures = {f["case_id"]: f["error"] for f in json.loads((out / "failures.json").read_text())}
+    assert set(failures) == {"orphan_seg", "orphan_image"}
+    assert "has no image" in failures["orphan_seg"] and "has no segmentation" in failures["orphan_image"]
+    page = (out / "index.html").read_text()
+    assert "orphan_seg" in page and "orphan_image" in page
+    assert len(read_ranking_csv(out / "ranking.csv")) == len(cases)
+
+
+PROFILE_CASES = 60  # enough training cases for the spread of a real dataset (the bundled profile has 178)
+
+
+def test_a_case_outside_the_models_domain_is_flagged_in_the_csv_and_on_the_page_and_ranked_last(
+        tmp_path, hippocampus_cases, model_dir):
+    profiled = tmp_path / "profiled"
+    shutil.copytree(model_dir, profiled)
+    training = (([c.images[0].array], c.segmentation.array, c.geometry)
+                for c in (load_case(f.images, f.label) for f in hippocampus_cases[:PROFILE_CASES]))
+    write_domain_profile(profiled, build_domain_profile(training, read_config(profiled)))
+    _, _, cases = copy_cases(tmp_path, hippocampus_cases[PROFILE_CASES:], 2)
+    big = tmp_path / "big.nii.gz"  # the segmentation of the first case, every label dilated far beyond training
+    seg = sitk.ReadImage(str(cases[0].seg))
+    sitk.WriteImage(sitk.BinaryDilate(seg > 0, [9, 9, 9]), str(big))
+    outside = BatchCase("too_big", cases[0].images, big)
+    out = tmp_path / "out"
+    run_batch([outside, *cases], out, QCEngine(profiled, "cpu"), thumbnails_per_case=0)
+    rows = read_ranking_csv(out / "ranking.csv")
+    assert [r["case_id"] for r in rows][-1] == "too_big"
+    assert [r["in_domain"] for r in rows] == ["true", "true", "false"]
+    assert "mm³" in rows[-1]["domain_reasons"]
+    page = (out / "index.html").read_text()
+    assert "OUTSIDE the model's domain" in page and "1 case(s) are outside the model" in page
 
 
 def test_a_second_run_resumes_and_reruns_only_incomplete_or_changed_cases(tmp_path, hippocampus_cases, engine):
@@ -251,7 +295,7 @@ def test_cases_from_folders_pairs_channels_and_lists_orphans(tmp_path):
     cases, orphans = cases_from_folders(images, segs)
     assert [(c.case_id, [p.name for p in c.images]) for c in cases] == [
         ("a", ["a_0000.nii.gz", "a_0001.nii.gz"]), ("b", ["b.nii.gz"]), ("c", ["c_0000.nrrd"])]
-    assert len(orphans) == 1 and orphans[0].startswith("d.nii.gz")
+    assert [(o.case_id, o.message.split(" has ")[0]) for o in orphans] == [("d", "segmentation d.nii.gz")]
 
 
 def test_cases_from_folders_pairs_slicer_seg_nrrd_files_by_case_name(tmp_path):

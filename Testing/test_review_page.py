@@ -73,7 +73,7 @@ def test_run_html_page_loads_with_every_picture_and_orientation_label(tmp_path, 
     assert sorted(check["labels"][:3]) == sorted(["APRL", "SIRL", "SIAP"])  # axial, coronal, sagittal edges
     assert all(len(labels) == 4 for labels in check["labels"])
     assert check["legend"] > 0 and check["swatches"] == 2
-    assert check["sections"] == ["estimates", "classes", "pictures", "boxes", "notices", "slicer"]
+    assert check["sections"] == ["domain", "estimates", "classes", "pictures", "boxes", "notices", "slicer"]
 
 
 def test_the_screenshot_shows_the_legend_colours_and_the_pictures(tmp_path, checked_case):

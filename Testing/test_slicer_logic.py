@@ -541,3 +541,44 @@ def test_a_perfect_segmentation_gives_empty_box_list_and_a_clear_message_on_jump
     assert float(result.summaryTableNode.GetCellText(2, 2)) == pytest.approx(1.0)
     with pytest.raises(InputError, match="No box 1"):
         logic.jumpToBox(0)
+
+
+# ----------------------------------------------------------------------------------------------
+# Inputs outside the model's domain
+
+
+def test_results_of_an_input_outside_the_domain_get_a_warning_banner_with_the_reasons(reviewed):
+    report = dict(reviewed["report"], domain={"checked": True, "in_domain": False, "reasons": [
+        "Voxel spacing 1×1×5 mm (x×y×z) is far from the training images' 1 mm"]})
+    warning = SegQCLogic.domainWarning(report)
+    assert warning.startswith("Outside the model's domain") and "unreliable" in warning and "1×1×5 mm" in warning
+
+
+def test_results_of_an_input_like_the_training_data_get_no_banner(reviewed):
+    assert SegQCLogic.domainWarning(dict(reviewed["report"], domain={"checked": True, "in_domain": True})) is None
+    assert SegQCLogic.domainWarning(reviewed["report"]) is None  # a report without a domain check (estimate)
+
+
+def test_the_strict_option_reaches_the_background_process():
+    command = SegQCLogic.processCommand("python", ["i.nii.gz"], "s.nii.gz", "out", strict=True)
+    assert command[-1] == "--strict" and "--strict" not in SegQCLogic.processCommand("python", ["i"], "s", "o")
+
+
+def test_strict_qc_of_other_anatomy_is_refused_and_leaves_the_scene_as_it_was():
+    pytest.importorskip("SegQCLib.engine", reason="SegQCLib.engine not available")
+    from SegQCLib.errors import OutOfDomainError
+    from SegQCLib.io.datasets import default_shared_data_dir
+
+    folder = default_shared_data_dir() / "other" / "sct_t1_cord"
+    if not folder.is_dir():
+        pytest.skip(f"other-anatomy data not found at {folder}")
+    image, cord = read_image(folder / "image.nii.gz"), read_labelmap(folder / "seg_manual.nii.gz")
+    scene = make_scene()
+    logic = SegQCLogic(scene)
+    volume = add_volume(scene, image.array, image.geometry, "spinal cord T1")
+    segmentation = add_segmentation(scene, cord.array, image.geometry, {1: "cord"}, volume)
+    mapping = {segment_id: 1 for segment_id in logic.segmentNames(segmentation)}
+    before = node_count(scene)
+    with pytest.raises(OutOfDomainError, match="outside the domain"):
+        logic.runQC([volume], segmentation, device="cpu", mapping=mapping, strict=True)
+    assert node_count(scene) == before and logic.findNodes(NodeRole.OVERLAY) == []

@@ -38,3 +38,13 @@ def test_sample_case_files_share_one_grid_and_hold_a_label_map(tmp_path):
     assert image.geometry == seg.geometry
     assert set(np.unique(seg.array)) <= {0, 1, 2}
     assert image.array.std() > 0  # real template intensities, not an empty crop
+
+
+def test_the_readme_sample_case_is_inside_the_bundled_models_domain(tmp_path):
+    """The Quick start's demo must not be flagged: an MNI152 crop segmented by the bundled segmenter."""
+    from SegQCLib.engine import QCEngine
+    from SegQCLib.io.case import load_case
+
+    image_path, seg_path = make_sample_case(tmp_path / "sample")
+    domain = QCEngine(None, "cpu").check_input(load_case([image_path], seg_path)).domain
+    assert domain.in_domain is True, domain.reasons

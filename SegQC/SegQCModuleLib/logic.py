@@ -320,17 +320,18 @@ class SegQCLogic(_LogicBase):
     def runQC(self, imageNodes: Sequence[Any], segmentationNode: Any, modelPath: Optional[str] = None,
               device: str = "auto", progress: Optional[ProgressCallback] = None,
               cancel: Optional[CancelCallback] = None, mapping: Optional[dict[str, int]] = None,
-              keepSnapshot: bool = False) -> SegQCResult:
+              keepSnapshot: bool = False, strict: bool = False) -> SegQCResult:
         """Run QC synchronously and create/update the result nodes.
 
         No node is created before the engine has finished, so a failed or cancelled run leaves the scene as
-        it was; the segmentation node is only read.
+        it was; the segmentation node is only read.  ``strict``: an input outside the model's domain raises
+        OutOfDomainError and creates no result.
         """
         engine = self.engine(modelPath, device)
         classNames = {int(label): str(name) for label, name in engine.config.classes.items()}
         prepared = self.prepareInputs(imageNodes, segmentationNode, classNames, mapping,
                                       len(engine.config.modalities))
-        qcResult = engine.run_case(prepared.case, progress=progress, cancel=cancel)
+        qcResult = engine.run_case(prepared.case, progress=progress, cancel=cancel, strict=strict)
         if cancel is not None and cancel():
             raise CancelledError("QC cancelled")
         return self.applyResult(prepared, qcResult.report.to_dict(), qcResult.error_prob, keepSnapshot)
@@ -346,7 +347,7 @@ class SegQCLogic(_LogicBase):
 
     @staticmethod
     def processCommand(python: str, imagePaths: Sequence[str], segmentationPath: str, outputDir: str,
-                       modelPath: Optional[str] = None, device: str = "auto") -> list[str]:
+                       modelPath: Optional[str] = None, device: str = "auto", strict: bool = False) -> list[str]:
         """Command line of a ``segqc run`` process that reports progress as JSON lines on stdout."""
         command = [python, "-m", "SegQCLib.commands.cli", "run"]
         for path in imagePaths:
@@ -355,7 +356,21 @@ class SegQCLogic(_LogicBase):
                     "--progress", "json"]
         if modelPath:
             command += ["--model", str(modelPath)]
+        if strict:
+            command.append("--strict")
         return command
+
+    @staticmethod
+    def domainWarning(report: dict[str, Any]) -> Optional[str]:
+        """The banner text over the results of an input outside the model's domain (None when there is none)."""
+        domain = report.get("domain") or {}
+        if domain.get("in_domain") is False:
+            reasons = "".join(f"\n• {reason}" for reason in domain.get("reasons", []))
+            return ("Outside the model's domain: this input is unlike the data the QC model was trained on, so "
+                    f"the estimates and error maps below are unreliable.{reasons}")
+        if domain and not domain.get("checked", True):
+            return "Not checked against the model's training data (the model has no domain profile)."
+        return None
 
     @staticmethod
     def parseProcessLine(line: str) -> Optional[dict[str, Any]]:
@@ -542,6 +557,7 @@ class SegQCLogic(_LogicBase):
                 self._addColumn(node, name, [row[column] for row in rows], kind)
             node.SetAttribute("SegQC.CaseDiceEst", str(case.get("dice_est")))
             node.SetAttribute("SegQC.QI", str(case.get("qi")))
+            node.SetAttribute("SegQC.InDomain", str((report.get("domain") or {}).get("in_domain")))
 
     def _fillSlices(self, node: Any, report: dict[str, Any]) -> None:
         entries = report.get("slices", [])

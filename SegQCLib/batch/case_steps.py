@@ -67,11 +67,13 @@ def row_from_report(case_id: str, report: Report, report_path: Path, out_dir: Pa
                     pictures: Sequence[Picture]) -> RankRow:
     worst = next((s.index for s in report.slices if s.error_score > 0), None)
     thumbnails = [(relative_path(p.path, out_dir), p.slice_index) for p in pictures if p.slice_index is not None]
+    domain = report.domain
     return RankRow(case_id, status, report.case.dice_est, report.case.dice_pred, report.case.qi, len(report.boxes),
                    worst, relative_path(report_path, out_dir), thumbnails,
                    class_dice={c.label: c.dice_est for c in report.classes},
                    class_names={c.label: c.name for c in report.classes},
                    flags=[f.value for f in report_flags(report)], in_domain=in_domain_of(report),
+                   domain_reasons=list(domain.reasons) if domain is not None else [],
                    page=relative_path(report_path.parent / PAGE_FILE, out_dir))
 
 

@@ -28,6 +28,14 @@ class BatchCase:
     seg: Path
 
 
+@dataclass(frozen=True)
+class Unpaired:
+    """Image(s) without a segmentation, or a segmentation without an image: reported as a failed case."""
+
+    case_id: str
+    message: str
+
+
 def _strip_suffix(name: str, suffixes: Sequence[str] = IMAGE_SUFFIXES) -> Optional[str]:
     lower = name.lower()
     for suffix in sorted(suffixes, key=len, reverse=True):
@@ -36,11 +44,12 @@ def _strip_suffix(name: str, suffixes: Sequence[str] = IMAGE_SUFFIXES) -> Option
     return None
 
 
-def cases_from_folders(images_dir: PathLike, segs_dir: PathLike) -> tuple[list[BatchCase], list[str]]:
+def cases_from_folders(images_dir: PathLike, segs_dir: PathLike) -> tuple[list[BatchCase], list[Unpaired]]:
     """Pair ``SEGS/<case>.nii.gz`` (or ``<case>.seg.nrrd``) with ``IMAGES/<case>.nii.gz`` or
     ``IMAGES/<case>_0000.nii.gz`` (+ ``_0001``...).
 
-    Returns the cases (sorted by id) and one message per segmentation without an image.
+    Returns the cases (sorted by id) and every segmentation without an image and every image without a
+    segmentation (one entry per case id).
     """
     images_dir, segs_dir = Path(images_dir), Path(segs_dir)
     for folder in (images_dir, segs_dir):
@@ -52,22 +61,33 @@ def cases_from_folders(images_dir: PathLike, segs_dir: PathLike) -> tuple[list[B
     whole: dict[str, Path] = {}
     for path in images_dir.iterdir():
         stem = _strip_suffix(path.name)
-        if stem is None:
+        if stem is None or path.name.startswith("."):
             continue
         whole[stem] = path
         match = _CHANNEL_RE.match(stem)
         if match:
             channels.setdefault(match["case"], {})[int(match["channel"])] = path
-    cases, unmatched = [], []
+    cases: list[BatchCase] = []
+    unmatched: list[Unpaired] = []
     for seg in sorted(segs_dir.iterdir()):
         case_id = _strip_suffix(seg.name, SEG_SUFFIXES)
         if case_id is None or seg.name.startswith("."):
             continue
         found = channels.get(case_id) or ({0: whole[case_id]} if case_id in whole else None)
         if not found:
-            unmatched.append(f"{seg.name}: no image named {case_id}[_0000] in {images_dir}")
+            unmatched.append(Unpaired(case_id, f"segmentation {seg.name} has no image named {case_id}.nii.gz or "
+                                               f"{case_id}_0000.nii.gz in {images_dir}"))
             continue
         cases.append(BatchCase(case_id, tuple(found[i] for i in sorted(found)), seg))
+    used = {path for case in cases for path in case.images}
+    alone: dict[str, list[str]] = {}
+    for stem, path in sorted(whole.items()):
+        if path not in used:
+            match = _CHANNEL_RE.match(stem)
+            alone.setdefault(match["case"] if match else stem, []).append(path.name)
+    for case_id, names in sorted(alone.items()):
+        unmatched.append(Unpaired(case_id, f"image {', '.join(names)} has no segmentation named {case_id}.nii.gz "
+                                           f"(or {case_id}.seg.nrrd) in {segs_dir}"))
     if not cases:
         raise InputError(f"No segmentation in {segs_dir} has an image of the same name in {images_dir}")
     return cases, unmatched

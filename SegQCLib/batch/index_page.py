@@ -27,6 +27,14 @@ def _number(value: Optional[float]) -> str:
     return "&ndash;" if value is None else f"{value:.3f}"
 
 
+def _domain_reasons_html(row: RankRow) -> str:
+    if row.in_domain is not False:
+        return ""
+    reasons = "".join(f"<li>{html.escape(reason)}</li>" for reason in row.domain_reasons)
+    return (f'<br><strong class="warning">OUTSIDE the model\'s domain: estimates unreliable</strong>'
+            f'<ul class="reasons">{reasons}</ul>')
+
+
 def _data(value: Optional[float]) -> str:
     return "" if value is None else f"{value:.6g}"
 
@@ -52,7 +60,8 @@ def _row_html(row: RankRow, rank: Optional[int], labels: Sequence[int], review: 
     flags = " ".join(row.flags)
     flag_html = " ".join(f'<span class="flag" title="{html.escape(CaseFlag(f).description, quote=True)}">'
                          f"{html.escape(f)}</span>" for f in row.flags)
-    return (f'<tr class="{row.status.value}" data-rank="{rank}" data-case="{case}" '
+    classes = row.status.value + (" out-of-domain" if row.in_domain is False else "")
+    return (f'<tr class="{classes}" data-rank="{rank}" data-case="{case}" '
             f'data-dice-est="{_data(row.dice_est)}" data-dice-pred="{_data(row.dice_pred)}" data-qi="{_data(row.qi)}" '
             f'data-boxes="{row.n_boxes or 0}" data-worst="{"" if row.worst_slice is None else row.worst_slice}"'
             f'{class_data} data-flags="{flags}" data-review="{status}">'
@@ -60,7 +69,7 @@ def _row_html(row: RankRow, rank: Optional[int], labels: Sequence[int], review: 
             f'<td class="num">{_number(row.dice_pred)}</td><td class="num">{_number(row.qi)}</td>{class_cells}'
             f'<td class="num">{row.n_boxes}</td>'
             f'<td class="num">{"&ndash;" if row.worst_slice is None else row.worst_slice}</td>'
-            f"<td>{flag_html}</td><td>{status}</td><td class=\"thumbs\">{images}</td></tr>")
+            f"<td>{flag_html}{_domain_reasons_html(row)}</td><td>{status}</td><td class=\"thumbs\">{images}</td></tr>")
 
 
 _STYLE = """
@@ -89,6 +98,9 @@ figcaption { font-size: 0.8em; color: #666; }
 dl.explain { display: grid; grid-template-columns: max-content auto; gap: 2px 1em; font-size: 0.9em; }
 dl.explain dt { font-weight: bold; }
 dl.explain dd { margin: 0; }
+tr.out-of-domain td { background: #fff3cd; }
+.reasons { margin: 0.2em 0 0 1em; padding: 0; font-size: 0.85em; max-width: 28em; }
+p.warning, strong.warning { color: #a00; font-weight: bold; }
 """
 
 # Sorting and filtering; every value it reads is in the rows' data- attributes.
@@ -163,6 +175,9 @@ def write_index_html(rows: Sequence[RankRow], out_dir: Path, title: str = "SegQC
     labels = class_labels(rows)
     names = {label: name for row in rows for label, name in row.class_names.items()}
     body = "\n".join(_row_html(r, rank, labels, reviews.get(r.case_id)) for r, rank in zip(rows, rank_numbers(rows)))
+    outside = sum(r.in_domain is False for r in rows)
+    outside_html = (f'<p class="warning">{outside} case(s) are outside the model\'s domain (highlighted, listed after '
+                    "the others): their estimates are unreliable.</p>" if outside else "")
     notes_html = "".join(f"<p>{html.escape(n)}</p>" for n in notes)
     class_headers = "".join(f'<th data-sort="class-{label}">{_swatch(label)}{html.escape(names.get(label, str(label)))}'
                             "<br>est. Dice</th>" for label in labels)
@@ -184,6 +199,7 @@ def write_index_html(rows: Sequence[RankRow], out_dir: Path, title: str = "SegQC
 <p>{len(rows) - failed} case(s) ranked worst first by estimated Dice{f", {failed} failed" if failed else ""}.
 Click a case for its review page (pictures in three orientations, what each estimate means, how to open it in
 3D Slicer); click a column header to sort.</p>
+{outside_html}
 {notes_html}
 <dl class="explain">
 <dt>est. Dice</dt><dd>{html.escape(explanations.DICE_EST)}</dd>

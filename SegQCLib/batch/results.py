@@ -24,11 +24,13 @@ PathLike = Union[str, os.PathLike]
 
 RANKING_FILE = "ranking.csv"
 # Fixed columns; then one ``dice_est_<label>`` column per class seen in the batch.  ``flags`` holds the case's
-# CaseFlag values separated by ';'; ``in_domain`` is true/false from the report's domain check, empty without one.
+# CaseFlag values separated by ';'.  in_domain: true, false (the case is outside the model's domain: its estimates
+# are unreliable) or empty (the model has no domain profile); domain_reasons: why not, separated by " | ".
 RANKING_COLUMNS = ("rank", "case_id", "dice_est", "dice_pred", "qi", "n_boxes", "worst_slice", "report", "status",
-                   "flags", "in_domain", "page")
+                   "flags", "in_domain", "domain_reasons", "page")
 CLASS_DICE_COLUMN = "dice_est_{label}"
 FLAG_SEPARATOR = ";"
+DOMAIN_REASON_SEPARATOR = " | "
 
 
 class CaseStatus(str, Enum):
@@ -53,7 +55,8 @@ class RankRow:
     class_dice: dict[int, Optional[float]] = field(default_factory=dict)
     class_names: dict[int, str] = field(default_factory=dict)
     flags: list[str] = field(default_factory=list)  # CaseFlag values
-    in_domain: Optional[bool] = None
+    in_domain: Optional[bool] = None  # False: outside the model's domain (estimates unreliable); None: not checked
+    domain_reasons: list[str] = field(default_factory=list)
     page: Optional[str] = None  # the case's review page, relative to the output folder
 
 
@@ -109,11 +112,14 @@ def failed_row(case_id: str, exc: BaseException) -> RankRow:
     return RankRow(case_id, CaseStatus.FAILED, error=message)
 
 
-def _sort_key(row: RankRow) -> tuple[float, float, str]:
-    """Worst first: lowest estimated Dice, then lowest predicted Dice; unknown estimates first (check them)."""
+def _sort_key(row: RankRow) -> tuple[bool, float, float, str]:
+    """Worst first: lowest estimated Dice, then lowest predicted Dice; unknown estimates first (check them).
+
+    Cases outside the model's domain come after all others: their estimates are unreliable, so where they would
+    fall among the others says nothing."""
     est = row.dice_est if row.dice_est is not None else -math.inf
     pred = row.dice_pred if row.dice_pred is not None else -math.inf
-    return (est, pred, row.case_id)
+    return (row.in_domain is False, est, pred, row.case_id)
 
 
 def rank_rows(rows: Iterable[RankRow]) -> list[RankRow]:
@@ -150,7 +156,8 @@ def write_ranking_csv(ranked: Sequence[RankRow], out_dir: Path) -> Path:
         in_domain = "" if row.in_domain is None else str(row.in_domain).lower()
         writer.writerow([rank, row.case_id, _csv_number(row.dice_est), _csv_number(row.dice_pred),
                          _csv_number(row.qi), row.n_boxes, "" if row.worst_slice is None else row.worst_slice,
-                         row.report, row.status.value, FLAG_SEPARATOR.join(row.flags), in_domain, row.page or "",
+                         row.report, row.status.value, FLAG_SEPARATOR.join(row.flags), in_domain,
+                         DOMAIN_REASON_SEPARATOR.join(row.domain_reasons), row.page or "",
                          *(_csv_number(row.class_dice.get(label)) for label in labels)])
     return write_text_atomic(out_dir / RANKING_FILE, buffer.getvalue())
 

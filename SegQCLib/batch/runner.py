@@ -38,7 +38,7 @@ from ..quality.postprocess import PostprocessParams
 from ..quality.report import write_json_atomic
 from .case_pages import write_case_pages
 from .case_steps import DEFAULT_THUMBNAILS_PER_CASE, qc_case, read_case, timed, write_case
-from .cases import BatchCase
+from .cases import BatchCase, Unpaired
 from .index_page import write_index_html
 from .results import BatchResult, BatchStats, CaseStatus, RankRow, failed_row, rank_rows, write_ranking_csv
 from .resume import completed_row
@@ -67,6 +67,7 @@ def run_batch(
     resume: bool = True,
     progress: Optional[ProgressCallback] = None,
     notes: Sequence[str] = (),
+    unpaired: Sequence[Unpaired] = (),
 ) -> BatchResult:
     """Check every case; write ranking.csv, failures.json and index.html.
 
@@ -74,6 +75,7 @@ def run_batch(
     while the network runs and a writer thread writes the outputs (``prefetch=0``: strictly one case
     after another).  With ``engine=ProcessWorkers(...)`` (or ``ray_workers.RayWorkers(...)``, or any object
     with the same ``run_cases`` method) the cases run in worker processes or on a cluster instead.
+    ``unpaired`` files (an image without a segmentation or the reverse) are listed as failed cases.
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -104,6 +106,7 @@ def run_batch(
         _pipeline(todo, out_dir, engine, params, prefetch, thumbnails_per_case, stats, finished)
     stats.cases = len(todo)
     stats.wall_s = time.perf_counter() - started
+    rows += [RankRow(item.case_id, CaseStatus.FAILED, error=item.message) for item in unpaired]
     ranked = rank_rows(rows)
     reviews = _reviews(out_dir)
     write_case_pages(ranked, out_dir, reviews)

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import argparse
 
+from ..network.domain_check import OUT_OF_DOMAIN_PREFIX
 from ..quality.postprocess import PostprocessParams
 from ..quality.regions import RegionParams
 from ..quality.report import Report
+from .options import non_negative_float, non_negative_int, probability_below_one
 
 SUMMARY_TOP_N = 5
 
@@ -14,18 +16,20 @@ SUMMARY_TOP_N = 5
 def add_region_options(parser: argparse.ArgumentParser) -> None:
     defaults = RegionParams()
     group = parser.add_argument_group("error regions")
-    group.add_argument("--threshold", type=float, default=defaults.threshold,
-                       help="error probability above which a voxel counts as wrong (default %(default)s)")
-    group.add_argument("--band-width-px", type=int, default=defaults.band_width_px,
-                       help="band removed around each slice's error contour (SegQC error extraction)")
+    group.add_argument("--threshold", type=probability_below_one, default=defaults.threshold,
+                       help="error probability above which a voxel counts as wrong, in [0, 1) (default %(default)s)")
+    group.add_argument("--band-width-px", type=non_negative_int, default=defaults.band_width_px,
+                       help="band (pixels) removed around each slice's error contour, SegQC's error extraction "
+                            "(default %(default)s)")
     group.add_argument("--no-error-extraction", action="store_true",
-                       help="keep the thresholded error map as is (no band removal)")
-    group.add_argument("--merge-distance-mm", type=float, default=defaults.merge_distance_mm,
-                       help="unify boxes on a slice closer than this (default %(default)s)")
-    group.add_argument("--min-box-area-mm2", type=float, default=defaults.min_box_area_mm2,
+                       help="keep the thresholded error map as is, without band removal (default: remove the band)")
+    group.add_argument("--merge-distance-mm", type=non_negative_float, default=defaults.merge_distance_mm,
+                       help="unify boxes on a slice closer than this; 0 never unifies (default %(default)s)")
+    group.add_argument("--min-box-area-mm2", type=non_negative_float, default=defaults.min_box_area_mm2,
                        help="drop boxes smaller than this (default %(default)s)")
     group.add_argument("--slice-axis", type=int, choices=(0, 1, 2), default=None,
-                       help="numpy axis of the (z,y,x) array to review slices along (default: coarsest spacing)")
+                       help="numpy axis of the (z,y,x) array to review slices along (default: the axis of coarsest "
+                            "spacing, else 0)")
 
 
 def postprocess_params_from_args(args: argparse.Namespace) -> PostprocessParams:
@@ -46,10 +50,31 @@ def _fmt(value) -> str:
     return "n/a" if value is None else f"{value:.3f}"
 
 
+def out_of_domain(report: Report) -> bool:
+    return report.domain is not None and report.domain.in_domain is False
+
+
+def domain_lines(report: Report) -> list[str]:
+    """What the terminal says about the domain check: prominent when the input is outside the model's domain."""
+    domain = report.domain
+    if domain is None:
+        return []
+    if not domain.checked:
+        return [f"domain: not checked: {domain.warnings[0]}" if domain.warnings else "domain: not checked"]
+    if domain.in_domain:
+        lines = [f"domain: like the model's training data (score {_fmt(domain.score)}; above 1 is outside)"]
+    else:
+        lines = ["domain: OUTSIDE THE MODEL'S DOMAIN -- the estimates above are UNRELIABLE. Reasons:"]
+        lines += [f"  - {reason}" for reason in domain.reasons]
+    lines += [f"  note: {warning}" for warning in domain.warnings]
+    return lines
+
+
 def format_summary(report: Report, top_n: int = SUMMARY_TOP_N) -> str:
-    """A few lines for the terminal: case quality, per-class estimates, worst slices and boxes."""
+    """A few lines for the terminal: case quality, per-class estimates, worst slices and boxes, the domain check."""
     lines = [f"case: estimated Dice {_fmt(report.case.dice_est)}, QI {_fmt(report.case.qi)}"
-             + (f", predicted Dice {_fmt(report.case.dice_pred)}" if report.case.dice_pred is not None else "")]
+             + (f", predicted Dice {_fmt(report.case.dice_pred)}" if report.case.dice_pred is not None else "")
+             + (" -- UNRELIABLE: input outside the model's domain" if out_of_domain(report) else "")]
     for entry in report.classes:
         lines.append(f"  class {entry.label} ({entry.name}): Dice {_fmt(entry.dice_est)}, IoU {_fmt(entry.iou_est)}, "
                      f"ARVD {_fmt(entry.arvd_est)}")
@@ -59,4 +84,8 @@ def format_summary(report: Report, top_n: int = SUMMARY_TOP_N) -> str:
     for box in report.boxes[:top_n]:
         lines.append(f"  class {box.label} slice {box.slice}: score {box.score:.1f}, {box.area_mm2:.0f} mm2, "
                      f"centre RAS ({', '.join(f'{v:.1f}' for v in box.center_ras)})")
+    shown = set(report.domain.reasons + report.domain.warnings) if report.domain else set()
+    lines += [f"notice: {notice}" for notice in report.notices
+              if notice not in shown and not notice.startswith(OUT_OF_DOMAIN_PREFIX)]
+    lines += domain_lines(report)
     return "\n".join(lines)

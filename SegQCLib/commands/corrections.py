@@ -15,7 +15,8 @@ EXIT_STORE_DAMAGED = 3
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("corrections", help="record, list, verify and export expert corrections",
-                                   description=__doc__)
+                                   description="The corrections store from the command line: record an expert's "
+                                               "correction, list, verify and export the records.")
     actions = parser.add_subparsers(dest="corrections_action", metavar="ACTION", required=True)
 
     add = actions.add_parser("add", help="record one correction (a new version if the case exists)")
@@ -24,30 +25,31 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add.add_argument("--image", action="append", required=True, help="image file; repeat for each channel in order")
     add.add_argument("--original", required=True, help="segmentation before correction")
     add.add_argument("--corrected", required=True, help="segmentation after correction")
-    add.add_argument("--reviewer", help="name of the reviewer")
-    add.add_argument("--qc-report", help="report.json of the QC run the reviewer saw")
-    add.add_argument("--model-name", help="name of the model that made the original segmentation")
-    add.add_argument("--model-version", help="its version")
-    add.add_argument("--model-file", help="its file (its sha256 is recorded)")
-    add.add_argument("--review-duration-s", type=float, help="time spent reviewing, in seconds")
+    add.add_argument("--reviewer", help="name of the reviewer (default: none recorded)")
+    add.add_argument("--qc-report", help="report.json of the QC run the reviewer saw (default: none)")
+    add.add_argument("--model-name", help="name of the model that made the original segmentation (default: none)")
+    add.add_argument("--model-version", help="its version (default: none)")
+    add.add_argument("--model-file", help="its file, whose sha256 is recorded (default: none)")
+    add.add_argument("--review-duration-s", type=float, help="time spent reviewing, in seconds (default: not recorded)")
     add.set_defaults(func=run_add)
 
     listing = actions.add_parser("list", help="list the records")
     listing.add_argument("--store", required=True)
-    listing.add_argument("--json", action="store_true", help="one JSON object per line")
+    listing.add_argument("--json", action="store_true", help="one JSON object per line (default: a table)")
     listing.set_defaults(func=run_list)
 
     verify = actions.add_parser("verify", help="check every record; exit 0 only when the store is whole")
     verify.add_argument("--store", required=True)
-    verify.add_argument("--repair", action="store_true", help="quarantine what is broken and rebuild the index")
-    verify.add_argument("--json", action="store_true", help="print the report as JSON")
+    verify.add_argument("--repair", action="store_true",
+                        help="quarantine what is broken and rebuild the index (default: only report)")
+    verify.add_argument("--json", action="store_true", help="print the report as JSON (default: text)")
     verify.set_defaults(func=run_verify)
 
     export = actions.add_parser("export", help="export corrected cases as a training dataset")
     export.add_argument("--store", required=True)
     export.add_argument("--format", required=True, choices=[f.value for f in ExportFormat])
     export.add_argument("--out", required=True, help="new or empty output folder")
-    export.add_argument("--all-versions", action="store_true", help="every version, not only the newest per case")
+    export.add_argument("--all-versions", action="store_true", help="every version (default: only the newest per case)")
     export.add_argument("--channel-names", nargs="+",
                         help="one name per image channel, e.g. CT (nnU-Net then uses CT normalisation) or T1 T2; "
                              "needed for nnunet and monai unless --model (or the records' QC model) gives them")

@@ -12,6 +12,7 @@ from ..io.image_files import read_labelmap
 from ..quality.outputs import QCResult, read_error_probs
 from ..quality.postprocess import build_report
 from .common import add_region_options, format_summary, postprocess_params_from_args
+from .options import check_output_folder
 
 logger = logging.getLogger(__name__)
 
@@ -25,10 +26,12 @@ def register(subparsers) -> None:
     )
     parser.add_argument("--seg", required=True, help="segmentation label map (NIfTI, NRRD, MHA or .seg.nrrd)")
     parser.add_argument("--error-prob", required=True, nargs="+",
-                        help="folder with error_prob_<label>.nii.gz, or those files")
-    parser.add_argument("--image", help="image the segmentation belongs to (checks the grid, recorded in report)")
+                        help="folder with error_prob_<label>.nii.gz, or those files (one per class of --seg)")
+    parser.add_argument("--image", help="image the segmentation belongs to: checks the grid, recorded in the report "
+                                        "(default: none)")
     parser.add_argument("--resample-seg", action="store_true",
-                        help="resample the segmentation nearest-neighbour onto the image grid when they differ")
+                        help="resample the segmentation nearest-neighbour onto the image grid when they differ "
+                             "(default: refuse a segmentation on another grid)")
     parser.add_argument("--out", required=True, help="output folder (may be the input folder)")
     add_region_options(parser)
     parser.set_defaults(func=run)
@@ -36,6 +39,7 @@ def register(subparsers) -> None:
 
 def run(args: argparse.Namespace) -> int:
     started = time.perf_counter()
+    check_output_folder(args.out)
     if args.image:
         case = load_case([args.image], args.seg, resample_seg=args.resample_seg)
         segmentation, notices = case.segmentation, case.notices
@@ -45,6 +49,10 @@ def run(args: argparse.Namespace) -> int:
     error_prob = read_error_probs(args.error_prob, segmentation.geometry)
     report = build_report(segmentation, error_prob, postprocess_params_from_args(args))
     report.notices.extend(notices)
+    absent = sorted(set(error_prob) - set(segmentation.labels))
+    if absent:
+        report.notices.append(f"Error map(s) given for label(s) {', '.join(map(str, absent))}, which the "
+                              "segmentation does not have: for them only missed structure can be estimated")
     report.inputs = {"seg": str(Path(args.seg).resolve()), "image": str(Path(args.image).resolve()) if args.image
                      else None, "error_prob": [str(Path(p).resolve()) for p in args.error_prob]}
     report.timing_s["total"] = round(time.perf_counter() - started, 4)

@@ -8,17 +8,12 @@ import json
 from pathlib import Path
 
 from ..errors import InputError
-from ..network.config import ModelConfig, read_config
-from ..network.package import (
-    LEGACY_WEIGHTS_FILE,
-    WEIGHTS_FILE,
-    convert_weights_to_safetensors,
-    init_model_package,
-    load_model_package,
-)
-from ..network.qcresunet import count_conv_macs, count_parameters
+from ..network.config import ModelConfig, UnknownKeys, read_config
+from ..network.domain import DOMAIN_FILE
 
 EXIT_OK = 0
+# Weights files as named in the help (constants of network/package.py, which imports torch: not needed for --help).
+WEIGHTS_FILE, LEGACY_WEIGHTS_FILE = "weights.safetensors", "weights.pt"
 
 
 def register(subparsers) -> None:
@@ -28,16 +23,18 @@ def register(subparsers) -> None:
     init = actions.add_parser(
         "init", help="write an untrained (randomly initialised) model package",
         description="Write config.json, weights.safetensors (random, seeded) and MODEL_CARD.md; training starts "
-                    "from it. "
-                    "--config gives a JSON object whose keys override the default configuration.")
+                    "from it. --config gives a JSON object whose keys override the default configuration; a key "
+                    "that is not a configuration field is refused (segqc model info --json shows the fields).")
     init.add_argument("--out", required=True, help="package folder to create")
-    init.add_argument("--config", help="JSON file with ModelConfig fields overriding the defaults")
-    init.add_argument("--seed", type=int, default=0, help="random seed of the initial weights")
-    init.add_argument("--force", action="store_true", help="replace an existing package folder")
+    init.add_argument("--config", help="JSON file with configuration fields overriding the defaults (default: none)")
+    init.add_argument("--seed", type=int, default=0, help="random seed of the initial weights (default %(default)s)")
+    init.add_argument("--force", action="store_true",
+                      help="replace an existing package folder (default: refuse to overwrite)")
     init.set_defaults(func=run_init)
     info = actions.add_parser("info", help="print a package's configuration and model card")
     info.add_argument("path", help="model package folder")
-    info.add_argument("--json", action="store_true", help="print only the configuration as JSON")
+    info.add_argument("--json", action="store_true",
+                      help="print only the configuration as JSON (default: configuration, size and model card)")
     info.set_defaults(func=run_info)
     convert = actions.add_parser(
         "convert", help=f"rewrite an older package's {LEGACY_WEIGHTS_FILE} as {WEIGHTS_FILE} (same tensors)",
@@ -45,21 +42,45 @@ def register(subparsers) -> None:
                     "and dtypes, config.json and the card untouched. Safe to run again after an interruption.")
     convert.add_argument("path", help="model package folder")
     convert.set_defaults(func=run_convert)
+    profile = actions.add_parser(
+        "profile", help="add or refresh a package's domain profile (domain.json) from its training data",
+        description="Measure the model's training cases (spacing, field of view, normalised intensities, class "
+                    "volumes and extents, the network's mirror disagreement) and write domain.json into the package; "
+                    "every run then checks its input against it (report.json: domain). Give the training cases only, "
+                    "so that validation cases stay unseen.")
+    profile.add_argument("path", help="model package folder")
+    profile.add_argument("--data", required=True,
+                         help="labelled dataset in nnU-Net raw layout: imagesTr/CASE_0000.nii.gz, "
+                              "labelsTr/CASE.nii.gz")
+    profile.add_argument("--split", help="JSON file listing case ids per subset, e.g. {\"train\": [...], "
+                                         "\"validation\": [...]} (default: every case in --data)")
+    profile.add_argument("--subset", default="train", help="which list of --split to use (default: train)")
+    profile.add_argument("--no-uncertainty", action="store_true",
+                         help="skip measuring the network's mirror disagreement (no network run; default: measure it)")
+    profile.add_argument("--device", default="auto", help="device for the network (default: auto)")
+    profile.set_defaults(func=run_profile)
 
 
 def run_init(args: argparse.Namespace) -> int:
+    from ..network.package import init_model_package
+
     config = ModelConfig()
+    if Path(args.out).exists() and not args.force:
+        raise InputError(f"{args.out} already exists: choose another --out, or pass --force to replace it")
     if args.config:
         path = Path(args.config)
         if not path.is_file():
             raise InputError(f"Configuration file not found: {path}")
-        config = read_config(path, base=config, require_complete=False)
+        config = read_config(path, base=config, require_complete=False, unknown_keys=UnknownKeys.REFUSE)
     out = init_model_package(args.out, config, seed=args.seed, overwrite=args.force)
     print(f"untrained model package written: {out}")
     return EXIT_OK
 
 
 def run_info(args: argparse.Namespace) -> int:
+    from ..network.package import load_model_package
+    from ..network.qcresunet import count_conv_macs, count_parameters
+
     package = load_model_package(args.path)
     if args.json:
         print(json.dumps(package.config.to_dict(), indent=2))
@@ -71,6 +92,10 @@ def run_info(args: argparse.Namespace) -> int:
     print(f"weights sha256: {package.sha256}")
     print(f"parameters: {count_parameters(package.model):,}; {2 * macs / 1e9:.2f} GFLOPs per "
           f"{'x'.join(map(str, config.patch_size_zyx))} patch")
+    domain = package.domain
+    print(f"domain profile: {domain.cases} training cases ({domain.source})" if domain is not None else
+          f"domain profile: none (no {DOMAIN_FILE}: runs cannot tell inputs unlike the training data; add one with "
+          "segqc model profile)")
     print("config:")
     print(json.dumps(config.to_dict(), indent=2))
     if package.card:
@@ -82,7 +107,18 @@ def run_info(args: argparse.Namespace) -> int:
 
 
 def run_convert(args: argparse.Namespace) -> int:
+    from ..network.package import convert_weights_to_safetensors, load_model_package
+
     weights = convert_weights_to_safetensors(args.path)
     package = load_model_package(args.path)
     print(f"weights: {weights} (sha256 {package.sha256})")
+    return EXIT_OK
+
+
+def run_profile(args: argparse.Namespace) -> int:
+    from ..network.profile_dataset import profile_package
+
+    profile = profile_package(args.path, args.data, args.split, args.subset, calibrate=not args.no_uncertainty,
+                              device=args.device)
+    print(f"domain profile written: {Path(args.path) / DOMAIN_FILE} ({profile.cases} cases: {profile.source})")
     return EXIT_OK

@@ -19,13 +19,14 @@ from pathlib import Path
 from typing import Any, Optional, TextIO
 
 from ..batch.case_steps import DEFAULT_THUMBNAILS_PER_CASE
-from ..batch.cases import BatchCase, cases_from_folders
+from ..batch.cases import BatchCase, Unpaired, cases_from_folders
 from ..batch.ray_workers import DEFAULT_MAX_IN_FLIGHT
 from ..batch.results import CaseStatus
 from ..batch.runner import DEFAULT_PREFETCH, run_batch
 from ..batch.workers import ProcessWorkers
 from ..engine import QCEngine
 from .common import add_region_options, postprocess_params_from_args
+from .options import check_output_folder, non_negative_int, positive_int
 from .run import read_manifest
 
 logger = logging.getLogger(__name__)
@@ -36,21 +37,33 @@ EXIT_USAGE = 2
 PROGRESS_BAR_WIDTH = 30
 
 
+DESCRIPTION = """\
+QC every case of a dataset with one loaded model and rank the cases worst first (lowest estimated Dice first).
+
+Writes into --out: ranking.csv (one row per case, with in_domain: false for a case outside the model's
+domain, whose estimates are unreliable), failures.json (cases that could not be checked, images without a
+segmentation and segmentations without an image), index.html (the ranking with thumbnails of each case's
+worst slices) and each case's report and error maps under cases/<case_id>/. Running again with the same
+--out skips cases whose report is complete, newer than their inputs and made with the same model and
+region options."""
+
+
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
         "rank", help="QC a whole dataset and rank its cases worst first (ranking.csv, index.html)",
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+        description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
     source = parser.add_argument_group("cases (give --manifest, or --images and --segs)")
     source.add_argument("--manifest", help="CSV with columns case_id,image,seg (modalities separated by ';')")
     source.add_argument("--images", help="folder of images: <case>.nii.gz or <case>_0000.nii.gz, _0001, ...")
     source.add_argument("--segs", help="folder of segmentations named <case>.nii.gz (or <case>.seg.nrrd)")
     parser.add_argument("--out", required=True, help="output folder (re-use it to resume)")
     parser.add_argument("--model", help="model package folder (default: $SEGQC_MODEL or the bundled model)")
-    parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
-    parser.add_argument("--workers", type=int, default=1,
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps (default: auto)")
+    parser.add_argument("--workers", type=positive_int, default=1,
                         help="worker processes, each with its own model copy (CPU: often faster than one process "
                              "with many threads; default 1: one process, reads and writes overlapped in threads)")
-    parser.add_argument("--threads-per-worker", type=int, default=1, help="torch threads per worker process")
+    parser.add_argument("--threads-per-worker", type=positive_int, default=1,
+                        help="torch threads per worker process (default %(default)s)")
     cluster = parser.add_argument_group("Ray cluster")
     cluster.add_argument("--ray", nargs="?", const="auto", default=None, metavar="ADDRESS",
                          help="run the cases as Ray tasks: 'auto' (the default when ADDRESS is left out: the cluster "
@@ -60,23 +73,25 @@ def register(subparsers) -> None:
                          help="CPUs Ray reserves for each case, also its torch threads (default %(default)s)")
     cluster.add_argument("--ray-gpus-per-task", type=float, default=0.0,
                          help="GPUs Ray reserves for each case (default %(default)s; e.g. 0.5: two cases per GPU)")
-    cluster.add_argument("--ray-max-in-flight", type=int, default=DEFAULT_MAX_IN_FLIGHT,
+    cluster.add_argument("--ray-max-in-flight", type=positive_int, default=DEFAULT_MAX_IN_FLIGHT,
                          help="cases submitted ahead of the finished ones (default %(default)s)")
-    parser.add_argument("--threads", type=int, default=None,
+    parser.add_argument("--threads", type=positive_int, default=None,
                         help="torch threads of this process (default: torch's choice; 1 is often fastest for small "
-                             "volumes on a busy CPU, see benchmarks/bench_rank.py)")
-    parser.add_argument("--prefetch", type=int, default=DEFAULT_PREFETCH,
-                        help="cases read ahead while the network runs (0: strictly one after another)")
-    parser.add_argument("--thumbnails", type=int, default=DEFAULT_THUMBNAILS_PER_CASE,
-                        help="worst slices pictured per case on the page (default %(default)s)")
-    parser.add_argument("--no-resume", action="store_true", help="check every case again")
+                             "volumes on a busy CPU)")
+    parser.add_argument("--prefetch", type=non_negative_int, default=DEFAULT_PREFETCH,
+                        help="cases read ahead while the network runs; 0: strictly one after another "
+                             "(default %(default)s)")
+    parser.add_argument("--thumbnails", type=non_negative_int, default=DEFAULT_THUMBNAILS_PER_CASE,
+                        help="worst slices pictured per case on the page; 0: none (default %(default)s)")
+    parser.add_argument("--no-resume", action="store_true",
+                        help="check every case again (default: skip cases already checked)")
     parser.add_argument("--progress", choices=("bar", "lines", "none"), default=None,
                         help="progress on stderr (default: a bar on a terminal, else one line per case)")
     add_region_options(parser)
     parser.set_defaults(func=run)
 
 
-def _cases(args: argparse.Namespace) -> tuple[list[BatchCase], list[str]]:
+def _cases(args: argparse.Namespace) -> tuple[list[BatchCase], list[Unpaired]]:
     if args.manifest:
         return [BatchCase(c.case_id, c.images, c.seg) for c in read_manifest(Path(args.manifest))], []
     return cases_from_folders(args.images, args.segs)
@@ -132,9 +147,10 @@ def run(args: argparse.Namespace) -> int:
     if problem:
         print(f"segqc rank: error: {problem}", file=sys.stderr)
         return EXIT_USAGE
+    check_output_folder(args.out)
     cases, unmatched = _cases(args)
-    for message in unmatched:
-        print(f"segqc rank: warning: skipped {message}", file=sys.stderr)
+    for item in unmatched:
+        print(f"segqc rank: warning: {item.case_id} cannot be checked: {item.message}", file=sys.stderr)
     if args.threads is not None:
         import torch
 
@@ -151,7 +167,8 @@ def run(args: argparse.Namespace) -> int:
             engine = _ray_workers(args, model_sha256)
         result = run_batch(cases, args.out, engine, postprocess_params_from_args(args), prefetch=args.prefetch,
                            thumbnails_per_case=args.thumbnails, resume=not args.no_resume,
-                           progress=ProgressPrinter(mode, sys.stderr), notes=[f"Model: {model_name}"])
+                           progress=ProgressPrinter(mode, sys.stderr), notes=[f"Model: {model_name}"],
+                           unpaired=unmatched)
     finally:
         if args.ray is not None:
             from ..batch.ray_connect import disconnect

@@ -20,7 +20,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Optional, TextIO
+from typing import TYPE_CHECKING, Any, Callable, Optional, TextIO
 
 # OpenMP threads that spin while waiting (libgomp's default) collapse when the cores are shared with
 # other jobs: on a loaded 2-core machine a window took 100-350 ms with spinning threads and 55 ms with
@@ -29,10 +29,13 @@ from typing import Any, Callable, Optional, TextIO
 if "torch" not in sys.modules:
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-from ..engine import QCEngine, run_qc_files  # noqa: E402
 from ..errors import CancelledError, InputError, SegQCError  # noqa: E402
 from ..quality.report import REPORT_FILE_NAME, write_json_atomic  # noqa: E402
 from .common import add_region_options, format_summary, postprocess_params_from_args  # noqa: E402
+from .options import check_output_folder, positive_int, probability_below_one  # noqa: E402
+
+if TYPE_CHECKING:  # the engine (torch) is imported when a run starts, so that `segqc run --help` answers at once
+    from ..engine import QCEngine
 
 logger = logging.getLogger(__name__)
 
@@ -43,7 +46,7 @@ MANIFEST_COLUMNS = ("case_id", "image", "seg")
 MODALITY_SEPARATOR = ";"
 FAILURES_FILE = "failures.json"
 SUMMARY_FILE = "summary.csv"
-SUMMARY_COLUMNS = ("case_id", "status", "dice_pred", "nsd_pred", "dice_est", "qi", "report", "error")
+SUMMARY_COLUMNS = ("case_id", "status", "dice_pred", "nsd_pred", "dice_est", "qi", "in_domain", "report", "error")
 # Case ids become folder names: keep them to one safe path component.
 CASE_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 TEXT_PROGRESS_STEP = 0.05
@@ -62,22 +65,28 @@ def register(subparsers) -> None:
     parser.add_argument("--image", action="append", help="image file; repeat once per modality")
     parser.add_argument("--seg", help="segmentation label map (NIfTI, NRRD, MHA or .seg.nrrd)")
     parser.add_argument("--manifest", help="CSV with columns case_id,image,seg for many cases")
-    parser.add_argument("--out", required=True, help="output folder")
+    parser.add_argument("--out", required=True, help="output folder (created if new)")
     parser.add_argument("--model", help="model package folder (default: $SEGQC_MODEL or the bundled model)")
-    parser.add_argument("--device", default="auto", help="auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N or mps")
+    parser.add_argument("--device", default="auto",
+                        help="auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N or mps (default: auto)")
     parser.add_argument("--resample-seg", action="store_true",
-                        help="resample the segmentation nearest-neighbour onto the image grid when they differ")
+                        help="resample the segmentation nearest-neighbour onto the image grid when they differ "
+                             "(default: refuse a segmentation on another grid)")
     parser.add_argument("--progress", choices=("text", "json", "none"), default="text",
-                        help="progress on stderr (text), as JSON lines on stdout (json), or none")
-    parser.add_argument("--overlap", type=float, default=None,
+                        help="progress on stderr (text), as JSON lines on stdout (json), or none (default: text)")
+    parser.add_argument("--overlap", type=probability_below_one, default=None,
                         help="sliding-window overlap in [0, 1) (default: the model's)")
-    parser.add_argument("--window-batch", type=int, default=None,
+    parser.add_argument("--window-batch", type=positive_int, default=None,
                         help="windows per forward pass (default: as many as fit in memory)")
-    parser.add_argument("--threads", type=int, default=None,
+    parser.add_argument("--threads", type=positive_int, default=None,
                         help="CPU threads for the network (default: PyTorch's choice, usually all cores)")
     parser.add_argument("--html", action="store_true",
                         help="also write the case's review page OUT/review.html (pictures in three orientations, "
                              "the estimates explained, how to open the case in 3D Slicer)")
+    parser.add_argument("--strict", action="store_true",
+                        help="refuse to report estimates (exit code 1, nothing written) for an input outside the "
+                             "model's domain or when the model has no domain profile (default: report them, marked "
+                             "unreliable)")
     add_region_options(parser)
     parser.set_defaults(func=run)
 
@@ -198,7 +207,14 @@ def _summary_row(case_id: str, report_path: Optional[Path], result: Any, error: 
     return {"case_id": case_id, "status": "ok" if error is None else "failed",
             "dice_pred": case.dice_pred if case else None, "nsd_pred": case.nsd_pred if case else None,
             "dice_est": case.dice_est if case else None, "qi": case.qi if case else None,
+            "in_domain": _in_domain_text(result.report if result is not None else None),
             "report": str(report_path) if report_path else "", "error": error or ""}
+
+
+def _in_domain_text(report: Any) -> str:
+    """summary.csv's in_domain: true, false (estimates unreliable) or empty (not checked)."""
+    verdict = _in_domain(report) if report is not None else None
+    return "" if verdict is None else str(verdict).lower()
 
 
 def _write_summary(out_dir: Path, rows: list[dict[str, Any]]) -> Path:
@@ -217,6 +233,8 @@ def _write_summary(out_dir: Path, rows: list[dict[str, Any]]) -> Path:
 
 
 def _run_manifest(args: argparse.Namespace, engine: QCEngine, reporter: Reporter) -> int:
+    from ..engine import run_qc_files
+
     cases = read_manifest(Path(args.manifest))
     out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -232,7 +250,7 @@ def _run_manifest(args: argparse.Namespace, engine: QCEngine, reporter: Reporter
         case_dir = out_dir / case.case_id
         try:
             result = run_qc_files(case.images, case.seg, case_dir, resample_seg=args.resample_seg, progress=progress,
-                                  engine=engine, postprocess_params=params)
+                                  engine=engine, postprocess_params=params, strict=args.strict)
             if args.html:
                 _write_html(case.case_id, case.images, case.seg, args.resample_seg, result, case_dir)
         except CancelledError:
@@ -249,8 +267,10 @@ def _run_manifest(args: argparse.Namespace, engine: QCEngine, reporter: Reporter
         else:
             report_path = (case_dir / REPORT_FILE_NAME).resolve()
             rows.append(_summary_row(case.case_id, report_path, result, None))
-            reporter.event("case_done", case_id=case.case_id, report=str(report_path))
+            reporter.event("case_done", case_id=case.case_id, report=str(report_path),
+                           in_domain=_in_domain(result.report))
             reporter.text(f"[{index + 1}/{len(cases)}] {case.case_id}: {format_summary(result.report).splitlines()[0]}")
+            warn_out_of_domain(result.report, case.case_id)
         _write_summary(out_dir, rows)
     summary = (out_dir / SUMMARY_FILE).resolve()
     failed = [r["case_id"] for r in rows if r["status"] != "ok"]
@@ -279,18 +299,34 @@ def _case_name(seg: str) -> str:
     return name
 
 
+def _in_domain(report: Any) -> Optional[bool]:
+    return report.domain.in_domain if report.domain is not None else None
+
+
+def warn_out_of_domain(report: Any, case_id: Optional[str] = None) -> None:
+    """On stderr, whatever --progress is: an out-of-domain result must not pass unnoticed."""
+    if _in_domain(report) is False:
+        where = f" ({case_id})" if case_id else ""
+        print(f"segqc run: WARNING{where}: the input is outside the model's domain, its estimates are unreliable: "
+              + "; ".join(report.domain.reasons), file=sys.stderr)
+
+
 def _run_single(args: argparse.Namespace, engine: QCEngine, reporter: Reporter) -> int:
+    from ..engine import run_qc_files
+
     result = run_qc_files(args.image, args.seg, args.out, resample_seg=args.resample_seg,
                           progress=lambda fraction, message: reporter.progress(fraction, message), engine=engine,
-                          postprocess_params=postprocess_params_from_args(args))
+                          postprocess_params=postprocess_params_from_args(args), strict=args.strict)
     report_path = (Path(args.out) / REPORT_FILE_NAME).resolve()
     page = _write_html(_case_name(args.seg), args.image, args.seg, args.resample_seg, result,
                        Path(args.out)) if args.html else None
-    reporter.event("done", report=str(report_path), **({"page": str(page)} if page else {}))
+    reporter.event("done", report=str(report_path), in_domain=_in_domain(result.report),
+                   **({"page": str(page)} if page else {}))
     reporter.text(format_summary(result.report))
     reporter.text(f"report: {report_path}")
     if page is not None:
         reporter.text(f"review page: {page}")
+    warn_out_of_domain(result.report)
     return EXIT_OK
 
 
@@ -299,12 +335,6 @@ def _usage_problem(args: argparse.Namespace) -> Optional[str]:
         return "give either --manifest or --image/--seg, not both"
     if not args.manifest and not (args.image and args.seg):
         return "give --image (one per modality) and --seg, or --manifest"
-    if args.overlap is not None and not 0 <= args.overlap < 1:
-        return f"--overlap must be in [0, 1), got {args.overlap}"
-    if args.window_batch is not None and args.window_batch < 1:
-        return f"--window-batch must be at least 1, got {args.window_batch}"
-    if args.threads is not None and args.threads < 1:
-        return f"--threads must be at least 1, got {args.threads}"
     return None
 
 
@@ -322,6 +352,9 @@ def run(args: argparse.Namespace) -> int:
 
         torch.set_num_threads(args.threads)
     try:
+        from ..engine import QCEngine
+
+        check_output_folder(args.out)
         reporter.progress(0.0, "Loading model")
         engine = QCEngine(args.model, args.device, overlap=args.overlap, window_batch=args.window_batch)
         logger.info("Model %s on %s", engine.model_info["name"], engine.device)

@@ -16,6 +16,10 @@ from ..geometry import Geometry
 # Label values above this cannot be a class index in any realistic segmentation; larger ones mean a
 # continuous image was passed where a label map was expected.
 MAX_LABEL_VALUE = 32767
+# More distinct values than this (TotalSegmentator has 117 classes, FreeSurfer's aparc+aseg about 110) means an
+# image, not a label map: an integer-valued MRI has hundreds or thousands.
+MAX_DISTINCT_LABELS = 255
+SWAPPED_HINT = "it looks like an image: were the image and the segmentation swapped (--image / --seg)?"
 
 
 @dataclass
@@ -62,8 +66,14 @@ def validate_label_array(array: np.ndarray, source: str) -> np.ndarray:
         raise InputError(f"Segmentation {source} has unsupported voxel type {array.dtype}")
     low, high = (array.min(), array.max())
     if low < 0:
-        raise InputError(f"Segmentation {source} has negative labels (min {low}); labels must be 0 (background) or >0")
+        raise InputError(f"Segmentation {source} has negative labels (min {low}); labels must be 0 (background) or "
+                         f">0; {SWAPPED_HINT}")
     if high > MAX_LABEL_VALUE:
-        raise InputError(f"Segmentation {source} has label {high}, above {MAX_LABEL_VALUE}: is this an image?")
+        raise InputError(f"Segmentation {source} has label {high}, above {MAX_LABEL_VALUE}; {SWAPPED_HINT}")
+    if high > MAX_DISTINCT_LABELS:
+        distinct = np.unique(array).size
+        if distinct > MAX_DISTINCT_LABELS:
+            raise InputError(f"Segmentation {source} has {distinct} different label values (up to {high}); "
+                             f"{SWAPPED_HINT}")
     dtype = np.uint8 if high <= np.iinfo(np.uint8).max else np.int16
     return array.astype(dtype, copy=False)

@@ -30,6 +30,16 @@ class Normalization(str, Enum):
     NONE = "none"
 
 
+class UnknownKeys(str, Enum):
+    """What reading a configuration does with a key that is not a :class:`ModelConfig` field."""
+
+    # A package's config.json (possibly written by a newer SegQC): the keys are kept under ``extra`` and
+    # reported (ModelConfig.unknown_keys, a warning in the log and a notice in every report) but have no effect.
+    KEEP = "keep"
+    # A configuration a user writes (segqc model init --config): a misspelt key must not be silently ignored.
+    REFUSE = "refuse"
+
+
 # Keys a package's config.json must define: without them the architecture is not determined.
 REQUIRED_CONFIG_KEYS = ("classes", "modalities", "widths", "blocks_per_stage", "strides", "patch_size_zyx")
 
@@ -142,8 +152,14 @@ class ModelConfig:
         data["classes"] = {str(k): v for k, v in sorted(self.classes.items())}
         return data
 
+    @property
+    def unknown_keys(self) -> list[str]:
+        """Top-level keys of the file that are not configuration fields (kept in ``extra``, without effect)."""
+        return sorted(getattr(self, "_unknown_keys", []))
+
     @classmethod
-    def from_dict(cls, data: Any, base: Optional[ModelConfig] = None, require_complete: bool = True) -> ModelConfig:
+    def from_dict(cls, data: Any, base: Optional[ModelConfig] = None, require_complete: bool = True,
+                  unknown_keys: UnknownKeys = UnknownKeys.KEEP) -> ModelConfig:
         """Build a config from JSON data; with ``base`` the data overrides a copy of ``base``.
 
         Unknown keys are kept in ``extra`` (newer packages stay loadable).  ``require_complete``
@@ -158,6 +174,10 @@ class ModelConfig:
                 raise ModelError(f"Model configuration is missing required keys: {', '.join(missing)}"
                                  + (" (the config is empty)" if not data else ""))
         known = {f.name for f in fields(cls)}
+        unknown = sorted(key for key in data if key not in known)
+        if unknown and unknown_keys is UnknownKeys.REFUSE:
+            raise ModelError(f"Model configuration has unknown key(s) {', '.join(unknown)}; the fields are: "
+                             f"{', '.join(sorted(known))}")
         values = base.to_dict() if base is not None else {}
         extra = dict(values.get("extra", {}))
         for key, value in data.items():
@@ -178,9 +198,11 @@ class ModelConfig:
                 values["target_spacing_zyx_mm"] = [float(v) for v in values["target_spacing_zyx_mm"]]
             if "modalities" in values:
                 values["modalities"] = [str(v) for v in values["modalities"]]
-            return cls(**values)
+            config = cls(**values)
         except (TypeError, ValueError) as exc:
             raise ModelError(f"Invalid model configuration: {exc}") from exc
+        config._unknown_keys = unknown  # type: ignore[attr-defined]  # not a field: not written back
+        return config
 
 
 def reference_qcresunet_config(in_modalities: int = 1, classes: Optional[dict[int, str]] = None) -> ModelConfig:
@@ -196,11 +218,11 @@ def reference_qcresunet_config(in_modalities: int = 1, classes: Optional[dict[in
 
 
 def read_config(path: Union[str, os.PathLike], base: Optional[ModelConfig] = None,
-                require_complete: bool = True) -> ModelConfig:
+                require_complete: bool = True, unknown_keys: UnknownKeys = UnknownKeys.KEEP) -> ModelConfig:
     """Read and validate a package's config.json (or a standalone config file).
 
-    ``base`` and ``require_complete`` are passed to :meth:`ModelConfig.from_dict` (a partial file
-    overriding ``base``)."""
+    ``base``, ``require_complete`` and ``unknown_keys`` are passed to :meth:`ModelConfig.from_dict` (a partial
+    file overriding ``base``; keys that are not fields kept or refused)."""
     path = Path(path)
     if path.is_dir():
         path = path / CONFIG_FILE
@@ -211,6 +233,6 @@ def read_config(path: Union[str, os.PathLike], base: Optional[ModelConfig] = Non
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ModelError(f"Model configuration {path} is not valid JSON ({exc})") from exc
     try:
-        return ModelConfig.from_dict(data, base=base, require_complete=require_complete)
+        return ModelConfig.from_dict(data, base=base, require_complete=require_complete, unknown_keys=unknown_keys)
     except ModelError as exc:
         raise ModelError(f"{path}: {exc}") from exc

@@ -36,11 +36,13 @@ import numpy as np
 import SimpleITK as sitk
 import torch
 
-from ..arrays import bounding_box
 from ..errors import CancelledError, InputError, ModelError, ResourceError
 from ..geometry import Geometry
-from .config import ModelConfig, Normalization
+from .config import ModelConfig
+from .crop import CropBox, crop_box_around
+from .normalization import normalize_intensity
 from .qcresunet import one_hot
+from .uncertainty import FlipProbe, FlipUncertainty, flip_uncertainty, left_right_axis, mirror
 
 logger = logging.getLogger(__name__)
 
@@ -52,9 +54,6 @@ RESAMPLE_RELATIVE_TOLERANCE = 0.05
 # nnU-Net's choice: Gaussian sigma of 1/8 of the patch, so window borders weigh little.
 GAUSSIAN_SIGMA_FRACTION = 1.0 / 8.0
 MIN_IMPORTANCE = 1e-6
-# z-score statistics over nonzero voxels need enough of them; otherwise all voxels are used.
-MIN_NONZERO_FRACTION = 0.01
-STD_EPSILON = 1e-8
 # Share of free memory the window batch may use (activations are estimated, not measured).
 MEMORY_SAFETY_FRACTION = 0.5
 MAX_WINDOW_BATCH_CUDA = 8
@@ -62,20 +61,6 @@ MAX_WINDOW_BATCH_CPU = 2  # larger CPU batches are not faster and multiply peak 
 # Progress fractions of the stages inside predict_case.
 PROGRESS_PREPARED = 0.1
 PROGRESS_WINDOWS_DONE = 0.9
-
-
-@dataclass(frozen=True)
-class CropBox:
-    start_zyx: tuple[int, int, int]
-    stop_zyx: tuple[int, int, int]
-
-    @property
-    def slices(self) -> tuple[slice, slice, slice]:
-        return tuple(slice(a, b) for a, b in zip(self.start_zyx, self.stop_zyx))  # type: ignore[return-value]
-
-    @property
-    def shape(self) -> tuple[int, int, int]:
-        return tuple(b - a for a, b in zip(self.start_zyx, self.stop_zyx))  # type: ignore[return-value]
 
 
 @dataclass
@@ -90,6 +75,7 @@ class InferenceResult:
     resampled: bool
     timing_s: dict[str, float] = field(default_factory=dict)
     notices: list[str] = field(default_factory=list)
+    uncertainty: Optional[FlipUncertainty] = None  # with predict_case(..., flip_check=True)
 
 
 # --- device, cancellation ---------------------------------------------------------------------
@@ -131,37 +117,7 @@ def check_cancelled(cancel: CancelCheck) -> None:
         raise CancelledError("QC run cancelled")
 
 
-# --- preprocessing ----------------------------------------------------------------------------
-def normalize_intensity(array: np.ndarray, normalization: str, clip_percentiles: Sequence[float] = (0.5, 99.5)
-                        ) -> np.ndarray:
-    """Per-case intensity normalisation of one modality (float32 result, same shape)."""
-    array = np.asarray(array, dtype=np.float32)
-    kind = Normalization(normalization)
-    if kind is Normalization.NONE:
-        return array.copy()
-    nonzero = array != 0
-    use_nonzero = kind is not Normalization.ZSCORE and nonzero.mean() >= MIN_NONZERO_FRACTION
-    values = array[nonzero] if use_nonzero else array.ravel()
-    if kind is Normalization.PERCENTILE_ZSCORE:
-        low, high = np.percentile(values, clip_percentiles)
-        array = np.clip(array, low, high)
-        values = np.clip(values, low, high)
-    mean = float(values.mean(dtype=np.float64))
-    std = float(values.std(dtype=np.float64))
-    return ((array - mean) / max(std, STD_EPSILON)).astype(np.float32, copy=False)
-
-
-def crop_box_around(seg: np.ndarray, geometry: Geometry, margin_mm: float) -> Optional[CropBox]:
-    """Bounding box of the foreground grown by ``margin_mm`` (clipped to the image); None when empty."""
-    box = bounding_box(np.asarray(seg) != 0)
-    if box is None:
-        return None
-    margins = [int(math.ceil(margin_mm / spacing_mm)) for spacing_mm in geometry.spacing_zyx_mm]
-    start = tuple(max(0, b.start - m) for b, m in zip(box, margins))
-    stop = tuple(min(size, b.stop + m) for b, m, size in zip(box, margins, seg.shape))
-    return CropBox(start, stop)  # type: ignore[arg-type]
-
-
+# --- preprocessing (normalize_intensity: .normalization) ---------------------------------------
 def resampled_geometry(geometry: Geometry, target_spacing_zyx_mm: Optional[Sequence[float]]) -> Optional[Geometry]:
     """Grid covering ``geometry``'s extent at the target spacing, or None when no resampling is needed."""
     if target_spacing_zyx_mm is None:
@@ -321,6 +277,7 @@ class WindowPrediction:
     nsd: Optional[float]
     windows: int
     batch: int
+    flip_probe: Optional[FlipProbe] = None
 
 
 def sliding_window_predict(
@@ -334,17 +291,24 @@ def sliding_window_predict(
     foreground_channels: Optional[Sequence[int]] = None,
     progress: Optional[ProgressCallback] = None,
     cancel: CancelCheck = None,
+    flip_axis: Optional[int] = None,
 ) -> WindowPrediction:
     """Blend window predictions of ``model`` over ``image`` (m, Z, Y, X) and one-hot ``mask`` (Cm, Z, Y, X).
 
     Every axis must be at least the patch size.  ``model(image_batch, mask_batch)`` returns a
     :class:`~SegQCLib.network.qcresunet.QCOutput`.  ``foreground_channels`` are the mask channels counted as
-    foreground for weighting the case-level predictions (default: all).
+    foreground for weighting the case-level predictions (default: all).  With ``flip_axis`` (0, 1 or 2 of z, y, x)
+    the window holding the most foreground is also predicted mirrored along that axis, in the same batch (one
+    extra window), for :mod:`.uncertainty`.
     """
     spatial = tuple(image.shape[1:])
     starts = list(product(*(window_starts(s, p, overlap) for s, p in zip(spatial, patch_zyx))))
     importance = gaussian_importance(patch_zyx)
     channels = list(range(mask.shape[0])) if foreground_channels is None else list(foreground_channels)
+    slabs = [tuple(slice(s, s + p) for s, p in zip(start, patch_zyx)) for start in starts]
+    contents = [float(mask[(channels,) + w].sum()) if channels else 0.0 for w in slabs]
+    probe = int(np.argmax(contents)) if flip_axis is not None else None
+    flip_probe: Optional[FlipProbe] = None
     accumulated: Optional[torch.Tensor] = None
     weight_sum = torch.zeros(spatial, dtype=torch.float32)
     case_values: list[tuple[float, float, Optional[float]]] = []
@@ -353,11 +317,14 @@ def sliding_window_predict(
     with torch.inference_mode():
         while done < len(starts):
             check_cancelled(cancel)
-            chunk = starts[done:done + batch]
-            windows = [tuple(slice(s, s + p) for s, p in zip(start, patch_zyx)) for start in chunk]
+            windows = slabs[done:done + batch]
+            mirrored = probe is not None and done <= probe < done + len(windows)
             try:
-                image_batch = torch.stack([image[(slice(None),) + w] for w in windows]).to(device)
-                mask_batch = torch.stack([mask[(slice(None),) + w] for w in windows]).to(device)
+                extra = [slabs[probe]] if mirrored else []
+                image_batch = torch.stack([image[(slice(None),) + w] for w in windows]
+                                          + [mirror(image[(slice(None),) + w], flip_axis) for w in extra]).to(device)
+                mask_batch = torch.stack([mask[(slice(None),) + w] for w in windows]
+                                         + [mirror(mask[(slice(None),) + w], flip_axis) for w in extra]).to(device)
                 with torch.autocast(device_type="cuda", dtype=torch.float16, enabled=use_amp):
                     output = model(image_batch, mask_batch)
                 probs = torch.sigmoid(output.error_logits.float()).cpu()
@@ -379,12 +346,16 @@ def sliding_window_predict(
                 ) from None
             if accumulated is None:
                 accumulated = torch.zeros((probs.shape[1],) + spatial, dtype=torch.float32)
+            if mirrored:
+                index = probe - done
+                flip_probe = FlipProbe(probs[index], mirror(probs[-1], flip_axis), float(dice[index]), float(dice[-1]),
+                                       contents[probe], flip_axis)
             for index, window in enumerate(windows):
                 accumulated[(slice(None),) + window] += probs[index] * importance
                 weight_sum[window] += importance
-                content = float(mask[(channels,) + window].sum()) if channels else 0.0
-                case_values.append((content, float(dice[index]), float(nsd[index]) if nsd is not None else None))
-            done += len(chunk)
+                case_values.append((contents[done + index], float(dice[index]),
+                                    float(nsd[index]) if nsd is not None else None))
+            done += len(windows)
             if progress is not None:
                 progress(done / len(starts), f"QC network: window {done}/{len(starts)}")
     assert accumulated is not None
@@ -396,7 +367,7 @@ def sliding_window_predict(
     nsd_value = None
     if case_values[0][2] is not None:
         nsd_value = float(np.average([c[2] for c in case_values], weights=weights))
-    return WindowPrediction(prob, dice_value, nsd_value, len(starts), batch)
+    return WindowPrediction(prob, dice_value, nsd_value, len(starts), batch, flip_probe)
 
 
 # --- whole case -------------------------------------------------------------------------------
@@ -435,18 +406,22 @@ def predict_case(
     crop_margin_mm: Optional[float] = None,
     progress: Optional[ProgressCallback] = None,
     cancel: CancelCheck = None,
+    flip_check: bool = False,
 ) -> InferenceResult:
-    """Run the QC network over one case; see the module docstring for the steps."""
+    """Run the QC network over one case; see the module docstring for the steps.
+
+    ``flip_check``: also predict the most segmented window mirrored left-right (one extra window) and return
+    how much the prediction changed (:mod:`.uncertainty`)."""
     try:
         return _predict_case(model, config, images, seg, geometry, device, overlap, window_batch, crop_margin_mm,
-                             progress, cancel)
+                             progress, cancel, flip_check)
     except MemoryError:
         raise ResourceError(f"Not enough memory to run QC on a {tuple(seg.shape)} volume; close other programs "
                             "or run on a machine with more memory") from None
 
 
 def _predict_case(model, config, images, seg, geometry, device, overlap, window_batch, crop_margin_mm, progress,
-                  cancel) -> InferenceResult:
+                  cancel, flip_check=False) -> InferenceResult:
     timing: dict[str, float] = {}
     notices: list[str] = []
     started = time.perf_counter()
@@ -488,7 +463,8 @@ def _predict_case(model, config, images, seg, geometry, device, overlap, window_
     foreground = [i for i, label in enumerate(config.mask_labels) if label != 0]
     prediction = sliding_window_predict(
         model, image_tensor, mask_tensor, patch, config.window_overlap if overlap is None else overlap, device,
-        window_batch, foreground, _stage_progress(progress, PROGRESS_PREPARED, PROGRESS_WINDOWS_DONE), cancel)
+        window_batch, foreground, _stage_progress(progress, PROGRESS_PREPARED, PROGRESS_WINDOWS_DONE), cancel,
+        left_right_axis(geometry) if flip_check else None)
     timing["network"] = time.perf_counter() - started
 
     started = time.perf_counter()
@@ -504,4 +480,5 @@ def _predict_case(model, config, images, seg, geometry, device, overlap, window_
         error_prob[label] = full
     timing["postprocess_maps"] = time.perf_counter() - started
     return InferenceResult(error_prob, prediction.dice, prediction.nsd, str(device), crop, prediction.windows,
-                           prediction.batch, target is not None, {k: round(v, 4) for k, v in timing.items()}, notices)
+                           prediction.batch, target is not None, {k: round(v, 4) for k, v in timing.items()}, notices,
+                           flip_uncertainty(prediction.flip_probe))

@@ -30,6 +30,7 @@ from ..errors import ModelError
 from ..files import atomic_write, fsync_dir
 from ..files import sha256_file as file_sha256  # the name other modules import from here
 from .config import CONFIG_FILE, ModelConfig, read_config
+from .domain import DOMAIN_FILE, DomainProfile, read_domain_profile, write_domain_profile
 from .qcresunet import QCResUNet, build_model, count_parameters
 
 logger = logging.getLogger(__name__)
@@ -57,12 +58,22 @@ class ModelPackage:
     model: QCResUNet
     sha256: str
     card: str = ""
+    domain: Optional[DomainProfile] = None  # domain.json: what the model was trained on (None: no domain check)
+
+    @property
+    def notices(self) -> list[str]:
+        """What every report made with this package should say about the package itself."""
+        unknown = self.config.unknown_keys
+        if not unknown:
+            return []
+        return [f"The model's {CONFIG_FILE} has setting(s) this SegQC version does not know ({', '.join(unknown)}): "
+                "they have no effect here; the model may need a newer SegQC"]
 
     @property
     def info(self) -> dict[str, Any]:
         return {"name": self.config.name, "version": self.config.version, "sha256": self.sha256,
                 "path": str(self.path), "trained": self.config.trained,
-                "parameters": count_parameters(self.model)}
+                "parameters": count_parameters(self.model), "domain_profile": self.domain is not None}
 
 
 def _package_dir(path: PathLike) -> Path:
@@ -178,9 +189,30 @@ def load_model_package(path: PathLike) -> ModelPackage:
     model.eval()
     card_path = folder / CARD_FILE
     card = card_path.read_text(encoding="utf-8", errors="replace") if card_path.is_file() else ""
-    package = ModelPackage(folder.resolve(), config, model, file_sha256(weights), card)
+    for notice in ModelPackage(folder, config, model, "").notices:
+        logger.warning(notice)
+    domain = read_domain_profile(folder)
+    if domain is None:
+        logger.warning("Model %s has no domain profile (%s): no domain check is possible; add one with `segqc model "
+                       "profile %s --data DIR`", config.name, DOMAIN_FILE, folder)
+    else:
+        check_profile_matches(domain, config, folder)
+    package = ModelPackage(folder.resolve(), config, model, file_sha256(weights), card, domain)
     logger.info("Loaded model %s %s from %s (sha256 %s)", config.name, config.version, folder, package.sha256[:12])
     return package
+
+
+def check_profile_matches(profile: DomainProfile, config: ModelConfig, folder: Path) -> None:
+    """A domain.json made for another model (other modalities or classes) is refused, not silently used."""
+    problems = []
+    if [m.name for m in profile.modalities] != list(config.modalities):
+        problems.append(f"modalities {[m.name for m in profile.modalities]} vs {list(config.modalities)}")
+    unknown = sorted(set(profile.classes) - set(config.classes))
+    if unknown:
+        problems.append(f"classes {unknown} that the model does not have")
+    if problems:
+        raise ModelError(f"{folder / DOMAIN_FILE} does not belong to this model ({'; '.join(problems)}): rebuild it "
+                         f"with `segqc model profile {folder} --data DIR`")
 
 
 def _same_tensors(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
@@ -228,8 +260,11 @@ def untrained_card(config: ModelConfig, parameters: int) -> str:
 
 
 def save_model_package(path: PathLike, config: ModelConfig, state_dict: dict[str, torch.Tensor],
-                       card: Optional[str] = None, overwrite: bool = False) -> Path:
-    """Write a package folder atomically: built beside the target, then renamed into place."""
+                       card: Optional[str] = None, overwrite: bool = False,
+                       domain: Optional[DomainProfile] = None) -> Path:
+    """Write a package folder atomically: built beside the target, then renamed into place.
+
+    ``domain``: the training data's profile (:func:`~.domain.build_domain_profile`), written as ``domain.json``."""
     path = Path(path)
     if path.exists() and not overwrite:
         raise ModelError(f"{path} already exists; choose another folder or overwrite explicitly")
@@ -242,6 +277,9 @@ def save_model_package(path: PathLike, config: ModelConfig, state_dict: dict[str
         save_state_dict(staging / WEIGHTS_FILE, state_dict)
         if card:
             (staging / CARD_FILE).write_text(card, encoding="utf-8")
+        if domain is not None:
+            check_profile_matches(domain, config, staging)
+            write_domain_profile(staging, domain)
         if path.exists():
             shutil.rmtree(path)
         os.replace(staging, path)

@@ -19,6 +19,8 @@ import numpy as np
 from ..errors import GeometryMismatchError, InputError
 from ..geometry import Geometry
 from ..io.image_files import read_image, write_array
+from ..io.nifti_header import is_nifti
+from ..io.nifti_values import count_nonfinite
 from .report import ERROR_PROB_PATTERN, REPORT_FILE_NAME, Report
 
 ERROR_PROB_FILE_RE = re.compile(r"error_prob_(?P<label>\d+)\.(nii\.gz|nii|nrrd|nhdr|mha|mhd)$", re.IGNORECASE)
@@ -53,6 +55,8 @@ def read_error_probs(sources: Union[str, Path, Sequence[Union[str, Path]]],
         sources = [sources]
     files: list[Path] = []
     for source in map(Path, sources):
+        if not source.exists():
+            raise InputError(f"Error probability map or folder not found: {source}")
         if source.is_dir():
             found = sorted(p for p in source.iterdir() if ERROR_PROB_FILE_RE.search(p.name))
             if not found:
@@ -69,6 +73,11 @@ def read_error_probs(sources: Union[str, Path, Sequence[Union[str, Path]]],
         if label in error_prob:
             raise InputError(f"Two error probability maps for label {label} (second: {path})")
         volume = read_image(path)
+        # ITK reads NaN voxels of a NIfTI file as 0: a map of NaNs would pass as "no error anywhere".
+        nonfinite = count_nonfinite(path) if is_nifti(str(path)) else 0
+        if nonfinite:
+            raise InputError(f"Error probability map {path} contains {nonfinite:,} NaN or infinite values; a "
+                             "probability map holds numbers in [0, 1] (the method that wrote it failed)")
         differences = geometry.differences(volume.geometry) if geometry is not None else []
         if differences:
             # Not check_same_geometry: its advice (--resample-seg) moves the segmentation, not this map.

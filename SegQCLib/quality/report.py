@@ -19,6 +19,7 @@ from typing import Any, Optional
 
 from .. import __version__, files
 from ..errors import InputError
+from ..network.domain_check import DomainReport
 
 REPORT_FILE_NAME = "report.json"
 ERROR_PROB_PATTERN = "error_prob_{label}.nii.gz"
@@ -80,6 +81,7 @@ class Report:
     notices: list[str] = field(default_factory=list)
     device: Optional[str] = None
     model: Optional[dict[str, Any]] = None
+    domain: Optional[DomainReport] = None  # (network runs) is the input like the model's training data?
     segqc_version: str = __version__
 
     def to_dict(self) -> dict[str, Any]:
@@ -102,6 +104,7 @@ class Report:
                 notices=list(data.get("notices", [])),
                 device=data.get("device"),
                 model=data.get("model"),
+                domain=DomainReport.from_dict(data["domain"]) if data.get("domain") else None,
                 segqc_version=str(data.get("segqc_version", "unknown")),
             )
         except (KeyError, TypeError, ValueError) as exc:

@@ -23,6 +23,8 @@ from .network.inference import CancelCheck, check_cancelled, predict_case, selec
 from .network.package import ModelPackage, default_model_path, load_model_package
 from .quality.outputs import QCResult
 from .quality.postprocess import PostprocessParams, build_report
+from .quality.suggestion import suggest
+from .quality.suggestion_settings import SuggestionParams, resolve_suggestion_params
 
 logger = logging.getLogger(__name__)
 
@@ -78,6 +80,11 @@ class QCEngine:
             logger.warning("Model %s is untrained (random weights): its error maps and scores are meaningless",
                            self._package.config.name)
 
+    def suggestion_params(self, min_gain_dice: Optional[float] = None) -> tuple[SuggestionParams, list[str]]:
+        """The expected-gain threshold of offered edits: ``min_gain_dice`` if given, else the package's calibrated
+        one (``suggestions.json``), else the default; with notices saying when the default had to be used."""
+        return resolve_suggestion_params(min_gain_dice, self._package.path, self._package.sha256)
+
     @property
     def config(self) -> ModelConfig:
         return self._package.config
@@ -95,8 +102,14 @@ class QCEngine:
         return self._package.info
 
     def run_case(self, case: Case, progress: Optional[ProgressCallback] = None, cancel: CancelCheck = None,
-                 postprocess_params: Optional[PostprocessParams] = None) -> QCResult:
-        """Error probabilities and the report of one case (nothing is written)."""
+                 postprocess_params: Optional[PostprocessParams] = None, suggest_edits: bool = False,
+                 min_gain_dice: Optional[float] = None) -> QCResult:
+        """Error probabilities and the report of one case (nothing is written).
+
+        With ``suggest_edits`` also the suggested segmentation and one suggested edit per error box
+        (:func:`SegQCLib.quality.suggestion.suggest`), offered from the expected Dice gain ``min_gain_dice`` (default:
+        :meth:`suggestion_params`).
+        """
         started = time.perf_counter()
         notify = progress or (lambda _fraction, _message: None)
         segmentation, label_notices = align_labels_to_model(case.segmentation, self.config.classes)
@@ -110,9 +123,16 @@ class QCEngine:
         report = build_report(segmentation, inference.error_prob, postprocess_params, class_names)
         report.case.dice_pred = inference.dice_pred
         report.case.nsd_pred = inference.nsd_pred
+        suggestion = None
+        suggestion_notices: list[str] = []
+        if suggest_edits:
+            notify(PROGRESS_NETWORK_END, "Suggesting corrections")
+            params, suggestion_notices = self.suggestion_params(min_gain_dice)
+            suggestion = suggest(segmentation, inference.error_prob, report, params)
         report.device = self.device
         report.model = self.model_info
-        report.notices = list(case.notices) + label_notices + inference.notices + report.notices
+        report.notices = (list(case.notices) + label_notices + inference.notices + report.notices
+                          + suggestion_notices)
         if not self.config.trained:
             report.notices.append(f"Model {self.config.name} is untrained: predictions are not meaningful")
         report.inputs = {**report.inputs, "images": [image.path for image in case.images],
@@ -126,22 +146,24 @@ class QCEngine:
         report.timing_s = {**inference.timing_s, **report.timing_s,
                            "total": round(time.perf_counter() - started, 4)}
         notify(1.0, "Done")
-        return QCResult(report, inference.error_prob, segmentation.geometry)
+        return QCResult(report, inference.error_prob, segmentation.geometry, suggestion)
 
 
 def run_qc_files(image_paths: Sequence[PathLike], seg_path: PathLike, out_dir: PathLike,
                  model_path: Optional[PathLike] = None, device: str = "auto", resample_seg: bool = False,
                  progress: Optional[ProgressCallback] = None, cancel: CancelCheck = None,
-                 engine: Optional[QCEngine] = None, postprocess_params: Optional[PostprocessParams] = None
-                 ) -> QCResult:
-    """Read a case from files, run QC and write ``report.json`` + ``error_prob_<label>.nii.gz`` to ``out_dir``.
+                 engine: Optional[QCEngine] = None, postprocess_params: Optional[PostprocessParams] = None,
+                 suggest_edits: bool = False, min_gain_dice: Optional[float] = None) -> QCResult:
+    """Read a case from files, run QC and write ``report.json`` + ``error_prob_<label>.nii.gz`` to ``out_dir``
+    (with ``suggest_edits`` also ``suggested_segmentation.nii.gz`` and ``suggested_edits_<label>.nii.gz``).
 
     Nothing is written when reading, the network or the report fails or the run is cancelled.  Pass
     ``engine`` to reuse a loaded model (then ``model_path`` and ``device`` are ignored).
     """
     engine = engine or QCEngine(model_path, device)
     case = load_case(image_paths, seg_path, resample_seg=resample_seg)
-    result = engine.run_case(case, progress=progress, cancel=cancel, postprocess_params=postprocess_params)
+    result = engine.run_case(case, progress=progress, cancel=cancel, postprocess_params=postprocess_params,
+                             suggest_edits=suggest_edits, min_gain_dice=min_gain_dice)
     check_cancelled(cancel)
-    result.write(out_dir)
+    result.write(out_dir, inputs=[*image_paths, seg_path])
     return result

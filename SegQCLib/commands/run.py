@@ -32,7 +32,12 @@ if "torch" not in sys.modules:
 from ..engine import QCEngine, run_qc_files  # noqa: E402
 from ..errors import CancelledError, InputError, SegQCError  # noqa: E402
 from ..quality.report import REPORT_FILE_NAME, write_json_atomic  # noqa: E402
-from .common import add_region_options, format_summary, postprocess_params_from_args  # noqa: E402
+from .common import (  # noqa: E402
+    add_region_options,
+    add_suggestion_options,
+    format_summary,
+    postprocess_params_from_args,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -56,7 +61,9 @@ def register(subparsers) -> None:
         description="Predict where a segmentation is wrong with the QC network and write report.json and "
                     "error_prob_<label>.nii.gz (on the image grid) per case. One case: --image (one per modality, "
                     "in the model's order) and --seg. Many cases: --manifest CSV with columns case_id,image,seg "
-                    "(modalities separated by ';', paths relative to the CSV), written to OUT/<case_id>/.",
+                    "(modalities separated by ';', paths relative to the CSV), written to OUT/<case_id>/. With "
+                    "--suggest also the suggested segmentation and one suggested edit per error box, offered when "
+                    "its expected Dice gain clears the model's calibrated threshold.",
     )
     parser.add_argument("--image", action="append", help="image file; repeat once per modality")
     parser.add_argument("--seg", help="segmentation label map (NIfTI, NRRD, MHA or .seg.nrrd)")
@@ -75,6 +82,7 @@ def register(subparsers) -> None:
     parser.add_argument("--threads", type=int, default=None,
                         help="CPU threads for the network (default: PyTorch's choice, usually all cores)")
     add_region_options(parser)
+    add_suggestion_options(parser)
     parser.set_defaults(func=run)
 
 
@@ -228,7 +236,8 @@ def _run_manifest(args: argparse.Namespace, engine: QCEngine, reporter: Reporter
         case_dir = out_dir / case.case_id
         try:
             result = run_qc_files(case.images, case.seg, case_dir, resample_seg=args.resample_seg, progress=progress,
-                                  engine=engine, postprocess_params=params)
+                                  engine=engine, postprocess_params=params, suggest_edits=args.suggest,
+                                  min_gain_dice=args.suggest_min_gain)
         except CancelledError:
             raise
         except SegQCError as exc:
@@ -257,7 +266,8 @@ def _run_manifest(args: argparse.Namespace, engine: QCEngine, reporter: Reporter
 def _run_single(args: argparse.Namespace, engine: QCEngine, reporter: Reporter) -> int:
     result = run_qc_files(args.image, args.seg, args.out, resample_seg=args.resample_seg,
                           progress=lambda fraction, message: reporter.progress(fraction, message), engine=engine,
-                          postprocess_params=postprocess_params_from_args(args))
+                          postprocess_params=postprocess_params_from_args(args), suggest_edits=args.suggest,
+                          min_gain_dice=args.suggest_min_gain)
     report_path = (Path(args.out) / REPORT_FILE_NAME).resolve()
     reporter.event("done", report=str(report_path))
     reporter.text(format_summary(result.report))
@@ -276,6 +286,8 @@ def _usage_problem(args: argparse.Namespace) -> Optional[str]:
         return f"--window-batch must be at least 1, got {args.window_batch}"
     if args.threads is not None and args.threads < 1:
         return f"--threads must be at least 1, got {args.threads}"
+    if args.suggest_min_gain is not None and not args.suggest:
+        return "--suggest-min-gain needs --suggest"
     return None
 
 

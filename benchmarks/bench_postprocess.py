@@ -6,7 +6,9 @@ a few high-probability error blobs (missed or extra parts) and a small floor eve
 sigmoid is never exactly 0).  Time is printed as a ratio to one ``scipy.ndimage.label`` pass over the
 same volume measured in the same run, so the number means the same on any machine.  Target: <= 20x.
 
-Run: ``python benchmarks/bench_postprocess.py [--shape 300 512 512] [--repeats 3] [--speckle]``.
+Run: ``python benchmarks/bench_postprocess.py [--shape 300 512 512] [--repeats 3] [--speckle] [--suggest]``.
+``--suggest`` also times the suggested segmentation and the edit of every box (``segqc run --suggest``'s extra
+step) and its peak memory.
 Exit status 1 when the full post-processing is slower than the target.
 
 Measured 2026-11-22 on the shared 2-core development VM (numpy 2.4, scipy 1.17, other jobs running, so
@@ -45,6 +47,7 @@ from SegQCLib.io.volumes import LabelMap
 from SegQCLib.quality.postprocess import build_report
 from SegQCLib.quality.ranking import rank_boxes, rank_slices, slice_error_scores
 from SegQCLib.quality.regions import RegionParams, find_error_boxes
+from SegQCLib.quality.suggestion import suggest
 
 TARGET_RATIO = 20.0
 LOW_RES_FACTOR = 4  # error maps are drawn on a 4x coarser grid and interpolated: smooth like a network's output
@@ -126,6 +129,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--speckle", action="store_true",
                         help="also time error boxes on a speckled map (2%% isolated voxels) without error extraction")
+    parser.add_argument("--suggest", action="store_true",
+                        help="also time the suggested segmentation and the edits of every box")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
 
@@ -159,6 +164,12 @@ def main(argv: list[str] | None = None) -> int:
           f"{max_rss_mib:.0f} MiB")
     if args.speckle:
         _speckle_stress(segmentation.geometry, reference_s, args.repeats)
+    if args.suggest:
+        suggest_s, suggestion = _timed(lambda: suggest(segmentation, error_prob, report), args.repeats)
+        suggest_peak_mib = _peak_traced_mib(lambda: suggest(segmentation, error_prob, report))
+        print(f"suggestion (segmentation + box edits)    {suggest_s:8.3f} s  = {suggest_s / reference_s:5.1f} x label "
+              f"({len(suggestion.edits)} edits, {suggestion.summary.changed_voxels} voxels changed); peak traced "
+              f"{suggest_peak_mib:.0f} MiB")
     return 0 if full_s / reference_s <= TARGET_RATIO else 1
 
 

@@ -29,7 +29,7 @@ from ..errors import InputError
 from ..geometry import Geometry
 from ..io.volumes import LabelMap
 from .edit_actions import AppliedEdit, EditPreview, apply_edit_mask, apply_edits, edit_mask, preview_edit, undo_edit
-from .edit_gains import ClassTotals, dice_from_sums, edit_statistics
+from .edit_gains import ClassTotals, EditStatistics, dice_from_sums, edit_statistics
 from .edit_regions import EditRegions, find_edit_regions
 from .estimates import EMPTY_SUM_VOXELS, estimated_truth
 from .postprocess import validate_error_prob
@@ -131,7 +131,7 @@ def _dice_after(query: np.ndarray, edited: np.ndarray, error_prob: Mapping[int, 
     return per_class, case
 
 
-def _edits(regions: EditRegions, stats, report: Report, voxel_mm3: float,
+def _edits(regions: EditRegions, stats: EditStatistics, report: Report, voxel_mm3: float,
            params: SuggestionParams) -> list[SuggestedEdit]:
     gains = stats.gain
     offered = (stats.voxels > 0) & (gains >= params.min_gain_dice)

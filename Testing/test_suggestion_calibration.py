@@ -92,7 +92,8 @@ def test_measurement_writes_the_before_after_table_and_figures(tmp_path, data_di
     assert measure_suggestions.main(["--data", str(data_dir), "--out", str(out), "--max-cases", "2",
                                      "--queries-per-case", "2", "--bootstrap", "20", "--min-gain", "0.01"]) == 0
     table = (out / measure_suggestions.TABLE_FILE).read_text()
-    for row in (measure_suggestions.NONE, *STRATEGIES, "offered", "not offered (below the threshold)", "segmenter"):
+    for row in (measure_suggestions.NONE, *STRATEGIES, "offered", "offered, on segmenter predictions",
+                "not offered (below the threshold)", "segmenter"):
         assert f"| {row} |" in table
     assert "expected Dice gain >= 0.01" in table
     data = json.loads((out / measure_suggestions.RESULTS_FILE).read_text())
@@ -106,3 +107,6 @@ def test_measurement_writes_the_before_after_table_and_figures(tmp_path, data_di
             assert query["dice_after"]["all offered"] == query["dice_before"]
     assert (out / measure_suggestions.GAINS_FIGURE).stat().st_size > 0
     assert (out / measure_suggestions.DICE_FIGURE).stat().st_size > 0
+    (out / measure_suggestions.TABLE_FILE).unlink()
+    assert measure_suggestions.main(["--out", str(out), "--redraw", "--bootstrap", "20"]) == 0
+    assert (out / measure_suggestions.TABLE_FILE).read_text() == table  # the same tables without any QC run

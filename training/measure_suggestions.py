@@ -36,7 +36,9 @@ from .suggestion_study import (
     DEFAULT_SEGMENTER,
     DICE_TOLERANCE,
     STRATEGIES,
+    EditRecord,
     Family,
+    QueryRecord,
     StudyResult,
     StudySettings,
     run_study,
@@ -88,12 +90,15 @@ def query_rows(result: StudyResult, resamples: int) -> list[list[str]]:
 def edit_rows(result: StudyResult) -> list[list[str]]:
     """Edits applied alone: how many, mean expected and true gain, share improving / worsening their class."""
     rows = []
-    edits = [edit for _, edit in result.edits]
     selections: list[tuple[str, Callable]] = [
-        ("offered", lambda e: e.offered), ("not offered (below the threshold)", lambda e: not e.offered),
-        ("all", lambda e: True)]
+        ("offered", lambda q, e: e.offered),
+        ("offered, on segmenter predictions", lambda q, e: e.offered and q.family == Family.SEGMENTER),
+        ("offered, on perturbations", lambda q, e: e.offered and q.family == Family.PERTURBATION),
+        ("offered, on perfect queries (the truth)", lambda q, e: e.offered and q.family == Family.IDENTITY),
+        ("not offered (below the threshold)", lambda q, e: not e.offered),
+        ("all", lambda q, e: True)]
     for name, chosen in selections:
-        picked = [e for e in edits if chosen(e)]
+        picked = [e for q, e in result.edits if chosen(q, e)]
         true = np.array([e.true_gain for e in picked])
         expected = np.array([e.expected_gain for e in picked])
         rows.append([name, str(len(picked)), f"{_mean(expected):+.4f}" if picked else "n/a",
@@ -190,20 +195,35 @@ def plot(result: StudyResult, out_dir: Path) -> list[Path]:
     return paths
 
 
-def measure(settings: StudySettings, out_dir: Path, resamples: int = BOOTSTRAP_RESAMPLES,
-            figures: bool = True) -> Path:
-    if settings.split_side != "validation":
-        raise ValueError("Measure on validation-split cases")
-    result = run_study(settings)
+def write_outputs(result: StudyResult, settings: StudySettings, out_dir: Path, resamples: int,
+                  figures: bool = True) -> Path:
     out_dir.mkdir(parents=True, exist_ok=True)
     table = out_dir / TABLE_FILE
     table.write_text(markdown(result, settings, resamples), encoding="utf-8")
     data = {"model": result.model, "min_gain_dice": result.min_gain_dice, "min_gain_source": result.min_gain_source,
-            "seconds": round(result.seconds, 1), "queries": [asdict(q) for q in result.queries]}
+            "seconds": round(result.seconds, 1), "settings": {"queries_per_case": settings.queries_per_case,
+                                                              "seed": settings.seed,
+                                                              "segmenter": settings.segmenter_dir.name},
+            "queries": [asdict(q) for q in result.queries]}
     (out_dir / RESULTS_FILE).write_text(json.dumps(data, indent=1) + "\n", encoding="utf-8")
     if figures:
         plot(result, out_dir)
     return table
+
+
+def read_results(path: Path) -> tuple[StudyResult, dict]:
+    """A study written by :func:`write_outputs` (to redraw its tables and figures without running it again)."""
+    data = json.loads(Path(path).read_text(encoding="utf-8"))
+    queries = [QueryRecord(**{**q, "edits": [EditRecord(**e) for e in q["edits"]]}) for q in data["queries"]]
+    return StudyResult(queries, data["min_gain_dice"], data["min_gain_source"], data["model"],
+                       data["seconds"]), data.get("settings", {})
+
+
+def measure(settings: StudySettings, out_dir: Path, resamples: int = BOOTSTRAP_RESAMPLES,
+            figures: bool = True) -> Path:
+    if settings.split_side != "validation":
+        raise ValueError("Measure on validation-split cases")
+    return write_outputs(run_study(settings), settings, out_dir, resamples, figures)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -223,13 +243,22 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--bootstrap", type=int, default=BOOTSTRAP_RESAMPLES)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--redraw", action="store_true",
+                        help="only rewrite the table and figures from OUT/suggestions.json (no QC runs)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     torch.set_num_threads(args.threads)
     settings = StudySettings(Path(args.data), Path(args.model) if args.model else None, "validation",
                              VALIDATION_MIX, args.queries_per_case, args.seed, Path(args.split),
                              Path(args.segmenter), args.min_gain, args.max_cases, args.device)
-    table = measure(settings, Path(args.out), args.bootstrap)
+    if args.redraw:
+        result, recorded = read_results(Path(args.out) / RESULTS_FILE)
+        settings.queries_per_case = int(recorded.get("queries_per_case", settings.queries_per_case))
+        settings.seed = int(recorded.get("seed", settings.seed))
+        settings.segmenter_dir = Path(recorded.get("segmenter", settings.segmenter_dir.name))
+        table = write_outputs(result, settings, Path(args.out), args.bootstrap)
+    else:
+        table = measure(settings, Path(args.out), args.bootstrap)
     print(table.read_text(encoding="utf-8"))
     return 0
 

@@ -26,6 +26,10 @@ single numbers vary by ~±30 %; medians of 3), 300x512x512, 3 classes, 2309 erro
     After estimates were computed from one pass of per-slice sums per class (same day, 1 repeat):
     label 0.43 s; regions + ranking 0.59 s = 1.4 x; build_report 1.92 s = 4.4 x (estimates 1.23 s,
     ranking 0.22 s, regions 0.47 s); traced peak 300 MiB, max RSS 1.75 GiB.
+    --suggest (2026-11-30, 150x256x256 because the VM was loaded ~5x; medians of 1): the suggestion step
+    (suggested segmentation, 724 boxes' edits, gains) 15.5-16.4 x label (build_report 4.4-4.6 x); peak traced
+    185 MiB, of which 56 MiB are its outputs (one uint16 edit map per class) and 47 MiB the int32 components
+    of the classes' changes inside their bounding box.
 """
 
 from __future__ import annotations

@@ -119,9 +119,14 @@ def find_edit_regions(query: np.ndarray, suggested: np.ndarray, error_prob: Mapp
     if crop is None or not boxes:
         return empty
     query_crop, suggested_crop = query[crop], suggested[crop]
-    changes = np.stack([(suggested_crop == label) != (query_crop == label) for label in labels])
+    stacked_shape = (len(labels), *query_crop.shape)
+    changes = np.empty(stacked_shape, dtype=bool)
+    framed = np.empty(stacked_shape, dtype=bool)
+    for i, label in enumerate(labels):  # filled in place: no per-class copies to stack
+        np.not_equal(suggested_crop == label, query_crop == label, out=changes[i])
+        framed[i] = framed_errors(error_prob[label], geometry, slice_axis, params)[crop]
     components, component_count = ndimage.label(changes, structure=_structure_4d())
-    framed = np.stack([framed_errors(error_prob[label], geometry, slice_axis, params)[crop] for label in labels])
+    del changes
     class_index = {label: i for i, label in enumerate(labels)}
     box_of_pair, component_of_pair = _box_component_pairs(boxes, class_index, components, framed, crop)
     if box_of_pair.size == 0:
@@ -149,9 +154,10 @@ def find_edit_regions(query: np.ndarray, suggested: np.ndarray, error_prob: Mapp
     edit_labels = np.array([boxes[i].label for i in first.tolist()], dtype=np.int64)
 
     dtype = edit_map_dtype(edit_groups.size)
+    component_edit = component_edit.astype(dtype)  # the lookup's result has the edit maps' (small) dtype
     edit_maps = {}
     for i, label in enumerate(labels):  # one lookup per class, not per voxel
         full = np.zeros(shape, dtype=dtype)
-        full[crop] = component_edit[components[i]].astype(dtype, copy=False)
+        full[crop] = component_edit[components[i]]
         edit_maps[label] = full
     return EditRegions(edit_maps, box_edit_ids, edit_labels, first)

@@ -44,7 +44,8 @@ def suggested_labels(segmentation: np.ndarray, error_prob: Mapping[int, np.ndarr
     """The suggested label map (same shape and dtype as ``segmentation``).
 
     ``error_prob`` maps every class label of the model to its Ê (same shape); labels of ``segmentation`` must
-    be among them or 0.  Memory: a few float32 arrays the size of :func:`change_extent`'s box, never one per class.
+    be among them or 0.  Memory: a few float32 arrays the size of :func:`change_extent`'s box, whatever the number
+    of classes.
     """
     segmentation = np.asarray(segmentation)
     result = segmentation.copy()
@@ -53,13 +54,20 @@ def suggested_labels(segmentation: np.ndarray, error_prob: Mapping[int, np.ndarr
         return result
     query = segmentation[crop]
     labels = sorted(error_prob)
-    truths = [estimated_truth(query == label, np.asarray(error_prob[label][crop], dtype=np.float32)).astype(
-        np.float32, copy=False) for label in labels]
-    background = np.float32(1.0) - np.sum(truths, axis=0, dtype=np.float32)
+
+    def truth_of(label: int) -> np.ndarray:
+        return estimated_truth(query == label, np.asarray(error_prob[label][crop], dtype=np.float32)).astype(
+            np.float32, copy=False)
+
+    # Two passes over the classes (the background needs all of them first), so memory does not grow with them.
+    background = np.ones(query.shape, dtype=np.float32)
+    for label in labels:
+        background -= truth_of(label)
     best_score = background.copy()
     best_label = np.zeros(query.shape, dtype=segmentation.dtype)
-    query_score = background  # the query's own label's score; overwritten below where it is a class
-    for label, truth in zip(labels, truths):  # one pass per class, not per voxel
+    query_score = background  # the score of the query's own label: the background's, replaced where it is a class
+    for label in labels:  # one pass per class, not per voxel
+        truth = truth_of(label)
         better = truth > best_score
         best_score[better] = truth[better]
         best_label[better] = label

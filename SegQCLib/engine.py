@@ -34,6 +34,8 @@ from .network.inference import CancelCheck, check_cancelled, predict_case, selec
 from .network.package import ModelPackage, default_model_path, load_model_package
 from .quality.outputs import QCResult
 from .quality.postprocess import PostprocessParams, build_report
+from .quality.suggestion import suggest
+from .quality.suggestion_settings import SuggestionParams, resolve_suggestion_params
 
 logger = logging.getLogger(__name__)
 
@@ -125,6 +127,11 @@ class QCEngine:
             logger.warning("Model %s is untrained (random weights): its error maps and scores are meaningless",
                            self._package.config.name)
 
+    def suggestion_params(self, min_gain_dice: Optional[float] = None) -> tuple[SuggestionParams, list[str]]:
+        """The expected-gain threshold of offered edits: ``min_gain_dice`` if given, else the package's calibrated
+        one (``suggestions.json``), else the default; with notices saying when the default had to be used."""
+        return resolve_suggestion_params(min_gain_dice, self._package.path, self._package.sha256)
+
     @property
     def config(self) -> ModelConfig:
         return self._package.config
@@ -167,11 +174,14 @@ class QCEngine:
         return CheckedInput(segmentation, notices, domain, time.perf_counter() - started)
 
     def run_case(self, case: Case, progress: Optional[ProgressCallback] = None, cancel: CancelCheck = None,
-                 postprocess_params: Optional[PostprocessParams] = None, strict: bool = False) -> QCResult:
+                 postprocess_params: Optional[PostprocessParams] = None, strict: bool = False,
+                 suggest_edits: bool = False, min_gain_dice: Optional[float] = None) -> QCResult:
         """Error probabilities and the report of one case (nothing is written).
 
         ``strict``: raise :class:`OutOfDomainError` instead of reporting estimates for a case outside the model's
-        domain (or when the model has no domain profile)."""
+        domain (or when the model has no domain profile).  With ``suggest_edits`` also the suggested segmentation
+        and one suggested edit per error box (:func:`SegQCLib.quality.suggestion.suggest`), offered from the expected
+        Dice gain ``min_gain_dice`` (default: :meth:`suggestion_params`)."""
         started = time.perf_counter()
         notify = progress or (lambda _fraction, _message: None)
         checked = self.check_input(case)
@@ -194,10 +204,16 @@ class QCEngine:
         report = build_report(segmentation, inference.error_prob, postprocess_params, class_names)
         report.case.dice_pred = inference.dice_pred
         report.case.nsd_pred = inference.nsd_pred
+        suggestion = None
+        suggestion_notices: list[str] = []
+        if suggest_edits:
+            notify(PROGRESS_NETWORK_END, "Suggesting corrections")
+            params, suggestion_notices = self.suggestion_params(min_gain_dice)
+            suggestion = suggest(segmentation, inference.error_prob, report, params)
         report.device = self.device
         report.model = self.model_info
         report.notices = (list(case.notices) + self._package.notices + label_notices + inference.notices
-                          + report.notices)
+                          + report.notices + suggestion_notices)
         if not self.config.trained:
             report.notices.append(f"Model {self.config.name} is untrained: predictions are not meaningful")
         report.domain = domain
@@ -216,15 +232,16 @@ class QCEngine:
         report.timing_s = {**inference.timing_s, **report.timing_s, "domain": round(checked.domain_s, 4),
                            "total": round(time.perf_counter() - started, 4)}
         notify(1.0, "Done")
-        return QCResult(report, inference.error_prob, segmentation.geometry)
+        return QCResult(report, inference.error_prob, segmentation.geometry, suggestion)
 
 
 def run_qc_files(image_paths: Sequence[PathLike], seg_path: PathLike, out_dir: PathLike,
                  model_path: Optional[PathLike] = None, device: str = "auto", resample_seg: bool = False,
                  progress: Optional[ProgressCallback] = None, cancel: CancelCheck = None,
                  engine: Optional[QCEngine] = None, postprocess_params: Optional[PostprocessParams] = None,
-                 strict: bool = False) -> QCResult:
-    """Read a case from files, run QC and write ``report.json`` + ``error_prob_<label>.nii.gz`` to ``out_dir``.
+                 strict: bool = False, suggest_edits: bool = False, min_gain_dice: Optional[float] = None) -> QCResult:
+    """Read a case from files, run QC and write ``report.json`` + ``error_prob_<label>.nii.gz`` to ``out_dir``
+    (with ``suggest_edits`` also ``suggested_segmentation.nii.gz`` and ``suggested_edits_<label>.nii.gz``).
 
     Nothing is written when reading, the network or the report fails, the run is cancelled or (``strict``)
     the case is outside the model's domain.  Pass ``engine`` to reuse a loaded model (then ``model_path`` and
@@ -233,7 +250,7 @@ def run_qc_files(image_paths: Sequence[PathLike], seg_path: PathLike, out_dir: P
     engine = engine or QCEngine(model_path, device)
     case = load_case(image_paths, seg_path, resample_seg=resample_seg)
     result = engine.run_case(case, progress=progress, cancel=cancel, postprocess_params=postprocess_params,
-                             strict=strict)
+                             strict=strict, suggest_edits=suggest_edits, min_gain_dice=min_gain_dice)
     check_cancelled(cancel)
-    result.write(out_dir)
+    result.write(out_dir, inputs=[*image_paths, seg_path])
     return result

@@ -6,7 +6,9 @@ a few high-probability error blobs (missed or extra parts) and a small floor eve
 sigmoid is never exactly 0).  Time is printed as a ratio to one ``scipy.ndimage.label`` pass over the
 same volume measured in the same run, so the number means the same on any machine.  Target: <= 20x.
 
-Run: ``python benchmarks/bench_postprocess.py [--shape 300 512 512] [--repeats 3] [--speckle]``.
+Run: ``python benchmarks/bench_postprocess.py [--shape 300 512 512] [--repeats 3] [--speckle] [--suggest]``.
+``--suggest`` also times the suggested segmentation and the edit of every box (``segqc run --suggest``'s extra
+step) and its peak memory.
 Exit status 1 when the full post-processing is slower than the target.
 
 Measured 2026-11-22 on the shared 2-core development VM (numpy 2.4, scipy 1.17, other jobs running, so
@@ -24,6 +26,10 @@ single numbers vary by ~±30 %; medians of 3), 300x512x512, 3 classes, 2309 erro
     After estimates were computed from one pass of per-slice sums per class (same day, 1 repeat):
     label 0.43 s; regions + ranking 0.59 s = 1.4 x; build_report 1.92 s = 4.4 x (estimates 1.23 s,
     ranking 0.22 s, regions 0.47 s); traced peak 300 MiB, max RSS 1.75 GiB.
+    --suggest (2026-11-30, 150x256x256 because the VM was loaded ~5x; medians of 1): the suggestion step
+    (suggested segmentation, 724 boxes' edits, gains) 15.5-16.4 x label (build_report 4.4-4.6 x); peak traced
+    185 MiB, of which 56 MiB are its outputs (one uint16 edit map per class) and 47 MiB the int32 components
+    of the classes' changes inside their bounding box.
 """
 
 from __future__ import annotations
@@ -45,6 +51,7 @@ from SegQCLib.io.volumes import LabelMap
 from SegQCLib.quality.postprocess import build_report
 from SegQCLib.quality.ranking import rank_boxes, rank_slices, slice_error_scores
 from SegQCLib.quality.regions import RegionParams, find_error_boxes
+from SegQCLib.quality.suggestion import suggest
 
 TARGET_RATIO = 20.0
 LOW_RES_FACTOR = 4  # error maps are drawn on a 4x coarser grid and interpolated: smooth like a network's output
@@ -126,6 +133,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--speckle", action="store_true",
                         help="also time error boxes on a speckled map (2%% isolated voxels) without error extraction")
+    parser.add_argument("--suggest", action="store_true",
+                        help="also time the suggested segmentation and the edits of every box")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
 
@@ -159,6 +168,12 @@ def main(argv: list[str] | None = None) -> int:
           f"{max_rss_mib:.0f} MiB")
     if args.speckle:
         _speckle_stress(segmentation.geometry, reference_s, args.repeats)
+    if args.suggest:
+        suggest_s, suggestion = _timed(lambda: suggest(segmentation, error_prob, report), args.repeats)
+        suggest_peak_mib = _peak_traced_mib(lambda: suggest(segmentation, error_prob, report))
+        print(f"suggestion (segmentation + box edits)    {suggest_s:8.3f} s  = {suggest_s / reference_s:5.1f} x label "
+              f"({len(suggestion.edits)} edits, {suggestion.summary.changed_voxels} voxels changed); peak traced "
+              f"{suggest_peak_mib:.0f} MiB")
     return 0 if full_s / reference_s <= TARGET_RATIO else 1
 
 

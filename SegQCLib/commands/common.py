@@ -32,6 +32,22 @@ def add_region_options(parser: argparse.ArgumentParser) -> None:
                             "spacing, else 0)")
 
 
+def add_suggestion_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("suggested corrections")
+    group.add_argument(
+        "--suggest", action="store_true",
+        help="also write the suggested segmentation (suggested_segmentation.nii.gz: per voxel the label with the "
+             "highest estimated-truth probability) and, per error box, a suggested edit: the voxels to add to and "
+             "remove from the box's class in the connected error region the box frames, followed in 3D "
+             "(suggested_edits_<label>.nii.gz: edit ids; report.json: each box's edit_id, size, expected Dice gain "
+             "and whether it is offered)")
+    group.add_argument(
+        "--suggest-min-gain", type=float, default=None, metavar="DICE",
+        help="offer only edits whose expected gain (estimated Dice of the box's class after the edit minus "
+             "before) is at least this (default: the model package's calibrated threshold in suggestions.json, "
+             "else 0)")
+
+
 def postprocess_params_from_args(args: argparse.Namespace) -> PostprocessParams:
     defaults = RegionParams()
     regions = RegionParams(
@@ -82,8 +98,17 @@ def format_summary(report: Report, top_n: int = SUMMARY_TOP_N) -> str:
     lines.append(f"worst slices (axis {report.slice_axis}): " + (", ".join(worst) if worst else "none"))
     lines.append(f"error boxes: {len(report.boxes)}")
     for box in report.boxes[:top_n]:
+        edit = ""
+        if box.edit_offered:
+            edit = (f"; suggested edit {box.edit_id}: {box.edit_voxels} voxels, expected Dice "
+                    f"{box.edit_gain_dice_est:+.3f}")
         lines.append(f"  class {box.label} slice {box.slice}: score {box.score:.1f}, {box.area_mm2:.0f} mm2, "
-                     f"centre RAS ({', '.join(f'{v:.1f}' for v in box.center_ras)})")
+                     f"centre RAS ({', '.join(f'{v:.1f}' for v in box.center_ras)}){edit}")
+    if report.suggestion is not None:
+        offered = sum(edit.offered for edit in report.suggestion.edits)
+        lines.append(f"suggested edits: {len(report.suggestion.edits)}, {offered} offered (expected Dice gain >= "
+                     f"{report.suggestion.min_gain_dice:.3g}, {report.suggestion.min_gain_source}); estimated case "
+                     f"Dice after accepting them {_fmt(report.suggestion.case_dice_est_after_offered)}")
     shown = set(report.domain.reasons + report.domain.warnings) if report.domain else set()
     lines += [f"notice: {notice}" for notice in report.notices
               if notice not in shown and not notice.startswith(OUT_OF_DOMAIN_PREFIX)]

@@ -31,7 +31,12 @@ if "torch" not in sys.modules:
 
 from ..errors import CancelledError, InputError, SegQCError  # noqa: E402
 from ..quality.report import REPORT_FILE_NAME, write_json_atomic  # noqa: E402
-from .common import add_region_options, format_summary, postprocess_params_from_args  # noqa: E402
+from .common import (  # noqa: E402
+    add_region_options,
+    add_suggestion_options,
+    format_summary,
+    postprocess_params_from_args,
+)
 from .options import check_output_folder, positive_int, probability_below_one  # noqa: E402
 
 if TYPE_CHECKING:  # the engine (torch) is imported when a run starts, so that `segqc run --help` answers at once
@@ -60,7 +65,9 @@ def register(subparsers) -> None:
         description="Predict where a segmentation is wrong with the QC network and write report.json and "
                     "error_prob_<label>.nii.gz (on the image grid) per case. One case: --image (one per modality, "
                     "in the model's order) and --seg. Many cases: --manifest CSV with columns case_id,image,seg "
-                    "(modalities separated by ';', paths relative to the CSV), written to OUT/<case_id>/.",
+                    "(modalities separated by ';', paths relative to the CSV), written to OUT/<case_id>/. With "
+                    "--suggest also the suggested segmentation and one suggested edit per error box, offered when "
+                    "its expected Dice gain clears the model's calibrated threshold.",
     )
     parser.add_argument("--image", action="append", help="image file; repeat once per modality")
     parser.add_argument("--seg", help="segmentation label map (NIfTI, NRRD, MHA or .seg.nrrd)")
@@ -88,6 +95,7 @@ def register(subparsers) -> None:
                              "model's domain or when the model has no domain profile (default: report them, marked "
                              "unreliable)")
     add_region_options(parser)
+    add_suggestion_options(parser)
     parser.set_defaults(func=run)
 
 
@@ -250,7 +258,8 @@ def _run_manifest(args: argparse.Namespace, engine: QCEngine, reporter: Reporter
         case_dir = out_dir / case.case_id
         try:
             result = run_qc_files(case.images, case.seg, case_dir, resample_seg=args.resample_seg, progress=progress,
-                                  engine=engine, postprocess_params=params, strict=args.strict)
+                                  engine=engine, postprocess_params=params, strict=args.strict,
+                                  suggest_edits=args.suggest, min_gain_dice=args.suggest_min_gain)
             if args.html:
                 _write_html(case.case_id, case.images, case.seg, args.resample_seg, result, case_dir)
         except CancelledError:
@@ -316,7 +325,8 @@ def _run_single(args: argparse.Namespace, engine: QCEngine, reporter: Reporter) 
 
     result = run_qc_files(args.image, args.seg, args.out, resample_seg=args.resample_seg,
                           progress=lambda fraction, message: reporter.progress(fraction, message), engine=engine,
-                          postprocess_params=postprocess_params_from_args(args), strict=args.strict)
+                          postprocess_params=postprocess_params_from_args(args), strict=args.strict,
+                          suggest_edits=args.suggest, min_gain_dice=args.suggest_min_gain)
     report_path = (Path(args.out) / REPORT_FILE_NAME).resolve()
     page = _write_html(_case_name(args.seg), args.image, args.seg, args.resample_seg, result,
                        Path(args.out)) if args.html else None
@@ -335,6 +345,8 @@ def _usage_problem(args: argparse.Namespace) -> Optional[str]:
         return "give either --manifest or --image/--seg, not both"
     if not args.manifest and not (args.image and args.seg):
         return "give --image (one per modality) and --seg, or --manifest"
+    if args.suggest_min_gain is not None and not args.suggest:
+        return "--suggest-min-gain needs --suggest"
     return None
 
 

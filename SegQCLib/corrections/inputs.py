@@ -23,6 +23,7 @@ from ..io.image_files import read_image, read_labelmap
 from ..io.volumes import LabelMap, Volume, validate_label_array
 from ..quality.metrics import case_metrics
 from ..quality.report import _clean_floats
+from .box_review import OUTCOME_KEY, BoxReview, EditOutcome, check_box_provenance
 from .names import case_key, clean_reviewer
 
 PathLike = Union[str, os.PathLike]
@@ -135,10 +136,15 @@ def _reviewed_boxes(boxes: Optional[list]) -> list[dict[str, Any]]:
         return []
     result = []
     for index, box in enumerate(boxes):
-        box = asdict(box) if hasattr(box, "__dataclass_fields__") else box
+        if isinstance(box, BoxReview):
+            box = box.to_dict()
+        elif hasattr(box, "__dataclass_fields__"):
+            box = asdict(box)
         if not isinstance(box, dict):
             raise InputError(f"Reviewed box {index} must be a dict (box fields, 'status'), got {type(box).__name__}")
-        result.append(_json_dict(box, f"Reviewed box {index}"))
+        if isinstance(box.get(OUTCOME_KEY), EditOutcome):
+            box = {**box, OUTCOME_KEY: asdict(box[OUTCOME_KEY])}
+        result.append(_json_dict(check_box_provenance(box, index), f"Reviewed box {index}"))
     return result
 
 

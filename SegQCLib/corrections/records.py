@@ -14,6 +14,7 @@ from ..errors import InputError
 from ..files import sha256_file
 from ..io.image_files import read_image, read_labelmap
 from ..io.volumes import LabelMap, Volume
+from .box_review import BoxReview
 from .names import RECORD_FILE, STORE_FORMAT_VERSION
 
 
@@ -39,6 +40,8 @@ class RecordMetadata:
     files: dict[str, dict[str, Any]]
     model: Optional[dict[str, Any]] = None
     qc_prediction: Optional[dict[str, Any]] = None
+    # Per reviewed box: the report's box fields, its status and, optionally, what happened to its suggested
+    # edit ("decision": accepted / rejected / edited, "edit_outcome"); see SegQCLib.corrections.box_review.
     reviewed_boxes: list[dict[str, Any]] = field(default_factory=list)
     review_duration_s: Optional[float] = None
     sources: dict[str, Any] = field(default_factory=dict)
@@ -49,6 +52,10 @@ class RecordMetadata:
     def from_dict(cls, data: dict[str, Any]) -> RecordMetadata:
         known = {name for name in cls.__dataclass_fields__}
         return cls(**{k: v for k, v in data.items() if k in known})
+
+    def box_reviews(self) -> list[BoxReview]:
+        """The reviewed boxes, typed (records from before suggestions existed have no decisions: None)."""
+        return [BoxReview.from_dict(box) for box in self.reviewed_boxes]
 
 
 def metadata_digest(data: dict[str, Any]) -> str:

@@ -22,28 +22,36 @@ from ..io.image_files import read_image, write_array
 from ..io.nifti_header import is_nifti
 from ..io.nifti_values import count_nonfinite
 from .report import ERROR_PROB_PATTERN, REPORT_FILE_NAME, Report
+from .suggestion import Suggestion
+from .suggestion_files import remove_suggestion_files, write_suggestion_files
 
 ERROR_PROB_FILE_RE = re.compile(r"error_prob_(?P<label>\d+)\.(nii\.gz|nii|nrrd|nhdr|mha|mhd)$", re.IGNORECASE)
 
 
 @dataclass
 class QCResult:
-    """Everything a QC run produced: the report and the per-class error probabilities on the image grid."""
+    """Everything a QC run produced: the report, the per-class error probabilities on the image grid and, with
+    ``--suggest``, the suggested segmentation and edits."""
 
     report: Report
     error_prob: dict[int, np.ndarray]
     geometry: Geometry
+    suggestion: Optional[Suggestion] = None
 
-    def write(self, out_dir: Union[str, Path]) -> Path:
-        """Write ``error_prob_<label>.nii.gz`` then ``report.json`` (last, so its presence means complete)."""
+    def write(self, out_dir: Union[str, Path], inputs: Sequence[Union[str, Path]] = ()) -> Path:
+        """Write ``error_prob_<label>.nii.gz`` (and the suggestion's files) then ``report.json`` (last, so its
+        presence means complete).  Suggestion files of an earlier run are removed, except ``inputs`` of this one."""
         out_dir = Path(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
         # A report from an earlier run must not vouch for maps that this run is half-way through replacing.
         (out_dir / REPORT_FILE_NAME).unlink(missing_ok=True)
+        remove_suggestion_files(out_dir, keep=inputs)
         started = time.perf_counter()
         for label, prob in self.error_prob.items():
             write_array(out_dir / ERROR_PROB_PATTERN.format(label=label), prob.astype(np.float32, copy=False),
                         self.geometry)
+        if self.suggestion is not None:
+            write_suggestion_files(out_dir, self.suggestion)
         self.report.timing_s["write"] = round(time.perf_counter() - started, 4)
         return self.report.save(out_dir / REPORT_FILE_NAME)
 

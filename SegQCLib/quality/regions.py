@@ -112,7 +112,7 @@ def _pixel_area_mm2(spacing_zyx_mm: Sequence[float], slice_axis: int) -> float:
     return float(spacing_zyx_mm[axis_a]) * float(spacing_zyx_mm[axis_b])
 
 
-def _extent_above(values: np.ndarray, threshold: float,
+def extent_above(values: np.ndarray, threshold: float,
                   margin_zyx: Sequence[int]) -> Optional[tuple[slice, slice, slice]]:
     """Bounding box of ``values > threshold`` grown by ``margin_zyx`` (clipped), or None when nothing is above.
 
@@ -229,7 +229,7 @@ def extract_errors(binary_error: np.ndarray, slice_axis: int, spacing_zyx_mm: Se
         raise InputError(f"Band width must be a non-negative whole number of pixels, got {band_width_px}")
     mask = binary_error if binary_error.dtype == bool else binary_error != 0
     result = np.zeros(mask.shape, dtype=bool)
-    crop_box = _extent_above(mask, 0, _band_margin(slice_axis, band_width_px))
+    crop_box = extent_above(mask, 0, _band_margin(slice_axis, band_width_px))
     if crop_box is None:
         return result
     components = _extracted_components(mask[crop_box], slice_axis, spacing_zyx_mm, int(band_width_px),
@@ -267,7 +267,7 @@ def _class_boxes(prob: np.ndarray, geometry: Geometry, slice_axis: int,
     """Kept boxes of one class as (n, 3) start and stop index arrays (z, y, x; stop exclusive)."""
     empty = np.zeros((0, 3), dtype=np.int64)
     band = int(params.band_width_px) if params.extract_errors else 0
-    crop_box = _extent_above(prob, params.threshold, _band_margin(slice_axis, band))
+    crop_box = extent_above(prob, params.threshold, _band_margin(slice_axis, band))
     if crop_box is None:
         return empty, empty
     spacing = geometry.spacing_zyx_mm

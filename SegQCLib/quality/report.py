@@ -6,6 +6,11 @@ array); ``case`` {``dice_est``, ``qi``, optional ``dice_pred``/``nsd_pred``}; ``
 ``dice_est``: {"<label>": value or null}}] sorted by error_score descending; ``boxes`` [{``label``,
 ``slice``, ``bbox_zyx`` [[z0,y0,x0],[z1,y1,x1]] (end exclusive), ``center_ras``, ``size_mm``,
 ``area_mm2``, ``score``}] sorted by score descending; ``timing_s``.
+
+Suggestions (only in reports of runs with ``--suggest``, see :mod:`.suggestion`): every box gains ``edit_id``,
+``edit_voxels``, ``edit_volume_mm3``, ``edit_gain_dice_est`` and ``edit_offered``, and the report a
+``suggestion`` object (:class:`SuggestionSummary`) listing the edits.  Without suggestions these keys are absent,
+so such reports have exactly the shape of reports written before suggestions existed.
 """
 
 from __future__ import annotations
@@ -13,7 +18,7 @@ from __future__ import annotations
 import json
 import math
 import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Optional
 
@@ -65,6 +70,58 @@ class ErrorBox:
     area_mm2: float
     score: float
     max_prob: float = 0.0
+    # The box's suggested edit (runs with --suggest; None otherwise): its id in suggested_edits_<label>.nii.gz
+    # (None when the suggestion does not change this class under the box), its size, the estimated Dice of the
+    # box's class after the edit minus before, and whether it clears the expected-gain threshold.
+    edit_id: Optional[int] = None
+    edit_voxels: Optional[int] = None
+    edit_volume_mm3: Optional[float] = None
+    edit_gain_dice_est: Optional[float] = None
+    edit_offered: Optional[bool] = None
+
+
+BOX_EDIT_FIELDS = ("edit_id", "edit_voxels", "edit_volume_mm3", "edit_gain_dice_est", "edit_offered")
+
+
+@dataclass
+class SuggestedEdit:
+    """One suggested edit: where the suggested segmentation differs from the query for one class, in one
+    error region (see :mod:`SegQCLib.quality.edit_regions`).  Applying it copies the suggested labels into
+    its voxels; ``added_voxels`` join class ``label``, ``removed_voxels`` leave it (for background or, on a
+    label swap, another class)."""
+
+    id: int
+    label: int
+    voxels: int
+    volume_mm3: float
+    added_voxels: int
+    removed_voxels: int
+    bbox_zyx: list[list[int]]
+    dice_est_before: float
+    dice_est_after: float
+    gain_dice_est: float
+    score: float
+    offered: bool
+
+
+@dataclass
+class SuggestionSummary:
+    """The suggested segmentation of a run and its edits (report key ``suggestion``)."""
+
+    segmentation_file: str
+    edit_files: dict[str, str]
+    min_gain_dice: float
+    min_gain_source: str
+    changed_voxels: int
+    edits: list[SuggestedEdit] = field(default_factory=list)
+    dice_est_after_offered: dict[str, Optional[float]] = field(default_factory=dict)
+    case_dice_est_after_offered: Optional[float] = None
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> SuggestionSummary:
+        values = _known_fields(cls, data)
+        values["edits"] = [SuggestedEdit(**_known_fields(SuggestedEdit, e)) for e in data.get("edits", [])]
+        return cls(**values)
 
 
 @dataclass
@@ -82,10 +139,16 @@ class Report:
     device: Optional[str] = None
     model: Optional[dict[str, Any]] = None
     domain: Optional[DomainReport] = None  # (network runs) is the input like the model's training data?
+    suggestion: Optional[SuggestionSummary] = None
     segqc_version: str = __version__
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
+        if self.suggestion is None:  # a run without --suggest keeps the report's earlier shape
+            del data["suggestion"]
+            for box in data["boxes"]:
+                for key in BOX_EDIT_FIELDS:
+                    del box[key]
         return _clean_floats(data)
 
     @classmethod
@@ -96,7 +159,7 @@ class Report:
                 case=CaseEstimate(**data["case"]),
                 classes=[ClassEstimate(**c) for c in data["classes"]],
                 slices=[SliceEntry(**s) for s in data["slices"]],
-                boxes=[ErrorBox(**b) for b in data["boxes"]],
+                boxes=[ErrorBox(**_known_fields(ErrorBox, b)) for b in data["boxes"]],
                 timing_s=dict(data.get("timing_s", {})),
                 geometry=dict(data.get("geometry", {})),
                 inputs=dict(data.get("inputs", {})),
@@ -105,6 +168,7 @@ class Report:
                 device=data.get("device"),
                 model=data.get("model"),
                 domain=DomainReport.from_dict(data["domain"]) if data.get("domain") else None,
+                suggestion=SuggestionSummary.from_dict(data["suggestion"]) if data.get("suggestion") else None,
                 segqc_version=str(data.get("segqc_version", "unknown")),
             )
         except (KeyError, TypeError, ValueError) as exc:
@@ -126,6 +190,12 @@ class Report:
         except json.JSONDecodeError as exc:
             raise InputError(f"Report {path} is not valid JSON ({exc})") from exc
         return cls.from_dict(data)
+
+
+def _known_fields(cls: type, data: dict[str, Any]) -> dict[str, Any]:
+    """The entries of ``data`` that ``cls`` has fields for: a report from a newer SegQC stays readable."""
+    known = {f.name for f in fields(cls)}
+    return {key: value for key, value in data.items() if key in known}
 
 
 def _clean_floats(value: Any) -> Any:

@@ -18,7 +18,7 @@ import numpy as np
 
 from ..errors import GeometryMismatchError, InputError
 from ..geometry import Geometry
-from ..io.image_files import read_image, write_array
+from ..io.image_files import read_image, write_probability_map
 from .report import ERROR_PROB_PATTERN, REPORT_FILE_NAME, Report
 
 ERROR_PROB_FILE_RE = re.compile(r"error_prob_(?P<label>\d+)\.(nii\.gz|nii|nrrd|nhdr|mha|mhd)$", re.IGNORECASE)
@@ -33,15 +33,17 @@ class QCResult:
     geometry: Geometry
 
     def write(self, out_dir: Union[str, Path]) -> Path:
-        """Write ``error_prob_<label>.nii.gz`` then ``report.json`` (last, so its presence means complete)."""
+        """Write ``error_prob_<label>.nii.gz`` then ``report.json`` (last, so its presence means complete).
+
+        The maps are 8-bit probabilities scaled by 1/255 in the NIfTI header (:mod:`SegQCLib.io.probability_maps`):
+        every reader gets float32 within 1/510 of ``error_prob``, from which the report was computed."""
         out_dir = Path(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
         # A report from an earlier run must not vouch for maps that this run is half-way through replacing.
         (out_dir / REPORT_FILE_NAME).unlink(missing_ok=True)
         started = time.perf_counter()
         for label, prob in self.error_prob.items():
-            write_array(out_dir / ERROR_PROB_PATTERN.format(label=label), prob.astype(np.float32, copy=False),
-                        self.geometry)
+            write_probability_map(out_dir / ERROR_PROB_PATTERN.format(label=label), prob, self.geometry)
         self.report.timing_s["write"] = round(time.perf_counter() - started, 4)
         return self.report.save(out_dir / REPORT_FILE_NAME)
 

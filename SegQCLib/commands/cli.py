@@ -37,7 +37,8 @@ def _chosen_command(argv: Sequence[str]) -> Optional[str]:
 
 
 def build_parser(argv: Optional[Sequence[str]] = None) -> argparse.ArgumentParser:
-    """The full parser, or (given ``argv``) one where only the chosen command's module is imported."""
+    """The full parser, or (given ``argv``) one where only the chosen command's module is imported (none for
+    ``segqc --help``: the top-level help needs only the commands' names and one-line help)."""
     parser = argparse.ArgumentParser(prog="segqc", description="Segmentation quality control (SegQC)")
     parser.add_argument("--version", action="version", version=f"segqc {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -45,7 +46,8 @@ def build_parser(argv: Optional[Sequence[str]] = None) -> argparse.ArgumentParse
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     chosen = _chosen_command(argv) if argv is not None else None
     for name, (module_name, help_text) in COMMANDS.items():
-        if chosen is None or name == chosen:
+        # `segqc --help` (argv given, no command chosen) lists the commands without importing any of them.
+        if name == chosen or argv is None:
             importlib.import_module(module_name).register(subparsers)
         else:
             subparsers.add_parser(name, help=help_text)
@@ -54,7 +56,7 @@ def build_parser(argv: Optional[Sequence[str]] = None) -> argparse.ArgumentParse
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    parser = build_parser(argv if _chosen_command(argv) else None)
+    parser = build_parser(argv)
     args = parser.parse_args(argv)
     level = logging.DEBUG if args.verbose else logging.WARNING if args.quiet else logging.INFO
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)

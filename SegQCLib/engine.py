@@ -21,6 +21,7 @@ from .io.volumes import LabelMap
 from .network.config import ModelConfig
 from .network.inference import CancelCheck, check_cancelled, predict_case, select_device
 from .network.package import ModelPackage, default_model_path, load_model_package
+from .network.runtime import Runtime, make_runner
 from .quality.outputs import QCResult
 from .quality.postprocess import PostprocessParams, build_report
 
@@ -67,11 +68,14 @@ class QCEngine:
     """A loaded QC model on a device, ready to check cases."""
 
     def __init__(self, model_path: Optional[PathLike] = None, device: str = "auto",
-                 overlap: Optional[float] = None, window_batch: Optional[int] = None) -> None:
+                 overlap: Optional[float] = None, window_batch: Optional[int] = None,
+                 runtime: Runtime = Runtime.TORCH) -> None:
         path = Path(model_path) if model_path is not None else default_model_path()
         self._package: ModelPackage = load_model_package(path)
         self._device = select_device(device)
         self._package.model.to(self._device)
+        self._runner = make_runner(self._package.model, Runtime(runtime), self._device, self._package.sha256)
+        self.runtime = Runtime.TORCH if self._runner is self._package.model else Runtime(runtime)
         self.overlap = overlap
         self.window_batch = window_batch
         if not self._package.config.trained:
@@ -103,7 +107,8 @@ class QCEngine:
         inference = predict_case(
             self._package.model, self.config, [image.array for image in case.images], segmentation.array,
             segmentation.geometry, self._device, overlap=self.overlap, window_batch=self.window_batch,
-            progress=lambda fraction, message: notify(fraction * PROGRESS_NETWORK_END, message), cancel=cancel)
+            progress=lambda fraction, message: notify(fraction * PROGRESS_NETWORK_END, message), cancel=cancel,
+            runner=self._runner)
         check_cancelled(cancel)
         notify(PROGRESS_NETWORK_END, "Estimating quality, finding error regions")
         class_names = {**self.config.classes, **segmentation.names}
@@ -121,7 +126,7 @@ class QCEngine:
             "overlap": self.overlap if self.overlap is not None else self.config.window_overlap,
             "windows": inference.windows, "window_batch": inference.window_batch,
             "crop_zyx": [list(inference.crop.start_zyx), list(inference.crop.stop_zyx)],
-            "resampled": inference.resampled,
+            "resampled": inference.resampled, "runtime": self.runtime.value,
         }}
         report.timing_s = {**inference.timing_s, **report.timing_s,
                            "total": round(time.perf_counter() - started, 4)}

@@ -435,18 +435,22 @@ def predict_case(
     crop_margin_mm: Optional[float] = None,
     progress: Optional[ProgressCallback] = None,
     cancel: CancelCheck = None,
+    runner: Optional[Callable[[torch.Tensor, torch.Tensor], object]] = None,
 ) -> InferenceResult:
-    """Run the QC network over one case; see the module docstring for the steps."""
+    """Run the QC network over one case; see the module docstring for the steps.
+
+    ``runner`` runs the windows instead of ``model`` (:mod:`SegQCLib.network.runtime`: OpenVINO); ``model``
+    still sizes the window batch."""
     try:
         return _predict_case(model, config, images, seg, geometry, device, overlap, window_batch, crop_margin_mm,
-                             progress, cancel)
+                             progress, cancel, runner)
     except MemoryError:
         raise ResourceError(f"Not enough memory to run QC on a {tuple(seg.shape)} volume; close other programs "
                             "or run on a machine with more memory") from None
 
 
 def _predict_case(model, config, images, seg, geometry, device, overlap, window_batch, crop_margin_mm, progress,
-                  cancel) -> InferenceResult:
+                  cancel, runner=None) -> InferenceResult:
     timing: dict[str, float] = {}
     notices: list[str] = []
     started = time.perf_counter()
@@ -487,7 +491,8 @@ def _predict_case(model, config, images, seg, geometry, device, overlap, window_
         window_batch = choose_window_batch(device, estimate_window_bytes(model, config, patch))
     foreground = [i for i, label in enumerate(config.mask_labels) if label != 0]
     prediction = sliding_window_predict(
-        model, image_tensor, mask_tensor, patch, config.window_overlap if overlap is None else overlap, device,
+        runner if runner is not None else model, image_tensor, mask_tensor, patch,
+        config.window_overlap if overlap is None else overlap, device,
         window_batch, foreground, _stage_progress(progress, PROGRESS_PREPARED, PROGRESS_WINDOWS_DONE), cancel)
     timing["network"] = time.perf_counter() - started
 

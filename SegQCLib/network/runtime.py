@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 from collections.abc import Sequence
 from enum import Enum
 from pathlib import Path
@@ -31,6 +32,8 @@ CACHE_ENV = "SEGQC_CACHE_DIR"
 DEFAULT_CACHE_DIR = Path("~/.cache/segqc")
 ONNX_OPSET = 17
 OUTPUT_NAMES = ("error_logits", "dice", "nsd")
+# OpenVINO's version string holds slashes ("2026.4.1-22982-e213a147257-releases/2026/4"): not in a file name.
+UNSAFE_NAME_CHARACTERS = re.compile(r"[^A-Za-z0-9._-]+")
 
 
 class Runtime(str, Enum):
@@ -80,7 +83,8 @@ class OpenVinoRunner:
 
         self.config = model.config
         self._predict_nsd = bool(self.config.predict_nsd)
-        path = cache_dir() / "openvino" / f"{sha256}-{openvino.__version__}.onnx"
+        version = UNSAFE_NAME_CHARACTERS.sub("_", openvino.__version__)
+        path = cache_dir() / "openvino" / f"{UNSAFE_NAME_CHARACTERS.sub('_', sha256)}-{version}.onnx"
         if not path.is_file():
             path.parent.mkdir(parents=True, exist_ok=True)
             export_onnx(model.float().cpu().eval(), path)

@@ -40,7 +40,6 @@ from ..arrays import bounding_box
 from ..errors import CancelledError, InputError, ModelError, ResourceError
 from ..geometry import Geometry
 from .config import ModelConfig, Normalization
-from .qcresunet import one_hot
 
 logger = logging.getLogger(__name__)
 
@@ -202,6 +201,11 @@ def pad_to_shape(tensor: torch.Tensor, min_shape_zyx: Sequence[int]) -> tuple[to
         tensor = torch.nn.functional.pad(tensor, pad)
     keep = tuple(slice(b, b + s) for b, s in zip(before, spatial))
     return tensor, keep
+
+
+def mask_channels(seg: torch.Tensor, labels: Sequence[int]) -> torch.Tensor:
+    """One bool channel per label of ``labels`` for a (Z, Y, X) integer label tensor: (len(labels), Z, Y, X)."""
+    return torch.stack([seg == int(label) for label in labels])
 
 
 # --- sliding window ---------------------------------------------------------------------------
@@ -480,8 +484,13 @@ def _predict_case(model, config, images, seg, geometry, device, overlap, window_
     patch = list(config.patch_size_zyx)
     image_tensor, keep = pad_to_shape(image_tensor, patch)
     # Pad the labels, not the one-hot: padding is background (matters with a background channel).
-    seg_tensor, _ = pad_to_shape(torch.from_numpy(seg_crop.astype(np.int64))[None], patch)
-    mask_tensor = one_hot(seg_tensor[0], config.mask_labels)[0]
+    # The one-hot mask is kept as bool (1 byte per voxel and channel, not float32's 4; the network casts each
+    # window), and built from the labels in their own small integer type, not int64: on a large volume these
+    # were the biggest arrays after the image.
+    label_dtype = np.int16 if seg_crop.size == 0 or int(seg_crop.max()) <= np.iinfo(np.int16).max else np.int32
+    seg_tensor, _ = pad_to_shape(torch.from_numpy(seg_crop.astype(label_dtype, copy=False))[None], patch)
+    mask_tensor = mask_channels(seg_tensor[0], config.mask_labels)
+    del seg_tensor
     timing["preprocess"] = time.perf_counter() - started
     check_cancelled(cancel)
     report(PROGRESS_PREPARED, "Input prepared")

@@ -32,6 +32,7 @@ from .network.domain_check import (
 )
 from .network.inference import CancelCheck, check_cancelled, predict_case, select_device
 from .network.package import ModelPackage, default_model_path, load_model_package
+from .network.runtime import Runtime, make_runner
 from .quality.outputs import QCResult
 from .quality.postprocess import PostprocessParams, build_report
 from .quality.suggestion import suggest
@@ -115,11 +116,14 @@ class QCEngine:
     (one extra window per case; ``report.domain.uncertainty``)."""
 
     def __init__(self, model_path: Optional[PathLike] = None, device: str = "auto",
-                 overlap: Optional[float] = None, window_batch: Optional[int] = None, flip_check: bool = True) -> None:
+                 overlap: Optional[float] = None, window_batch: Optional[int] = None, flip_check: bool = True,
+                 runtime: Runtime = Runtime.TORCH) -> None:
         path = Path(model_path) if model_path is not None else default_model_path()
         self._package: ModelPackage = load_model_package(path)
         self._device = select_device(device)
         self._package.model.to(self._device)
+        self._runner = make_runner(self._package.model, Runtime(runtime), self._device, self._package.sha256)
+        self.runtime = Runtime.TORCH if self._runner is self._package.model else Runtime(runtime)
         self.overlap = overlap
         self.window_batch = window_batch
         self.flip_check = flip_check
@@ -192,7 +196,7 @@ class QCEngine:
             self._package.model, self.config, [image.array for image in case.images], segmentation.array,
             segmentation.geometry, self._device, overlap=self.overlap, window_batch=self.window_batch,
             progress=lambda fraction, message: notify(fraction * PROGRESS_NETWORK_END, message), cancel=cancel,
-            flip_check=self.flip_check)
+            flip_check=self.flip_check, runner=self._runner)
         check_cancelled(cancel)
         if inference.uncertainty is not None:
             add_uncertainty(domain, inference.uncertainty.disagreement, inference.uncertainty.dice_change,
@@ -227,7 +231,7 @@ class QCEngine:
             "overlap": self.overlap if self.overlap is not None else self.config.window_overlap,
             "windows": inference.windows, "window_batch": inference.window_batch,
             "crop_zyx": [list(inference.crop.start_zyx), list(inference.crop.stop_zyx)],
-            "resampled": inference.resampled,
+            "resampled": inference.resampled, "runtime": self.runtime.value,
         }}
         report.timing_s = {**inference.timing_s, **report.timing_s, "domain": round(checked.domain_s, 4),
                            "total": round(time.perf_counter() - started, 4)}

@@ -144,14 +144,14 @@ def test_an_interrupted_rewrite_leaves_no_report_claiming_the_folder_is_complete
     out = tmp_path / "o"
     args = ["--seg", real_query["seg"], "--error-prob", real_query["probs"], "--out", out]
     assert run_estimate(*args) == 0
-    real_write = outputs.write_array
+    real_write = outputs.write_probability_map
 
     def disk_full_at_the_second_map(path, *rest, **kwargs):
         if path.name.startswith("error_prob_2"):
             raise OSError("No space left on device")
         return real_write(path, *rest, **kwargs)
 
-    monkeypatch.setattr(outputs, "write_array", disk_full_at_the_second_map)
+    monkeypatch.setattr(outputs, "write_probability_map", disk_full_at_the_second_map)
     assert run_estimate(*args) == 1
     assert not (out / "report.json").exists()  # error_prob_1 is new, error_prob_2 old: not a complete result
 

@@ -1,257 +1,237 @@
-"""Benchmark: end-to-end ``segqc run`` (engine API, model loaded) vs one forward pass of a QCResUNet-size network.
+"""Benchmark: the ``segqc run`` command end to end against the anchor network as a command, in one run.
 
-For (a) a real hippocampus case and (b) a synthetic 256x256x64 (x, y, z) volume at 1 mm whose
-segmentation fills most of it, measure in one run:
+Case: a 64x256x256 (z, y, x) MR-like volume at 1x1x2 mm (x, y, z) whose two-class segmentation fills most
+of it, made by code.  Commands, each a fresh process, interleaved (anchor, then each SegQC variant, per
+repeat) after one untimed warm-up of each, medians of ``--repeats``:
 
-* end-to-end QC with the default configuration (an untrained package from ``init_model_package`` unless
-  ``--model`` is given): reading the files, normalisation, crop, sliding window, report, writing;
-* one forward pass of the reference network (``reference_qcresunet_config``: ResNet-34 3D encoder,
-  widths 32/64/128/256, decoder from stage 3) on the same volume (normalised, padded to its stride),
-  under ``torch.inference_mode`` and, on CUDA, the same float16 autocast the engine uses.
+* anchor: ``benchmarks/anchor_qcresunet.py`` (start Python, import torch and SimpleITK, read, resample to
+  1 mm, one forward pass of the QCResUNet-size network on the whole volume, write one float32 map);
+* ``segqc run`` with each model: by default today's bundled model and an untrained package of the v2
+  architecture (``benchmarks/configs/hippocampus_v2_arch.json``: widths 16-128, full-resolution width 16,
+  2.07 GMAC per 48x64x48 window); ``--model PATH`` (repeatable) measures those packages instead, e.g. the
+  final v2 model;  ``--runtime`` (repeatable: torch, openvino) picks what runs the windows.
 
-Each measurement runs in a fresh child process so its peak RSS (``resource.getrusage``) and CUDA peak
-(``torch.cuda.max_memory_allocated``) belong to it alone; each child first warms up on a small input so
-one-off library initialisation is not timed.  Network cost is counted with forward hooks (conv and
-linear multiply-accumulates; GFLOPs = 2 x GMACs).
+Printed per command: wall seconds, CPU seconds (user + system of the process, from ``wait4``), peak RSS,
+and the ratio to the anchor (target: wall <= 0.5).  Also: the stages of the last ``segqc run``
+(report.json ``timing_s``), the error maps' size and writing time against SimpleITK's gzip float32, and the
+start-up of the commands that need no network.  On a loaded machine compare the ratios, which are measured
+in the same run; CPU seconds are less disturbed by other jobs than wall seconds.
 
-Target (issue 3): end-to-end QC of the 256x256x64 case at most 0.5x the reference forward time on CPU.
-
-Usage: python benchmarks/bench_inference.py [--device cpu|cuda|auto] [--threads N] [--repeats N]
+Usage: python benchmarks/bench_inference.py [--model PATH ...] [--runtime torch|openvino ...]
+       [--device cpu|cuda] [--threads N] [--repeats N] [--json FILE]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import multiprocessing
+import logging
 import os
-import resource
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-# Same OpenMP waiting policy as the `segqc run` CLI (see SegQCLib/commands/run.py); the spawned
-# children of both measurements inherit it.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+logger = logging.getLogger("bench_inference")
 
-LARGE_SHAPE_ZYX = (64, 256, 256)
-SPACING_MM = 1.0
+REPOSITORY = Path(__file__).resolve().parents[1]
+ANCHOR_SCRIPT = REPOSITORY / "benchmarks" / "anchor_qcresunet.py"
+V2_ARCHITECTURE_CONFIG = REPOSITORY / "benchmarks" / "configs" / "hippocampus_v2_arch.json"
+BUNDLED_MODEL = REPOSITORY / "Resources" / "Models" / "hippocampus"
+CASE_SHAPE_ZYX = (64, 256, 256)
+CASE_SPACING_XYZ_MM = (1.0, 1.0, 2.0)
 TARGET_RATIO = 0.5
+STARTUP_TARGET_S = 0.5
 KIB = 1024
 
 
-def _peak_rss_mib() -> float:
-    # ru_maxrss is KiB on Linux, bytes on macOS.
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return peak / KIB / (KIB if sys.platform == "darwin" else 1)
+@dataclass
+class Measurement:
+    wall_s: list[float] = field(default_factory=list)
+    cpu_s: list[float] = field(default_factory=list)
+    peak_rss_mib: list[float] = field(default_factory=list)
+
+    def add(self, wall_s: float, cpu_s: float, rss_mib: float) -> None:
+        self.wall_s.append(wall_s)
+        self.cpu_s.append(cpu_s)
+        self.peak_rss_mib.append(rss_mib)
+
+    @property
+    def wall(self) -> float:
+        return statistics.median(self.wall_s)
+
+    @property
+    def cpu(self) -> float:
+        return statistics.median(self.cpu_s)
+
+    @property
+    def rss(self) -> float:
+        return max(self.peak_rss_mib)
 
 
-def _setup_torch(threads: int | None):
-    import torch
-
-    if threads:
-        torch.set_num_threads(threads)
-    return torch
-
-
-def _sync(torch, device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def measure_end_to_end(model_path: str, image: str, seg: str, device_name: str, threads: int | None,
-                       repeats: int) -> dict:
-    """Child process: QC of one case through the engine, timed from file reading to files written."""
-    torch = _setup_torch(threads)
-    from SegQCLib.engine import QCEngine, run_qc_files
-    from SegQCLib.quality.report import Report
-
-    engine = QCEngine(model_path, device_name)
-    device = torch.device(engine.device)
-    with tempfile.TemporaryDirectory() as out:
-        run_qc_files([image], seg, Path(out) / "warmup", engine=engine)  # library initialisation, not timed
-        baseline_rss = _peak_rss_mib()
-        if device.type == "cuda":
-            torch.cuda.reset_peak_memory_stats(device)
-        times, cpu_times = [], []
-        for repeat in range(repeats):
-            _sync(torch, device)
-            started, cpu_started = time.perf_counter(), time.process_time()
-            run_qc_files([image], seg, Path(out) / f"run{repeat}", engine=engine)
-            _sync(torch, device)
-            times.append(time.perf_counter() - started)
-            cpu_times.append(time.process_time() - cpu_started)
-        report = Report.load(Path(out) / "run0")
-    return {
-        "seconds": statistics.median(times), "all_seconds": times, "cpu_seconds": statistics.median(cpu_times),
-        "peak_rss_mib": _peak_rss_mib(),
-        "rss_before_mib": baseline_rss,
-        "cuda_peak_mib": torch.cuda.max_memory_allocated(device) / KIB**2 if device.type == "cuda" else None,
-        "windows": report.parameters["inference"]["windows"], "timing_s": report.timing_s, "device": engine.device,
-    }
+def run_measured(command: list[str], environment: dict[str, str]) -> tuple[float, float, float]:
+    """Wall seconds, CPU seconds (user + system, from ``wait4``) and peak RSS (MiB) of one command; its output
+    goes to files (a pipe would need ``communicate``, which reaps the process before ``wait4`` can)."""
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        started = time.perf_counter()
+        process = subprocess.Popen(command, stdout=out, stderr=err, env=environment, cwd=REPOSITORY)
+        _pid, status, usage = os.wait4(process.pid, 0)
+        wall = time.perf_counter() - started
+        process.returncode = os.waitstatus_to_exitcode(status)
+        if process.returncode != 0:
+            err.seek(0)
+            raise RuntimeError(f"{' '.join(command)} failed:\n{err.read().decode(errors='replace')[-3000:]}")
+    return wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / KIB
 
 
-def measure_reference_forward(image: str, device_name: str, threads: int | None, repeats: int) -> dict:
-    """Child process: one forward pass of the QCResUNet-size network on the whole (padded) volume."""
-    torch = _setup_torch(threads)
-    from SegQCLib.io.image_files import read_image
-    from SegQCLib.network.config import reference_qcresunet_config
-    from SegQCLib.network.inference import normalize_intensity, pad_to_shape, select_device
-    from SegQCLib.network.qcresunet import build_model
-
-    device = select_device(device_name)
-    config = reference_qcresunet_config()
-    torch.manual_seed(0)
-    model = build_model(config).eval().to(device)
-    volume = read_image(image).array
-    stride = config.total_stride_zyx
-    padded_shape = [int(np.ceil(s / t) * t) for s, t in zip(volume.shape, stride)]
-    image_tensor, _ = pad_to_shape(torch.from_numpy(normalize_intensity(volume, config.normalization))[None],
-                                   padded_shape)
-    image_tensor = image_tensor[None].to(device)
-    mask = torch.zeros(1, len(config.mask_labels), *padded_shape, device=device)
-    mask[:, 0] = 1.0
-    autocast = dict(device_type="cuda", dtype=torch.float16, enabled=device.type == "cuda")
-    with torch.inference_mode(), torch.autocast(**autocast):
-        small = [2 * t for t in stride]
-        model(torch.zeros(1, 1, *small, device=device), torch.zeros(1, 2, *small, device=device))  # warm-up
-        baseline_rss = _peak_rss_mib()
-        if device.type == "cuda":
-            torch.cuda.reset_peak_memory_stats(device)
-        times, cpu_times = [], []
-        for _ in range(repeats):
-            _sync(torch, device)
-            started, cpu_started = time.perf_counter(), time.process_time()
-            model(image_tensor, mask)
-            _sync(torch, device)
-            times.append(time.perf_counter() - started)
-            cpu_times.append(time.process_time() - cpu_started)
-    return {
-        "seconds": statistics.median(times), "all_seconds": times, "cpu_seconds": statistics.median(cpu_times),
-        "peak_rss_mib": _peak_rss_mib(),
-        "rss_before_mib": baseline_rss,
-        "cuda_peak_mib": torch.cuda.max_memory_allocated(device) / KIB**2 if device.type == "cuda" else None,
-        "input_zyx": padded_shape, "device": str(device),
-    }
-
-
-def in_child(function, *args) -> dict:
-    context = multiprocessing.get_context("spawn")
-    with context.Pool(1) as pool:
-        return pool.apply(function, args)
-
-
-def network_costs(input_zyx, windows: int) -> dict:
-    """Parameters and GFLOPs (2 x conv/linear MACs) of both networks, counted on the meta device."""
-    import torch
-
-    from SegQCLib.network.config import ModelConfig, reference_qcresunet_config
-    from SegQCLib.network.qcresunet import build_model, count_conv_macs, count_parameters
-
-    with torch.device("meta"):
-        default = build_model(ModelConfig()).eval()
-        reference = build_model(reference_qcresunet_config()).eval()
-    stride = reference.config.total_stride_zyx
-    padded = [int(np.ceil(s / t) * t) for s, t in zip(input_zyx, stride)]
-    patch = ModelConfig().patch_size_zyx
-    return {
-        "default_params": count_parameters(default), "reference_params": count_parameters(reference),
-        "default_gflops_per_patch": 2 * count_conv_macs(default, patch) / 1e9,
-        "default_gflops_case": windows * 2 * count_conv_macs(default, patch) / 1e9,
-        "reference_gflops_case": 2 * count_conv_macs(reference, padded) / 1e9,
-        "default_gflops_160x192x160": 2 * count_conv_macs(default, (160, 192, 160)) / 1e9,
-        "reference_gflops_160x192x160": 2 * count_conv_macs(reference, (160, 192, 160)) / 1e9,
-    }
-
-
-def write_large_case(folder: Path) -> tuple[str, str]:
-    """256x256x64 volume at 1 mm; a two-class box segmentation covering ~65 % of it."""
+def write_case(folder: Path) -> tuple[Path, Path]:
+    """64x256x256 MR-like volume at 1x1x2 mm, two classes covering ~65 % of it."""
     import SimpleITK as sitk
 
     rng = np.random.default_rng(0)
-    z, y, x = np.meshgrid(*(np.linspace(-1, 1, s) for s in LARGE_SHAPE_ZYX), indexing="ij")
+    z, y, x = np.meshgrid(*(np.linspace(-1, 1, s) for s in CASE_SHAPE_ZYX), indexing="ij")
     inside = (np.abs(z) < 0.9) & (np.abs(y) < 0.85) & (np.abs(x) < 0.85)
     seg = np.where(inside, np.where(x < 0, 1, 2), 0).astype(np.uint8)
-    image = (100 + 40 * seg + 20 * np.sin(3 * y) + rng.normal(0, 10, LARGE_SHAPE_ZYX)).astype(np.float32)
+    image = (100 + 40 * seg + 20 * np.sin(3 * y) + rng.normal(0, 10, CASE_SHAPE_ZYX)).astype(np.float32)
     paths = []
     for name, array in (("image.nii.gz", image), ("seg.nii.gz", seg)):
         volume = sitk.GetImageFromArray(array)
-        volume.SetSpacing((SPACING_MM,) * 3)
+        volume.SetSpacing(CASE_SPACING_XYZ_MM)
         sitk.WriteImage(volume, str(folder / name))
-        paths.append(str(folder / name))
+        paths.append(folder / name)
     return paths[0], paths[1]
+
+
+def v2_architecture_package(folder: Path) -> Path:
+    out = folder / "v2_architecture"
+    subprocess.run([sys.executable, "-m", "SegQCLib.commands.cli", "-q", "model", "init", "--config",
+                    str(V2_ARCHITECTURE_CONFIG), "--out", str(out)], check=True, cwd=REPOSITORY)
+    return out
+
+
+def map_writing(report_dir: Path, repeats: int) -> dict[str, float]:
+    """Size and CPU time of writing the run's error maps: SegQC's 8-bit maps against SimpleITK gzip float32."""
+    import SimpleITK as sitk
+
+    from SegQCLib.io.image_files import read_image, write_probability_map
+
+    maps = sorted(report_dir.glob("error_prob_*.nii.gz"))
+    volumes = [read_image(path) for path in maps]
+    results: dict[str, list[float]] = {"float32_s": [], "uint8_s": []}
+    sizes = {"float32_bytes": 0, "uint8_bytes": 0}
+    with tempfile.TemporaryDirectory() as scratch:
+        for _ in range(repeats):
+            for volume in volumes:
+                image = sitk.GetImageFromArray(volume.array)
+                volume.geometry.apply_to(image)
+                target = Path(scratch) / "float32.nii.gz"
+                started = time.process_time()
+                sitk.WriteImage(image, str(target), True)
+                results["float32_s"].append(time.process_time() - started)
+                sizes["float32_bytes"] = target.stat().st_size
+                target = Path(scratch) / "uint8.nii.gz"
+                started = time.process_time()
+                write_probability_map(target, volume.array, volume.geometry)
+                results["uint8_s"].append(time.process_time() - started)
+                sizes["uint8_bytes"] = target.stat().st_size
+    return {**{k: statistics.median(v) * len(maps) for k, v in results.items()}, **sizes, "maps": len(maps)}
+
+
+def startup_commands(model: Path) -> dict[str, list[str]]:
+    cli = [sys.executable, "-m", "SegQCLib.commands.cli"]
+    return {"python -c pass (floor)": [sys.executable, "-c", "pass"],
+            "segqc --help": [*cli, "--help"],
+            "segqc estimate --help": [*cli, "estimate", "--help"],
+            "segqc corrections --help": [*cli, "corrections", "--help"],
+            "segqc model info": [*cli, "model", "info", str(model)],
+            "segqc run --help": [*cli, "run", "--help"]}
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--device", default="cpu", help="cpu, cuda or auto (default cpu)")
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
-    parser.add_argument("--repeats", type=int, default=1, help="timed repeats per measurement (median)")
-    parser.add_argument("--model", help="model package (default: an untrained default-configuration package)")
+    parser.add_argument("--model", action="append", help="model package (repeatable; default: bundled + v2 "
+                                                         "architecture, untrained)")
+    parser.add_argument("--runtime", action="append", choices=("torch", "openvino"),
+                        help="segqc run --runtime (repeatable; default torch)")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
+    parser.add_argument("--threads", type=int, default=None, help="threads of both commands (default: torch's)")
+    parser.add_argument("--repeats", type=int, default=3, help="timed runs per command (median)")
+    parser.add_argument("--no-startup", action="store_true", help="skip the start-up timings")
     parser.add_argument("--json", help="also write the results to this JSON file")
     args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    environment = {**os.environ, "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY", "PASSIVE")}
+    load_before = os.getloadavg()[0]
 
-    from SegQCLib.io.datasets import hippocampus_dir, list_nnunet_cases
-    from SegQCLib.network.package import init_model_package
+    with tempfile.TemporaryDirectory() as scratch_name:
+        scratch = Path(scratch_name)
+        image, seg = write_case(scratch)
+        models = {Path(m).name: Path(m) for m in args.model} if args.model else {
+            "bundled": BUNDLED_MODEL, "v2-architecture": v2_architecture_package(scratch)}
+        threads = ["--threads", str(args.threads)] if args.threads else []
+        commands = {"anchor": [sys.executable, str(ANCHOR_SCRIPT), "--image", str(image), "--out",
+                               str(scratch / "anchor.nii.gz"), "--device", args.device, *threads]}
+        for name, path in models.items():
+            for runtime in args.runtime or ["torch"]:
+                commands[f"segqc {name} {runtime}"] = [
+                    sys.executable, "-m", "SegQCLib.commands.cli", "-q", "run", "--image", str(image), "--seg",
+                    str(seg), "--out", str(scratch / f"out_{name}_{runtime}"), "--model", str(path), "--device",
+                    args.device, "--progress", "none", "--runtime", runtime, *threads]
+        measured = {name: Measurement() for name in commands}
+        for name, command in commands.items():
+            logger.info("warm-up: %s", name)
+            run_measured(command, environment)
+        for repeat in range(args.repeats):
+            for name, command in commands.items():
+                measured[name].add(*run_measured(command, environment))
+                logger.info("repeat %d %-40s %7.2f s wall %7.2f s cpu", repeat + 1, name, measured[name].wall_s[-1],
+                            measured[name].cpu_s[-1])
+        reports = {name: json.loads((scratch / f"out_{name.split()[1]}_{name.split()[2]}" / "report.json")
+                                    .read_text()) for name in commands if name != "anchor"}
+        writing = map_writing(scratch / f"out_{next(iter(models))}_{(args.runtime or ['torch'])[0]}", args.repeats)
+        startup = {}
+        if not args.no_startup:
+            for name, command in startup_commands(next(iter(models.values()))).items():
+                startup[name] = Measurement()
+                for _ in range(args.repeats):
+                    startup[name].add(*run_measured(command, environment))
 
-    results = {}
-    load_before = os.getloadavg()
-    with tempfile.TemporaryDirectory() as scratch:
-        scratch = Path(scratch)
-        model_path = args.model or str(init_model_package(scratch / "model"))
-        cases = {}
-        root = hippocampus_dir()
-        if (root / "imagesTr").is_dir():
-            first = list_nnunet_cases(root)[0]
-            cases["hippocampus"] = (str(first.images[0]), str(first.label))
-        else:
-            print(f"hippocampus data not found at {root}: skipping that case")
-        cases["256x256x64"] = write_large_case(scratch)
-        for name, (image, seg) in cases.items():
-            print(f"[{name}] end-to-end QC ...", flush=True)
-            e2e = in_child(measure_end_to_end, model_path, image, seg, args.device, args.threads, args.repeats)
-            print(f"[{name}] reference forward ...", flush=True)
-            ref = in_child(measure_reference_forward, image, args.device, args.threads, args.repeats)
-            from SegQCLib.io.image_files import read_image
-
-            shape = read_image(image).array.shape
-            results[name] = {"shape_zyx": list(shape), "end_to_end": e2e, "reference_forward": ref,
-                             "costs": network_costs(shape, e2e["windows"]),
-                             "ratio_time": e2e["seconds"] / ref["seconds"],
-                             "ratio_cpu_time": e2e["cpu_seconds"] / ref["cpu_seconds"]}
-
+    anchor = measured["anchor"]
     print()
-    print(f"device {args.device}; torch threads {args.threads or 'default'}; repeats {args.repeats}; "
-          f"OMP_WAIT_POLICY {os.environ.get('OMP_WAIT_POLICY')}; load average "
-          f"{load_before[0]:.1f} before, {os.getloadavg()[0]:.1f} after (times: wall s, cpu = process CPU s)")
-    header = (f"{'case':<12} {'shape zyx':<11} {'e2e s':>7} {'ref s':>7} {'ratio':>6} {'e2e cpu':>7} {'ref cpu':>7} "
-              f"{'ratio':>6} {'e2e RSS':>8} {'ref RSS':>8} {'e2e GF':>6} {'ref GF':>6} {'win':>4}")
-    print(header)
-    for name, r in results.items():
-        e2e, ref, costs = r["end_to_end"], r["reference_forward"], r["costs"]
-        print(f"{name:<12} {'x'.join(map(str, r['shape_zyx'])):<11} {e2e['seconds']:7.2f} {ref['seconds']:7.2f} "
-              f"{r['ratio_time']:6.3f} {e2e['cpu_seconds']:7.2f} {ref['cpu_seconds']:7.2f} {r['ratio_cpu_time']:6.3f} "
-              f"{e2e['peak_rss_mib']:7.0f}M {ref['peak_rss_mib']:7.0f}M "
-              f"{costs['default_gflops_case']:6.1f} {costs['reference_gflops_case']:6.1f} {e2e['windows']:4d}")
-        if e2e["cuda_peak_mib"] is not None:
-            print(f"{'':<12} CUDA peak: e2e {e2e['cuda_peak_mib']:.0f} MiB, reference {ref['cuda_peak_mib']:.0f} MiB")
-        print(f"{'':<12} e2e stages (s): " + ", ".join(f"{k} {v:.2f}" for k, v in e2e["timing_s"].items()))
-    costs = next(iter(results.values()))["costs"]
-    print(f"parameters: default {costs['default_params'] / 1e6:.2f} M, reference "
-          f"{costs['reference_params'] / 1e6:.2f} M (ratio {costs['default_params'] / costs['reference_params']:.3f})")
-    print(f"GFLOPs at 160x192x160 (one pass): default {costs['default_gflops_160x192x160']:.1f}, "
-          f"reference {costs['reference_gflops_160x192x160']:.1f}")
-    large = results["256x256x64"]
-    verdict = "MET" if large["ratio_time"] <= TARGET_RATIO else "NOT MET"
-    print(f"target: end-to-end 256x256x64 <= {TARGET_RATIO}x reference forward -> wall {large['ratio_time']:.3f} "
-          f"({verdict}), cpu {large['ratio_cpu_time']:.3f}")
+    print(f"case {'x'.join(map(str, CASE_SHAPE_ZYX))} (z,y,x) at {CASE_SPACING_XYZ_MM} mm (x,y,z); device "
+          f"{args.device}; threads {args.threads or 'default'}; repeats {args.repeats}; load average "
+          f"{load_before:.1f} before, {os.getloadavg()[0]:.1f} after")
+    print(f"{'command':<40} {'wall s':>8} {'cpu s':>8} {'RSS MiB':>8} {'wall ratio':>10} {'cpu ratio':>9}")
+    for name, m in measured.items():
+        print(f"{name:<40} {m.wall:8.2f} {m.cpu:8.2f} {m.rss:8.0f} {m.wall / anchor.wall:10.3f} "
+              f"{m.cpu / anchor.cpu:9.3f}")
+    for name, report in reports.items():
+        inference = report["parameters"]["inference"]
+        print(f"  {name}: stages (s) " + ", ".join(f"{k} {v:.2f}" for k, v in report["timing_s"].items())
+              + f"; windows {inference['windows']} (batch {inference['window_batch']})")
+    print(f"error maps ({writing['maps']}): SimpleITK gzip float32 {writing['float32_bytes'] / 2**20:.1f} MiB each, "
+          f"{writing['float32_s']:.2f} s CPU; 8-bit scaled gzip-1 {writing['uint8_bytes'] / 2**20:.2f} MiB each, "
+          f"{writing['uint8_s']:.2f} s CPU (ratio {writing['uint8_s'] / max(writing['float32_s'], 1e-9):.3f})")
+    for name, m in startup.items():
+        print(f"start-up {name:<32} {m.wall:6.2f} s wall {m.cpu:6.2f} s cpu")
+    verdicts = []
+    for name, m in measured.items():
+        if name != "anchor":
+            ratio = m.wall / anchor.wall
+            verdicts.append(ratio <= TARGET_RATIO)
+            print(f"target {name}: wall {ratio:.3f} <= {TARGET_RATIO} {'MET' if ratio <= TARGET_RATIO else 'NOT MET'}"
+                  f" (cpu ratio {m.cpu / anchor.cpu:.3f})")
     if args.json:
-        Path(args.json).write_text(json.dumps(results, indent=2))
-    return 0
+        Path(args.json).write_text(json.dumps({
+            "commands": {name: asdict(m) for name, m in measured.items()}, "reports_timing_s": {
+                name: r["timing_s"] for name, r in reports.items()}, "map_writing": writing,
+            "startup": {name: asdict(m) for name, m in startup.items()}}, indent=2))
+    return 0 if all(verdicts) else 1
 
 
 if __name__ == "__main__":

@@ -9,11 +9,14 @@ from pathlib import Path
 
 from ..errors import InputError
 from ..network.config import ModelConfig, UnknownKeys, read_config
-from ..network.domain import DOMAIN_FILE
+from ..network.domain import DOMAIN_FILE, read_domain_profile
+from ..network.package_layout import LEGACY_WEIGHTS_FILE, WEIGHTS_FILE
+from ..network.package_summary import read_package_summary
+
+# `model info` reads the package without torch (a fast start, and it works where torch is missing); `init`,
+# `convert` and `info --flops` import the network modules when they run.
 
 EXIT_OK = 0
-# Weights files as named in the help (constants of network/package.py, which imports torch: not needed for --help).
-WEIGHTS_FILE, LEGACY_WEIGHTS_FILE = "weights.safetensors", "weights.pt"
 
 
 def register(subparsers) -> None:
@@ -35,6 +38,7 @@ def register(subparsers) -> None:
     info.add_argument("path", help="model package folder")
     info.add_argument("--json", action="store_true",
                       help="print only the configuration as JSON (default: configuration, size and model card)")
+    info.add_argument("--flops", action="store_true", help="also count the network's GFLOPs per patch (loads torch)")
     info.set_defaults(func=run_info)
     convert = actions.add_parser(
         "convert", help=f"rewrite an older package's {LEGACY_WEIGHTS_FILE} as {WEIGHTS_FILE} (same tensors)",
@@ -78,29 +82,32 @@ def run_init(args: argparse.Namespace) -> int:
 
 
 def run_info(args: argparse.Namespace) -> int:
-    from ..network.package import load_model_package
-    from ..network.qcresunet import count_conv_macs, count_parameters
-
-    package = load_model_package(args.path)
+    summary = read_package_summary(args.path)
+    config = summary.config
     if args.json:
-        print(json.dumps(package.config.to_dict(), indent=2))
+        print(json.dumps(config.to_dict(), indent=2))
         return EXIT_OK
-    config = package.config
-    macs = count_conv_macs(package.model, config.patch_size_zyx)
     print(f"model: {config.name} {config.version} ({'trained' if config.trained else 'UNTRAINED'})")
-    print(f"path: {package.path}")
-    print(f"weights sha256: {package.sha256}")
-    print(f"parameters: {count_parameters(package.model):,}; {2 * macs / 1e9:.2f} GFLOPs per "
-          f"{'x'.join(map(str, config.patch_size_zyx))} patch")
-    domain = package.domain
+    print(f"path: {summary.path}")
+    print(f"weights: {summary.weights.name}, sha256: {summary.sha256}")
+    if summary.parameters is not None:
+        print(f"parameters: {summary.parameters:,} in {summary.tensors} tensors")
+    if args.flops:
+        from ..network.package import load_model_package
+        from ..network.qcresunet import count_conv_macs
+
+        package = load_model_package(args.path)
+        macs = count_conv_macs(package.model, config.patch_size_zyx)
+        print(f"{2 * macs / 1e9:.2f} GFLOPs per {'x'.join(map(str, config.patch_size_zyx))} patch")
+    domain = read_domain_profile(Path(args.path))
     print(f"domain profile: {domain.cases} training cases ({domain.source})" if domain is not None else
           f"domain profile: none (no {DOMAIN_FILE}: runs cannot tell inputs unlike the training data; add one with "
           "segqc model profile)")
     print("config:")
     print(json.dumps(config.to_dict(), indent=2))
-    if package.card:
+    if summary.card:
         print("model card:")
-        print(package.card.rstrip())
+        print(summary.card.rstrip())
     else:
         print("model card: none")
     return EXIT_OK

@@ -19,6 +19,7 @@ from ..errors import InputError
 from ..files import TEMP_SUFFIX, atomic_write
 from ..geometry import Geometry
 from .nifti_header import sform_qform_notice
+from .probability_maps import write_probability_nifti
 from .seg_nrrd import SEG_NRRD_SUFFIX, read_seg_nrrd, write_seg_nrrd
 from .volumes import LabelMap, Volume, validate_label_array
 
@@ -106,6 +107,18 @@ def write_array(path: PathLike, array: np.ndarray, geometry: Geometry, compress:
     geometry.apply_to(image)
     return atomic_write(path, lambda temporary: sitk.WriteImage(image, str(temporary), compress),
                         suffix=f"{TEMP_SUFFIX}{_suffix(path)}")
+
+
+def write_probability_map(path: PathLike, prob: np.ndarray, geometry: Geometry) -> Path:
+    """Write probabilities in [0, 1] atomically as a ``.nii.gz`` of 8-bit codes scaled by 1/255 in the header
+    (:mod:`.probability_maps`): read back as float32 by SimpleITK, nibabel and Slicer, within 1/510."""
+    path = Path(path)
+    if not path.name.lower().endswith(".nii.gz"):
+        raise ValueError(f"Probability maps are written as .nii.gz, not {path.name}")
+    if tuple(prob.shape) != tuple(geometry.shape_zyx):
+        raise ValueError(f"Array shape {prob.shape} does not match geometry {geometry.shape_zyx}")
+    return atomic_write(path, lambda temporary: write_probability_nifti(temporary, prob, geometry),
+                        suffix=f"{TEMP_SUFFIX}.nii")
 
 
 def write_labelmap(path: PathLike, labelmap: LabelMap) -> Path:

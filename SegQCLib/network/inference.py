@@ -41,7 +41,6 @@ from ..geometry import Geometry
 from .config import ModelConfig
 from .crop import CropBox, crop_box_around
 from .normalization import normalize_intensity
-from .qcresunet import one_hot
 from .uncertainty import FlipProbe, FlipUncertainty, flip_uncertainty, left_right_axis, mirror
 
 logger = logging.getLogger(__name__)
@@ -158,6 +157,11 @@ def pad_to_shape(tensor: torch.Tensor, min_shape_zyx: Sequence[int]) -> tuple[to
         tensor = torch.nn.functional.pad(tensor, pad)
     keep = tuple(slice(b, b + s) for b, s in zip(before, spatial))
     return tensor, keep
+
+
+def mask_channels(seg: torch.Tensor, labels: Sequence[int]) -> torch.Tensor:
+    """One bool channel per label of ``labels`` for a (Z, Y, X) integer label tensor: (len(labels), Z, Y, X)."""
+    return torch.stack([seg == int(label) for label in labels])
 
 
 # --- sliding window ---------------------------------------------------------------------------
@@ -407,21 +411,23 @@ def predict_case(
     progress: Optional[ProgressCallback] = None,
     cancel: CancelCheck = None,
     flip_check: bool = False,
+    runner: Optional[Callable[[torch.Tensor, torch.Tensor], object]] = None,
 ) -> InferenceResult:
     """Run the QC network over one case; see the module docstring for the steps.
 
     ``flip_check``: also predict the most segmented window mirrored left-right (one extra window) and return
-    how much the prediction changed (:mod:`.uncertainty`)."""
+    how much the prediction changed (:mod:`.uncertainty`).  ``runner`` runs the windows instead of ``model``
+    (:mod:`SegQCLib.network.runtime`: OpenVINO); ``model`` still sizes the window batch."""
     try:
         return _predict_case(model, config, images, seg, geometry, device, overlap, window_batch, crop_margin_mm,
-                             progress, cancel, flip_check)
+                             progress, cancel, flip_check, runner)
     except MemoryError:
         raise ResourceError(f"Not enough memory to run QC on a {tuple(seg.shape)} volume; close other programs "
                             "or run on a machine with more memory") from None
 
 
 def _predict_case(model, config, images, seg, geometry, device, overlap, window_batch, crop_margin_mm, progress,
-                  cancel, flip_check=False) -> InferenceResult:
+                  cancel, flip_check=False, runner=None) -> InferenceResult:
     timing: dict[str, float] = {}
     notices: list[str] = []
     started = time.perf_counter()
@@ -451,8 +457,13 @@ def _predict_case(model, config, images, seg, geometry, device, overlap, window_
     patch = list(config.patch_size_zyx)
     image_tensor, keep = pad_to_shape(image_tensor, patch)
     # Pad the labels, not the one-hot: padding is background (matters with a background channel).
-    seg_tensor, _ = pad_to_shape(torch.from_numpy(seg_crop.astype(np.int64))[None], patch)
-    mask_tensor = one_hot(seg_tensor[0], config.mask_labels)[0]
+    # The one-hot mask is kept as bool (1 byte per voxel and channel, not float32's 4; the network casts each
+    # window), and built from the labels in their own small integer type, not int64: on a large volume these
+    # were the biggest arrays after the image.
+    label_dtype = np.int16 if seg_crop.size == 0 or int(seg_crop.max()) <= np.iinfo(np.int16).max else np.int32
+    seg_tensor, _ = pad_to_shape(torch.from_numpy(seg_crop.astype(label_dtype, copy=False))[None], patch)
+    mask_tensor = mask_channels(seg_tensor[0], config.mask_labels)
+    del seg_tensor
     timing["preprocess"] = time.perf_counter() - started
     check_cancelled(cancel)
     report(PROGRESS_PREPARED, "Input prepared")
@@ -462,7 +473,8 @@ def _predict_case(model, config, images, seg, geometry, device, overlap, window_
         window_batch = choose_window_batch(device, estimate_window_bytes(model, config, patch))
     foreground = [i for i, label in enumerate(config.mask_labels) if label != 0]
     prediction = sliding_window_predict(
-        model, image_tensor, mask_tensor, patch, config.window_overlap if overlap is None else overlap, device,
+        runner if runner is not None else model, image_tensor, mask_tensor, patch,
+        config.window_overlap if overlap is None else overlap, device,
         window_batch, foreground, _stage_progress(progress, PROGRESS_PREPARED, PROGRESS_WINDOWS_DONE), cancel,
         left_right_axis(geometry) if flip_check else None)
     timing["network"] = time.perf_counter() - started

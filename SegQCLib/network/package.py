@@ -31,17 +31,13 @@ from ..files import atomic_write, fsync_dir
 from ..files import sha256_file as file_sha256  # the name other modules import from here
 from .config import CONFIG_FILE, ModelConfig, read_config
 from .domain import DOMAIN_FILE, DomainProfile, read_domain_profile, write_domain_profile
+from .package_layout import CARD_FILE, LEGACY_WEIGHTS_FILE, WEIGHTS_FILE, WEIGHTS_FILES, package_dir, weights_path
 from .qcresunet import QCResUNet, build_model, count_parameters
 
 logger = logging.getLogger(__name__)
 
 PathLike = Union[str, os.PathLike]
 
-WEIGHTS_FILE = "weights.safetensors"
-# Weights of packages written before safetensors: read (restricted unpickler), never written.
-LEGACY_WEIGHTS_FILE = "weights.pt"
-WEIGHTS_FILES = (WEIGHTS_FILE, LEGACY_WEIGHTS_FILE)
-CARD_FILE = "MODEL_CARD.md"
 MODEL_ENV = "SEGQC_MODEL"
 DEFAULT_MODEL_SUBDIR = ("Resources", "Models", "hippocampus")
 # Wheel installs carry the default model inside the package.
@@ -74,29 +70,6 @@ class ModelPackage:
         return {"name": self.config.name, "version": self.config.version, "sha256": self.sha256,
                 "path": str(self.path), "trained": self.config.trained,
                 "parameters": count_parameters(self.model), "domain_profile": self.domain is not None}
-
-
-def _package_dir(path: PathLike) -> Path:
-    """Accept the package folder or a file inside it (config.json, the weights, the card)."""
-    path = Path(path).expanduser()
-    if not path.exists():
-        raise ModelError(f"Model package not found: {path}")
-    if path.is_file() and path.name in (CONFIG_FILE, CARD_FILE, *WEIGHTS_FILES):
-        path = path.parent
-    if not path.is_dir():
-        raise ModelError(f"Model package {path} is not a folder; expected a folder with {CONFIG_FILE} and "
-                         f"{WEIGHTS_FILE}")
-    return path
-
-
-def weights_path(folder: Path) -> Path:
-    """The package's weights file: ``weights.safetensors``, or ``weights.pt`` in an older package."""
-    present = [folder / name for name in WEIGHTS_FILES if (folder / name).is_file()]
-    if len(present) > 1:
-        raise ModelError(f"Model package {folder} has both {WEIGHTS_FILE} and {LEGACY_WEIGHTS_FILE}: which one "
-                         "the config belongs to is unclear. If a conversion was interrupted, `segqc model convert "
-                         "PATH` finishes it; otherwise remove the file that does not belong to the config.")
-    return present[0] if present else folder / WEIGHTS_FILE
 
 
 def load_state_dict(path: PathLike) -> dict[str, torch.Tensor]:
@@ -179,7 +152,7 @@ def check_state_dict(model: torch.nn.Module, state: dict[str, torch.Tensor], sou
 
 def load_model_package(path: PathLike) -> ModelPackage:
     """Load config, verify and load weights; the model is on CPU in eval mode."""
-    folder = _package_dir(path)
+    folder = package_dir(path)
     config = read_config(folder / CONFIG_FILE)
     weights = weights_path(folder)
     state = load_state_dict(weights)
@@ -227,7 +200,7 @@ def convert_weights_to_safetensors(path: PathLike) -> Path:
     identical tensors, so a conversion interrupted at any point leaves the old package loadable or one
     that converting again completes.  Returns the weights file; a package already converted is left as is.
     """
-    folder = _package_dir(path)
+    folder = package_dir(path)
     legacy, current = folder / LEGACY_WEIGHTS_FILE, folder / WEIGHTS_FILE
     if not legacy.is_file():
         if current.is_file():

@@ -18,7 +18,7 @@ import numpy as np
 
 from ..errors import GeometryMismatchError, InputError
 from ..geometry import Geometry
-from ..io.image_files import read_image, write_array
+from ..io.image_files import read_image, write_probability_map
 from ..io.nifti_header import is_nifti
 from ..io.nifti_values import count_nonfinite
 from .report import ERROR_PROB_PATTERN, REPORT_FILE_NAME, Report
@@ -40,7 +40,10 @@ class QCResult:
 
     def write(self, out_dir: Union[str, Path], inputs: Sequence[Union[str, Path]] = ()) -> Path:
         """Write ``error_prob_<label>.nii.gz`` (and the suggestion's files) then ``report.json`` (last, so its
-        presence means complete).  Suggestion files of an earlier run are removed, except ``inputs`` of this one."""
+        presence means complete).  Suggestion files of an earlier run are removed, except ``inputs`` of this one.
+
+        The maps are 8-bit probabilities scaled by 1/255 in the NIfTI header (:mod:`SegQCLib.io.probability_maps`):
+        every reader gets float32 within 1/510 of ``error_prob``, from which the report was computed."""
         out_dir = Path(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
         # A report from an earlier run must not vouch for maps that this run is half-way through replacing.
@@ -48,8 +51,7 @@ class QCResult:
         remove_suggestion_files(out_dir, keep=inputs)
         started = time.perf_counter()
         for label, prob in self.error_prob.items():
-            write_array(out_dir / ERROR_PROB_PATTERN.format(label=label), prob.astype(np.float32, copy=False),
-                        self.geometry)
+            write_probability_map(out_dir / ERROR_PROB_PATTERN.format(label=label), prob, self.geometry)
         if self.suggestion is not None:
             write_suggestion_files(out_dir, self.suggestion)
         self.report.timing_s["write"] = round(time.perf_counter() - started, 4)

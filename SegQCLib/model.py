@@ -19,6 +19,17 @@ Layout (all sizes from :class:`ModelConfig`):
   paper's attention-based SEM aggregation); global average pooling of the bottleneck then two fully
   connected layers and a sigmoid for Dice / NSD.
 
+Two output parameterisations (``ModelConfig.output``):
+
+* ``error`` (QCResUNet): one sigmoid error logit per class, learnt directly;
+* ``truth``: the head predicts the *estimated truth* as a softmax over background + classes, P, and the
+  error probability of class c follows from it and the query mask M (SegQC eq. 4 read backwards):
+  Ê_c = M_c (1 − P_c) + (1 − M_c) P_c.  Classes stay mutually consistent (a voxel cannot be "missing"
+  from two classes at once), a network that knows the anatomy (trained as a segmenter first) only has
+  to learn when to trust the query, and flagging the whole mask is no longer a cheap answer.  The error
+  logits are still returned (logit Ê_c), so inference and everything after it are unchanged;
+  ``truth_temperature`` (calibrated on tuning cases) divides the truth logits.
+
 The default configuration (widths 16/32/64/128, one residual block per stage, stride 2 from the stem,
 decoder from stage 3 with one conv block per scale, 4 channels at full resolution) has 0.98 M
 parameters and 64 GFLOPs (2 x conv MACs) at 160x192x160, against 16.35 M and 762 GFLOPs for
@@ -43,6 +54,17 @@ from .errors import ModelError
 
 LEAKY_SLOPE = 0.01
 HIPPOCAMPUS_CLASSES = {1: "anterior", 2: "posterior"}
+
+
+class OutputKind(str, Enum):
+    """What the voxel head predicts (see the module docstring)."""
+
+    ERROR = "error"
+    TRUTH = "truth"
+
+
+# Ê is clamped away from 0 and 1 before its logit is taken, so the logit stays finite in float32.
+ERROR_PROB_EPSILON = 1e-6
 
 
 class Normalization(str, Enum):
@@ -78,6 +100,8 @@ class ModelConfig:
     eca_kernel_size: int = 3
     dropout: float = 0.1
     case_head_hidden: int = 64
+    output: str = OutputKind.ERROR.value
+    truth_temperature: float = 1.0
     predict_nsd: bool = True
     nsd_tolerance_mm: float = 1.0
     # input preparation and inference
@@ -156,6 +180,10 @@ class ModelConfig:
             problems.append(f"window_overlap must be in [0, 1), got {self.window_overlap}")
         if self.full_res_kernel not in (1, 3):
             problems.append(f"full_res_kernel must be 1 or 3, got {self.full_res_kernel}")
+        if self.output not in {k.value for k in OutputKind}:
+            problems.append(f"output {self.output!r} is not one of {[k.value for k in OutputKind]}")
+        if not (isinstance(self.truth_temperature, (int, float)) and 0.05 <= self.truth_temperature <= 20):
+            problems.append(f"truth_temperature must be a number in [0.05, 20], got {self.truth_temperature!r}")
         if self.eca_kernel_size < 1 or self.eca_kernel_size % 2 == 0:
             problems.append(f"eca_kernel_size must be odd and positive, got {self.eca_kernel_size}")
         if problems:
@@ -223,6 +251,19 @@ class QCOutput(NamedTuple):
     error_logits: torch.Tensor  # (B, C, Z, Y, X)
     dice: torch.Tensor  # (B,) in [0, 1]
     nsd: Optional[torch.Tensor]  # (B,) in [0, 1], None when the config does not predict NSD
+    truth_logits: Optional[torch.Tensor] = None  # (B, 1 + C, Z, Y, X) with output "truth", else None
+
+
+def error_logits_from_truth(truth_logits: torch.Tensor, mask_onehot: torch.Tensor) -> torch.Tensor:
+    """logit Ê_c with Ê_c = M_c (1 − P_c) + (1 − M_c) P_c, P = softmax(truth logits) (channel 0 background).
+
+    ``mask_onehot`` holds one channel per foreground class (a background channel, if any, stripped).
+    """
+    prob = torch.softmax(truth_logits.float(), dim=1)[:, 1:]
+    mask = mask_onehot.float()
+    error = mask * (1 - prob) + (1 - mask) * prob
+    error = error.clamp(ERROR_PROB_EPSILON, 1 - ERROR_PROB_EPSILON)
+    return torch.log(error) - torch.log1p(-error)
 
 
 def one_hot(seg: torch.Tensor, labels: Sequence[int]) -> torch.Tensor:
@@ -353,7 +394,8 @@ class QCResUNet(nn.Module):
         self.full_res = DecoderStep(widths[0], modalities, mask_ch, config.full_res_width, strides[0],
                                     config.decoder_convs, config.eca_kernel_size, config.full_res_kernel)
         self.head_eca = ECA(config.eca_kernel_size)
-        self.error_head = nn.Conv3d(config.full_res_width + mask_ch, classes, 1)
+        head_channels = classes + 1 if config.output == OutputKind.TRUTH.value else classes
+        self.error_head = nn.Conv3d(config.full_res_width + mask_ch, head_channels, 1)
         outputs = 2 if config.predict_nsd else 1
         self.case_head = nn.Sequential(nn.Linear(widths[-1], config.case_head_hidden),
                                        nn.LeakyReLU(LEAKY_SLOPE, inplace=True),
@@ -385,6 +427,10 @@ class QCResUNet(nn.Module):
         logits = self.error_head(self.head_eca(torch.cat([x, mask_onehot], dim=1)))
         case = torch.sigmoid(self.case_head(bottleneck.mean(dim=(2, 3, 4))).float())
         nsd = case[:, 1] if config.predict_nsd else None
+        if config.output == OutputKind.TRUTH.value:
+            truth_logits = logits.float() / config.truth_temperature
+            foreground_mask = mask_onehot[:, 1:] if config.include_background_channel else mask_onehot
+            return QCOutput(error_logits_from_truth(truth_logits, foreground_mask), case[:, 0], nsd, truth_logits)
         return QCOutput(logits, case[:, 0], nsd)
 
 

@@ -1,7 +1,8 @@
 """SegQC 3D Slicer module: segmentation quality control with interactive review.
 
 Module / Widget / Test.  The scene logic (everything MRML, nothing Qt) is ``SegQCLogic`` in
-``SegQCLogic.py``; all computation is in ``SegQCLib``.  QC runs in a ``PythonSlicer`` process
+``SegQCModuleLib/logic.py``, the QC process ``QCProcess`` in ``SegQCModuleLib/process.py`` (a package, so that
+Slicer does not load them as modules); all computation is in ``SegQCLib``.  QC runs in a ``PythonSlicer`` process
 (``segqc run --progress json``) so the GUI stays responsive and Cancel can stop it at once.
 """
 
@@ -20,8 +21,15 @@ from typing import Annotated, Any, Optional
 import qt
 import slicer
 import vtk
-from SegQCLogic import DEFAULT_OVERLAY_OPACITY, DEFAULT_OVERLAY_THRESHOLD, ItemKind, ItemStatus, NodeRole, SegQCLogic
-from SegQCProcess import QCProcess
+from SegQCModuleLib.logic import (
+    DEFAULT_OVERLAY_OPACITY,
+    DEFAULT_OVERLAY_THRESHOLD,
+    ItemKind,
+    ItemStatus,
+    NodeRole,
+    SegQCLogic,
+)
+from SegQCModuleLib.process import QCProcess
 from slicer import vtkMRMLScalarVolumeNode, vtkMRMLSegmentationNode
 from slicer.parameterNodeWrapper import WithinRange, parameterNodeWrapper
 from slicer.ScriptedLoadableModule import (
@@ -32,8 +40,7 @@ from slicer.ScriptedLoadableModule import (
 from slicer.util import VTKObservationMixin
 
 # Python packages SegQCLib needs beyond what Slicer ships (import name -> pip requirement).
-PIP_REQUIREMENTS = {"scipy": "scipy", "skimage": "scikit-image", "slicerio": "slicerio", "filelock": "filelock",
-                    "psutil": "psutil"}
+PIP_REQUIREMENTS = {"scipy": "scipy", "slicerio": "slicerio", "filelock": "filelock", "psutil": "psutil"}
 MINIMUM_TORCH_VERSION = "2.0"
 PROCESS_POLL_INTERVAL_MS = 100
 PROGRESS_BAR_MAXIMUM = 1000
@@ -602,7 +609,7 @@ class SegQCTest(ScriptedLoadableModuleTest):
         self.test_SegQCReview()
 
     def _hippocampusCase(self):
-        from SegQCLib.datasets import hippocampus_dir, list_nnunet_cases
+        from SegQCLib.io.datasets import hippocampus_dir, list_nnunet_cases
 
         root = hippocampus_dir()
         if not (root / "imagesTr").is_dir():
@@ -624,7 +631,7 @@ class SegQCTest(ScriptedLoadableModuleTest):
         for (segmentId, _), className in zip(names.items(), ("anterior", "posterior")):
             segmentation.GetSegmentation().GetSegment(segmentId).SetName(className)
 
-        from SegQCLib.model_package import init_model_package
+        from SegQCLib.network.package import init_model_package
 
         modelPath = str(init_model_package(Path(slicer.util.tempDirectory("SegQCTestModel")) / "untrained"))
         widget = slicer.modules.segqc.widgetRepresentation().self()

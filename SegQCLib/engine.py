@@ -16,11 +16,13 @@ from typing import Any, Callable, Optional, Union
 import numpy as np
 import torch
 
-from .inference import CancelCheck, check_cancelled, predict_case, select_device
-from .io import Case, LabelMap, load_case
-from .model import ModelConfig
-from .model_package import ModelPackage, default_model_path, load_model_package
-from .postprocess import PostprocessParams, QCResult, build_report
+from .io.case import Case, load_case
+from .io.volumes import LabelMap
+from .network.config import ModelConfig
+from .network.inference import CancelCheck, check_cancelled, predict_case, select_device
+from .network.package import ModelPackage, default_model_path, load_model_package
+from .quality.outputs import QCResult
+from .quality.postprocess import PostprocessParams, build_report
 
 logger = logging.getLogger(__name__)
 

@@ -6,8 +6,9 @@ import os
 
 import pytest
 
-from SegQCLib.datasets import CaseFiles, hippocampus_dir, list_nnunet_cases
-from SegQCLib.io import LabelMap, Volume, read_image, read_labelmap
+from SegQCLib.io.datasets import CaseFiles, hippocampus_dir, list_nnunet_cases
+from SegQCLib.io.image_files import read_image, read_labelmap
+from SegQCLib.io.volumes import LabelMap, Volume
 
 # Tests must behave the same on a laptop and in CI: keep torch from grabbing every core.
 os.environ.setdefault("OMP_NUM_THREADS", "2")

@@ -9,11 +9,11 @@ import pytest
 import SimpleITK as sitk
 from scipy import ndimage
 
-from SegQCLib import postprocess
-from SegQCLib.cli import main
+from SegQCLib.commands.cli import main
 from SegQCLib.geometry import Geometry
-from SegQCLib.io import read_image, read_labelmap, write_array
-from SegQCLib.metrics import dice, multiclass_dice
+from SegQCLib.io.image_files import read_image, read_labelmap, write_array
+from SegQCLib.quality import outputs
+from SegQCLib.quality.metrics import dice, multiclass_dice
 
 REPORT_KEYS = {"segqc_version", "slice_axis", "case", "classes", "slices", "boxes", "timing_s"}
 BOX_KEYS = {"label", "slice", "bbox_zyx", "center_ras", "size_mm", "area_mm2", "score"}
@@ -144,14 +144,14 @@ def test_an_interrupted_rewrite_leaves_no_report_claiming_the_folder_is_complete
     out = tmp_path / "o"
     args = ["--seg", real_query["seg"], "--error-prob", real_query["probs"], "--out", out]
     assert run_estimate(*args) == 0
-    real_write = postprocess.write_array
+    real_write = outputs.write_array
 
     def disk_full_at_the_second_map(path, *rest, **kwargs):
         if path.name.startswith("error_prob_2"):
             raise OSError("No space left on device")
         return real_write(path, *rest, **kwargs)
 
-    monkeypatch.setattr(postprocess, "write_array", disk_full_at_the_second_map)
+    monkeypatch.setattr(outputs, "write_array", disk_full_at_the_second_map)
     assert run_estimate(*args) == 1
     assert not (out / "report.json").exists()  # error_prob_1 is new, error_prob_2 old: not a complete result
 
@@ -172,7 +172,7 @@ def test_a_missing_segmentation_file_is_a_clear_error(tmp_path, real_query, caps
 
 def test_the_segqc_command_runs_as_a_module(tmp_path, real_query):
     completed = subprocess.run(
-        [sys.executable, "-m", "SegQCLib.cli", "estimate", "--seg", str(real_query["seg"]), "--error-prob",
+        [sys.executable, "-m", "SegQCLib.commands.cli", "estimate", "--seg", str(real_query["seg"]), "--error-prob",
          str(real_query["probs"]), "--out", str(tmp_path / "o")], capture_output=True, text=True, timeout=120)
     assert completed.returncode == 0, completed.stderr
     assert "estimated Dice" in completed.stdout
@@ -180,7 +180,7 @@ def test_the_segqc_command_runs_as_a_module(tmp_path, real_query):
 
 def test_estimate_works_without_torch_installed(tmp_path, real_query):
     # torch is an optional dependency: the post-processing of external error maps must not need it.
-    code = ("import sys; sys.modules['torch'] = None; from SegQCLib.cli import main; "
+    code = ("import sys; sys.modules['torch'] = None; from SegQCLib.commands.cli import main; "
             f"sys.exit(main(['estimate', '--seg', {str(real_query['seg'])!r}, '--error-prob', "
             f"{str(real_query['probs'])!r}, '--out', {str(tmp_path / 'o')!r}]))")
     completed = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)

@@ -13,14 +13,14 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from SegQCLib.cli import main
+from SegQCLib.commands.cli import main
 from SegQCLib.commands.run import FAILURES_FILE, SUMMARY_FILE, read_manifest
 from SegQCLib.engine import QCEngine, run_qc_files
 from SegQCLib.errors import CancelledError, InputError
-from SegQCLib.io import read_image
-from SegQCLib.model import ModelConfig
-from SegQCLib.model_package import CONFIG_FILE, MODEL_ENV, WEIGHTS_FILE
-from SegQCLib.report import Report
+from SegQCLib.io.image_files import read_image
+from SegQCLib.network.config import ModelConfig
+from SegQCLib.network.package import CONFIG_FILE, MODEL_ENV, WEIGHTS_FILE
+from SegQCLib.quality.report import Report
 
 pytestmark = pytest.mark.realdata
 
@@ -136,7 +136,7 @@ def test_json_progress_for_a_driving_program(default_package, hippocampus_cases,
     case = hippocampus_cases[1]
     out = tmp_path / "out"
     completed = subprocess.run(
-        [sys.executable, "-m", "SegQCLib.cli", "run", "--image", str(case.images[0]), "--seg", str(case.label),
+        [sys.executable, "-m", "SegQCLib.commands.cli", "run", "--image", str(case.images[0]), "--seg", str(case.label),
          "--out", str(out), "--model", str(default_package), "--progress", "json"],
         capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "2"})
     assert completed.returncode == 0, completed.stderr
@@ -220,7 +220,7 @@ def test_corrupt_model_weights_are_refused(default_package, hippocampus_cases, t
 
 
 def test_without_model_the_message_says_none_is_installed(hippocampus_cases, tmp_path, capsys, monkeypatch):
-    from SegQCLib import model_package
+    from SegQCLib.network import package as model_package
 
     monkeypatch.delenv(MODEL_ENV, raising=False)
     monkeypatch.setattr(model_package, "_repository_default_dirs", lambda: [tmp_path / "none"])

@@ -11,13 +11,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from SegQCLib import corrections
-from SegQCLib.cli import main as segqc_main
-from SegQCLib.corrections import CorrectionStore, ProblemKind, case_key, parse_record_id
+from SegQCLib.commands.cli import main as segqc_main
+from SegQCLib.corrections.lock import ProcessLock
+from SegQCLib.corrections.names import case_key, parse_record_id
+from SegQCLib.corrections.store import CorrectionStore
+from SegQCLib.corrections.verify import ProblemKind
 from SegQCLib.errors import GeometryMismatchError, InputError, ResourceError, SegQCError
 from SegQCLib.geometry import Geometry
-from SegQCLib.io import LabelMap, Volume, read_image, read_labelmap, write_array, write_labelmap
-from SegQCLib.metrics import multiclass_dice
+from SegQCLib.io.image_files import read_image, read_labelmap, write_array, write_labelmap
+from SegQCLib.io.volumes import LabelMap, Volume
+from SegQCLib.quality.metrics import multiclass_dice
 
 
 def weak_segmentation(truth: LabelMap) -> LabelMap:
@@ -351,7 +354,7 @@ def test_repair_leaves_a_write_in_progress_alone(tmp_path):
     store.add("c", [image], original, truth)
     busy = store.tmp_dir / "other.writer"
     busy.mkdir()
-    lock = corrections.ProcessLock(store.tmp_dir / "other.writer.lock")
+    lock = ProcessLock(store.tmp_dir / "other.writer.lock")
     assert lock.acquire(timeout_s=0)  # another writer (a separate lock holder) is still writing
     try:
         report = store.verify(repair=True)

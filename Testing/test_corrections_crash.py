@@ -12,9 +12,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from SegQCLib.corrections import CorrectionStore, ProblemKind
+from SegQCLib.corrections.store import CorrectionStore
+from SegQCLib.corrections.verify import ProblemKind
 from SegQCLib.geometry import Geometry
-from SegQCLib.io import LabelMap, Volume
+from SegQCLib.io.volumes import LabelMap, Volume
 
 pytestmark = pytest.mark.skipif(os.name != "posix", reason="SIGKILL and fork semantics are POSIX")
 
@@ -23,9 +24,9 @@ pytestmark = pytest.mark.skipif(os.name != "posix", reason="SIGKILL and fork sem
 WRITER = r"""
 import os, signal, sys, time
 import numpy as np
-from SegQCLib import corrections
+from SegQCLib.corrections import store as corrections
 from SegQCLib.geometry import Geometry
-from SegQCLib.io import LabelMap, Volume
+from SegQCLib.io.volumes import LabelMap, Volume
 
 store_dir, case_id, tag, count, kill_step, shape, go_file = sys.argv[1:8]
 count, tag = int(count), int(tag)

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from SegQCLib.estimates import (
+from SegQCLib.quality.estimates import (
     estimate_case_dice,
     estimate_class,
     estimate_class_per_slice,

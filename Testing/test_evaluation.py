@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from scipy.optimize import linear_sum_assignment
 
-from SegQCLib import evaluation, metrics
 from SegQCLib.errors import InputError
+from SegQCLib.quality import evaluation, metrics
 
 # ------------------------------------------------------------------------------------- agreement
 

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from SegQCLib import estimates, metrics
+from SegQCLib.quality import estimates, metrics
 
 LABELS = (1, 2)
 RTOL = 1e-9

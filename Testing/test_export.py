@@ -9,13 +9,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from SegQCLib.cli import main as segqc_main
-from SegQCLib.corrections import CorrectionStore
-from SegQCLib.datasets import list_nnunet_cases
+from SegQCLib.commands.cli import main as segqc_main
+from SegQCLib.corrections.export import ExportFormat, export_store, load_qc_dataset
+from SegQCLib.corrections.store import CorrectionStore
 from SegQCLib.errors import InputError
-from SegQCLib.export import ExportFormat, export_store, load_qc_dataset
 from SegQCLib.geometry import Geometry
-from SegQCLib.io import LabelMap, Volume, read_image, read_labelmap
+from SegQCLib.io.datasets import list_nnunet_cases
+from SegQCLib.io.image_files import read_image, read_labelmap
+from SegQCLib.io.volumes import LabelMap, Volume
 
 
 def weak(truth: LabelMap, drop_label: int) -> LabelMap:

@@ -8,12 +8,13 @@ import numpy as np
 import pytest
 import torch
 
-from SegQCLib.corrections import CorrectionStore
+from SegQCLib.corrections.export import export_store
+from SegQCLib.corrections.store import CorrectionStore
 from SegQCLib.engine import QCEngine
-from SegQCLib.export import export_store
-from SegQCLib.io import LabelMap, load_case
-from SegQCLib.model import ModelConfig
-from SegQCLib.model_package import init_model_package, load_model_package
+from SegQCLib.io.case import load_case
+from SegQCLib.io.volumes import LabelMap
+from SegQCLib.network.config import ModelConfig
+from SegQCLib.network.package import init_model_package, load_model_package
 from training.finetune import FinetuneSettings, finetune, load_corrections, main, split_by_case
 
 SMALL_MODEL = dict(widths=[4, 8], blocks_per_stage=[1, 1], strides=[[2, 2, 2], [2, 2, 2]], decoder_from_stage=1,

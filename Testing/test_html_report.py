@@ -10,21 +10,23 @@ import subprocess
 import numpy as np
 import pytest
 
-from SegQCLib.batch import BatchCase, CaseStatus, RankRow, run_batch
-from SegQCLib.engine import QCEngine
-from SegQCLib.html_report import (
+from SegQCLib.batch.cases import BatchCase
+from SegQCLib.batch.index_page import write_index_html
+from SegQCLib.batch.results import CaseStatus, RankRow
+from SegQCLib.batch.runner import run_batch
+from SegQCLib.batch.thumbnails import (
     BOX_COLOR,
     ERROR_COLOR,
     THUMBNAIL_LONG_SIDE_PX,
     compose_slice,
     render_thumbnails,
     worst_slices,
-    write_index_html,
 )
-from SegQCLib.io import LabelMap
-from SegQCLib.model import ModelConfig
-from SegQCLib.model_package import init_model_package
-from SegQCLib.postprocess import build_report
+from SegQCLib.engine import QCEngine
+from SegQCLib.io.volumes import LabelMap
+from SegQCLib.network.config import ModelConfig
+from SegQCLib.network.package import init_model_package
+from SegQCLib.quality.postprocess import build_report
 
 CHROMIUM_NAMES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",

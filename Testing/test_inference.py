@@ -10,7 +10,8 @@ import torch
 
 from SegQCLib.errors import CancelledError, InputError, ModelError, ResourceError
 from SegQCLib.geometry import Geometry
-from SegQCLib.inference import (
+from SegQCLib.network.config import ModelConfig
+from SegQCLib.network.inference import (
     MAX_WINDOW_BATCH_CPU,
     choose_window_batch,
     crop_box_around,
@@ -24,7 +25,7 @@ from SegQCLib.inference import (
     sliding_window_predict,
     window_starts,
 )
-from SegQCLib.model import ModelConfig, QCOutput, build_model, one_hot
+from SegQCLib.network.qcresunet import QCOutput, build_model, one_hot
 
 CPU = torch.device("cpu")
 TINY = dict(widths=[4, 8, 16], blocks_per_stage=[1, 1, 1], strides=[[1, 1, 1], [2, 2, 2], [2, 2, 2]],

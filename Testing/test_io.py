@@ -10,7 +10,9 @@ import SimpleITK as sitk
 
 from SegQCLib.errors import GeometryMismatchError, InputError
 from SegQCLib.geometry import Geometry
-from SegQCLib.io import LabelMap, load_case, read_image, read_labelmap, write_array, write_labelmap
+from SegQCLib.io.case import load_case
+from SegQCLib.io.image_files import read_image, read_labelmap, write_array, write_labelmap
+from SegQCLib.io.volumes import LabelMap
 
 GEOMETRY = Geometry((4, 5, 6), (0.7, 0.9, 2.5), (1.0, 2.0, 3.0))
 

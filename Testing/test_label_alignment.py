@@ -4,10 +4,11 @@ import json
 
 import numpy as np
 
-from SegQCLib.cli import main
+from SegQCLib.commands.cli import main
 from SegQCLib.engine import align_labels_to_model
 from SegQCLib.geometry import Geometry
-from SegQCLib.io import LabelMap, read_labelmap, write_labelmap
+from SegQCLib.io.image_files import read_labelmap, write_labelmap
+from SegQCLib.io.volumes import LabelMap
 
 MODEL_CLASSES = {1: "anterior", 2: "posterior"}
 

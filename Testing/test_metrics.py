@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from SegQCLib import metrics
 from SegQCLib.errors import InputError
+from SegQCLib.quality import metrics
 
 LABELS = (1, 2)
 ISOTROPIC_MM = (1.0, 1.0, 1.0)

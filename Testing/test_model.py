@@ -6,14 +6,8 @@ import pytest
 import torch
 
 from SegQCLib.errors import ModelError
-from SegQCLib.model import (
-    ModelConfig,
-    build_model,
-    count_conv_macs,
-    count_parameters,
-    one_hot,
-    reference_qcresunet_config,
-)
+from SegQCLib.network.config import ModelConfig, reference_qcresunet_config
+from SegQCLib.network.qcresunet import build_model, count_conv_macs, count_parameters, one_hot
 
 
 def tiny_config(**overrides) -> ModelConfig:

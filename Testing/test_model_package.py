@@ -9,10 +9,10 @@ import pickle
 import pytest
 import torch
 
-from SegQCLib import model_package
 from SegQCLib.errors import ModelError
-from SegQCLib.model import ModelConfig
-from SegQCLib.model_package import (
+from SegQCLib.network import package as model_package
+from SegQCLib.network.config import ModelConfig
+from SegQCLib.network.package import (
     CARD_FILE,
     CONFIG_FILE,
     WEIGHTS_FILE,
@@ -201,4 +201,4 @@ def test_bundled_model_is_found_when_installed(tmp_path, monkeypatch):
 def test_repository_default_location_is_resources_models_hippocampus():
     candidates = model_package._repository_default_dirs()
     assert candidates[0].parts[-3:] == ("Resources", "Models", "hippocampus")
-    assert candidates[0].parent.parent.parent == model_package.Path(model_package.__file__).resolve().parent.parent
+    assert candidates[0].parent.parent.parent == model_package.Path(model_package.__file__).resolve().parents[2]

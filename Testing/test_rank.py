@@ -11,23 +11,18 @@ from pathlib import Path
 import pytest
 import torch
 
-from SegQCLib.batch import (
-    RANKING_COLUMNS,
-    BatchCase,
-    CaseStatus,
-    ProcessWorkers,
-    cases_from_folders,
-    read_ranking_csv,
-    run_batch,
-)
-from SegQCLib.cli import main as segqc_main
+from SegQCLib.batch.cases import BatchCase, cases_from_folders
+from SegQCLib.batch.results import RANKING_COLUMNS, CaseStatus, read_ranking_csv
+from SegQCLib.batch.runner import run_batch
+from SegQCLib.batch.workers import ProcessWorkers
+from SegQCLib.commands.cli import main as segqc_main
 from SegQCLib.engine import QCEngine
 from SegQCLib.errors import InputError
-from SegQCLib.model import ModelConfig
-from SegQCLib.model_package import init_model_package
-from SegQCLib.postprocess import PostprocessParams
-from SegQCLib.regions import RegionParams
-from SegQCLib.report import Report
+from SegQCLib.network.config import ModelConfig
+from SegQCLib.network.package import init_model_package
+from SegQCLib.quality.postprocess import PostprocessParams
+from SegQCLib.quality.regions import RegionParams
+from SegQCLib.quality.report import Report
 
 # A small random network: the tests are about the batch machinery, not the model's accuracy.
 SMALL_MODEL = dict(widths=[4, 8], blocks_per_stage=[1, 1], strides=[[2, 2, 2], [2, 2, 2]], decoder_from_stage=1,
@@ -310,7 +305,7 @@ class FakeRay:
 
 def test_ray_workers_ship_the_per_case_step_and_bound_tasks_in_flight(tmp_path, dataset, model_dir, engine,
                                                                       monkeypatch):
-    from SegQCLib import batch_ray
+    from SegQCLib.batch import ray_workers as batch_ray
 
     fake = FakeRay()
     monkeypatch.setattr(batch_ray, "_ray", lambda: fake)

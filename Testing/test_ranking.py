@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from SegQCLib.errors import InputError
-from SegQCLib.ranking import rank_boxes, rank_cases, rank_slices, slice_error_scores
-from SegQCLib.report import ErrorBox
+from SegQCLib.quality.ranking import rank_boxes, rank_cases, rank_slices, slice_error_scores
+from SegQCLib.quality.report import ErrorBox
 
 
 def _box(score: float, label: int = 1, slice_index: int = 0) -> ErrorBox:

@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from SegQCLib import regions
 from SegQCLib.errors import InputError
 from SegQCLib.geometry import Geometry
-from SegQCLib.regions import RegionParams, extract_errors, find_error_boxes, in_plane_axes, unify_boxes
+from SegQCLib.quality import regions
+from SegQCLib.quality.regions import RegionParams, extract_errors, find_error_boxes, in_plane_axes, unify_boxes
 
 # Parameters that keep every component and box, so a test sees one step at a time.
 RAW = RegionParams(extract_errors=False, merge_distance_mm=0.0, min_box_area_mm2=0.0, max_box_slice_fraction=1.0)

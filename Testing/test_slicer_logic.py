@@ -27,12 +27,12 @@ from scipy import ndimage
 
 from SegQCLib.errors import CancelledError, InputError, ModelError
 from SegQCLib.geometry import Geometry
-from SegQCLib.io import read_image, read_labelmap
-from SegQCLib.postprocess import build_report
+from SegQCLib.io.image_files import read_image, read_labelmap
+from SegQCLib.quality.postprocess import build_report
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "SegQC"))
-from SegQCLogic import ItemKind, ItemStatus, NodeRole, SegQCLogic  # noqa: E402
-from SegQCProcess import QCProcess  # noqa: E402
+from SegQCModuleLib.logic import ItemKind, ItemStatus, NodeRole, SegQCLogic  # noqa: E402
+from SegQCModuleLib.process import QCProcess  # noqa: E402
 
 CLASS_NAMES = {1: "anterior", 2: "posterior"}
 SLICE_VIEWS = (("Red", "Axial"), ("Yellow", "Sagittal"), ("Green", "Coronal"))
@@ -393,7 +393,7 @@ def test_record_correction_stores_snapshot_corrected_and_error(reviewed, tmp_pat
 
 @pytest.fixture(scope="module")
 def model_path(tmp_path_factory):
-    model_package = pytest.importorskip("SegQCLib.model_package")
+    model_package = pytest.importorskip("SegQCLib.network.package")
     pytest.importorskip("SegQCLib.engine", reason="SegQCLib.engine not available")
     return str(model_package.init_model_package(tmp_path_factory.mktemp("model") / "untrained"))
 

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from training_helpers import tiny_bank
 
-from SegQCLib.metrics import multiclass_dice
-from SegQCLib.model import ModelConfig
+from SegQCLib.network.config import ModelConfig
+from SegQCLib.quality.metrics import multiclass_dice
 from training.bank import BANK_MANIFEST, BankCase, defect_family, load_bank, source_defects, source_segmenter
 from training.dataset import NO_AUGMENTATION, AugmentParams, QueryDataset, dice_bins, sampling_weights
 from training.queries import HELD_OUT_FAMILIES

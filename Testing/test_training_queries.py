@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from SegQCLib.metrics import multiclass_dice
+from SegQCLib.quality.metrics import multiclass_dice
 from training.queries import (
     PERTURBATIONS,
     TRAIN_MIX,

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from SegQCLib.io import read_image, read_labelmap
+from SegQCLib.io.image_files import read_image, read_labelmap
 from training.sample_case import CROP_SIZE_XYZ, LEFT_HIPPOCAMPUS_CENTRE_RAS_MM, crop_around, make_sample_case
 from training.segmenter import SegmenterConfig, UNet3D, save_segmenter
 

@@ -10,10 +10,10 @@ import torch
 from training_helpers import tiny_bank
 
 from SegQCLib.geometry import Geometry
-from SegQCLib.metrics import case_metrics, multiclass_dice
-from SegQCLib.model import QCOutput, error_logits_from_truth, one_hot
-from SegQCLib.model_package import load_model_package
-from SegQCLib.regions import RegionParams, find_error_boxes
+from SegQCLib.network.package import load_model_package
+from SegQCLib.network.qcresunet import QCOutput, error_logits_from_truth, one_hot
+from SegQCLib.quality.metrics import case_metrics, multiclass_dice
+from SegQCLib.quality.regions import RegionParams, find_error_boxes
 from training.bank import load_bank
 from training.dataset import Batch
 from training.evaluate import (
@@ -214,7 +214,7 @@ def test_evaluation_scores_every_method_on_the_same_queries(bank, trained_run):
 
 
 def test_bundled_package_loads_with_half_size_weights_and_a_card_with_the_license(bank, trained_run, tmp_path):
-    from SegQCLib.model_package import load_state_dict
+    from SegQCLib.network.package import load_state_dict
     from training.bundle import bundle
 
     out, _ = trained_run

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from SegQCLib.datasets import hippocampus_dir
+from SegQCLib.io.datasets import hippocampus_dir
 from training.bank import BankPlan, build_bank
 from training.segmenter import SegmenterConfig
 from training.splits import DEFAULT_SPLIT_FILE

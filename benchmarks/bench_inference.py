@@ -68,7 +68,7 @@ def measure_end_to_end(model_path: str, image: str, seg: str, device_name: str, 
     """Child process: QC of one case through the engine, timed from file reading to files written."""
     torch = _setup_torch(threads)
     from SegQCLib.engine import QCEngine, run_qc_files
-    from SegQCLib.report import Report
+    from SegQCLib.quality.report import Report
 
     engine = QCEngine(model_path, device_name)
     device = torch.device(engine.device)
@@ -98,9 +98,10 @@ def measure_end_to_end(model_path: str, image: str, seg: str, device_name: str, 
 def measure_reference_forward(image: str, device_name: str, threads: int | None, repeats: int) -> dict:
     """Child process: one forward pass of the QCResUNet-size network on the whole (padded) volume."""
     torch = _setup_torch(threads)
-    from SegQCLib.inference import normalize_intensity, pad_to_shape, select_device
-    from SegQCLib.io import read_image
-    from SegQCLib.model import build_model, reference_qcresunet_config
+    from SegQCLib.io.image_files import read_image
+    from SegQCLib.network.config import reference_qcresunet_config
+    from SegQCLib.network.inference import normalize_intensity, pad_to_shape, select_device
+    from SegQCLib.network.qcresunet import build_model
 
     device = select_device(device_name)
     config = reference_qcresunet_config()
@@ -148,7 +149,8 @@ def network_costs(input_zyx, windows: int) -> dict:
     """Parameters and GFLOPs (2 x conv/linear MACs) of both networks, counted on the meta device."""
     import torch
 
-    from SegQCLib.model import ModelConfig, build_model, count_conv_macs, count_parameters, reference_qcresunet_config
+    from SegQCLib.network.config import ModelConfig, reference_qcresunet_config
+    from SegQCLib.network.qcresunet import build_model, count_conv_macs, count_parameters
 
     with torch.device("meta"):
         default = build_model(ModelConfig()).eval()
@@ -193,8 +195,8 @@ def main(argv=None) -> int:
     parser.add_argument("--json", help="also write the results to this JSON file")
     args = parser.parse_args(argv)
 
-    from SegQCLib.datasets import hippocampus_dir, list_nnunet_cases
-    from SegQCLib.model_package import init_model_package
+    from SegQCLib.io.datasets import hippocampus_dir, list_nnunet_cases
+    from SegQCLib.network.package import init_model_package
 
     results = {}
     load_before = os.getloadavg()
@@ -214,7 +216,7 @@ def main(argv=None) -> int:
             e2e = in_child(measure_end_to_end, model_path, image, seg, args.device, args.threads, args.repeats)
             print(f"[{name}] reference forward ...", flush=True)
             ref = in_child(measure_reference_forward, image, args.device, args.threads, args.repeats)
-            from SegQCLib.io import read_image
+            from SegQCLib.io.image_files import read_image
 
             shape = read_image(image).array.shape
             results[name] = {"shape_zyx": list(shape), "end_to_end": e2e, "reference_forward": ref,

@@ -41,10 +41,10 @@ import numpy as np
 from scipy import ndimage
 
 from SegQCLib.geometry import Geometry
-from SegQCLib.io import LabelMap
-from SegQCLib.postprocess import build_report
-from SegQCLib.ranking import rank_boxes, rank_slices, slice_error_scores
-from SegQCLib.regions import RegionParams, find_error_boxes
+from SegQCLib.io.volumes import LabelMap
+from SegQCLib.quality.postprocess import build_report
+from SegQCLib.quality.ranking import rank_boxes, rank_slices, slice_error_scores
+from SegQCLib.quality.regions import RegionParams, find_error_boxes
 
 TARGET_RATIO = 20.0
 LOW_RES_FACTOR = 4  # error maps are drawn on a 4x coarser grid and interpolated: smooth like a network's output

@@ -33,11 +33,14 @@ import numpy as np
 import SimpleITK as sitk
 import torch
 
-from SegQCLib.batch import BatchCase, BatchStats, ProcessWorkers, run_batch
-from SegQCLib.datasets import hippocampus_dir, list_nnunet_cases
+from SegQCLib.batch.cases import BatchCase
+from SegQCLib.batch.results import BatchStats
+from SegQCLib.batch.runner import run_batch
+from SegQCLib.batch.workers import ProcessWorkers
 from SegQCLib.engine import QCEngine
-from SegQCLib.model import ModelConfig
-from SegQCLib.model_package import default_model_path, init_model_package
+from SegQCLib.io.datasets import hippocampus_dir, list_nnunet_cases
+from SegQCLib.network.config import ModelConfig
+from SegQCLib.network.package import default_model_path, init_model_package
 
 # Size of the shared hippocampus volumes (z, y, x), used for synthetic cases.
 SHARED_SHAPE_ZYX = (36, 50, 35)

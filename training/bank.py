@@ -38,8 +38,8 @@ from pathlib import Path
 
 import numpy as np
 
-from SegQCLib.datasets import hippocampus_dir, list_nnunet_cases
-from SegQCLib.io import read_image, read_labelmap
+from SegQCLib.io.datasets import hippocampus_dir, list_nnunet_cases
+from SegQCLib.io.image_files import read_image, read_labelmap
 
 from .queries import (
     HELD_OUT_MIX,

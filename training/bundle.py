@@ -20,8 +20,8 @@ from pathlib import Path
 
 import torch
 
-from SegQCLib.model import count_parameters
-from SegQCLib.model_package import CARD_FILE, WEIGHTS_FILE, file_sha256, load_model_package, save_model_package
+from SegQCLib.network.package import CARD_FILE, WEIGHTS_FILE, file_sha256, load_model_package, save_model_package
+from SegQCLib.network.qcresunet import count_parameters
 
 from .segmenter import SEGMENTER_CONFIG_FILE, SEGMENTER_WEIGHTS_FILE
 

@@ -1,6 +1,6 @@
 """Training samples from the query bank: joint spatial augmentation, targets after it, Dice-balanced epochs.
 
-Every sample is prepared exactly as :func:`SegQCLib.inference.predict_case` prepares a case, so the network
+Every sample is prepared exactly as :func:`SegQCLib.network.inference.predict_case` prepares a case, so the network
 sees in training what it sees in use: the whole image is normalised with the model config's method, the
 volume is cropped around the query's bounding box with the config's margin and zero-padded to the patch.
 
@@ -27,9 +27,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from SegQCLib.inference import normalize_intensity
-from SegQCLib.metrics import error_maps, multiclass_dice
-from SegQCLib.model import ModelConfig
+from SegQCLib.network.config import ModelConfig
+from SegQCLib.network.inference import normalize_intensity
+from SegQCLib.quality.metrics import error_maps, multiclass_dice
 
 from .bank import BankCase
 from .queries import QueryTargets, _rotation_matrix, compute_targets, warp
@@ -137,7 +137,7 @@ def place_in_patch(shape: Sequence[int], patch: Sequence[int], rng: np.random.Ge
                    ) -> tuple[tuple[slice, ...], tuple[slice, ...]]:
     """(source slices, destination slices) putting a ``shape`` crop into a ``patch``.
 
-    Centred as :func:`SegQCLib.inference.pad_to_shape` does (``before = (patch - size) // 2``) when
+    Centred as :func:`SegQCLib.network.inference.pad_to_shape` does (``before = (patch - size) // 2``) when
     ``rng`` is None, else at a random position; a crop larger than the patch is windowed at random.
     """
     src, dst = [], []

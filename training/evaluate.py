@@ -1,7 +1,7 @@
 """Honest evaluation of a QC model on the validation split: ``python -m training.evaluate``.
 
 Every validation query (perturbations from the held-out mix and seed, predictions of a segmenter run the
-QC network never saw) goes through the production path, :func:`SegQCLib.inference.predict_case`, and is
+QC network never saw) goes through the production path, :func:`SegQCLib.network.inference.predict_case`, and is
 scored against its ground truth.  Methods compared on the same queries:
 
 * ``network (head)``: the QC network's Dice regression head;
@@ -14,7 +14,7 @@ scored against its ground truth.  Methods compared on the same queries:
   TTA baseline), estimates by SegQC's formula;
 * any further QC model packages given by name (``--compare NAME=PATH``), e.g. the previously shipped model.
 
-Localisation is counted as a reviewer meets it (:func:`SegQCLib.evaluation.localisation_counts`): a true
+Localisation is counted as a reviewer meets it (:func:`SegQCLib.quality.evaluation.localisation_counts`): a true
 error region is a substantive 2D component of the true error on a slice, found when a box of its class
 frames it; a box is right when it frames a true error.  The one-to-one box matching at IoU 0.1 and 0.3 is
 kept as a stricter second figure.
@@ -44,8 +44,11 @@ import numpy as np
 import torch
 from scipy import ndimage
 
-from SegQCLib.estimates import estimate_case_dice, estimate_class, estimate_class_per_slice
-from SegQCLib.evaluation import (
+from SegQCLib.geometry import Geometry
+from SegQCLib.network.inference import predict_case
+from SegQCLib.network.package import load_model_package
+from SegQCLib.quality.estimates import estimate_case_dice, estimate_class, estimate_class_per_slice
+from SegQCLib.quality.evaluation import (
     LocalisationCounts,
     aurc,
     average_precision,
@@ -60,12 +63,9 @@ from SegQCLib.evaluation import (
     pearson_r,
     spearman_rho,
 )
-from SegQCLib.geometry import Geometry
-from SegQCLib.inference import predict_case
-from SegQCLib.metrics import case_metrics, per_slice_dice
-from SegQCLib.model_package import load_model_package
-from SegQCLib.ranking import slice_error_scores
-from SegQCLib.regions import RegionParams, find_error_boxes, in_plane_axes
+from SegQCLib.quality.metrics import case_metrics, per_slice_dice
+from SegQCLib.quality.ranking import slice_error_scores
+from SegQCLib.quality.regions import RegionParams, find_error_boxes, in_plane_axes
 
 from .bank import BankCase, defect_family, load_bank, source_segmenter
 from .segmenter import TTA_FLIPS, load_segmenter, predict_probabilities

@@ -40,13 +40,13 @@ import numpy as np
 import SimpleITK as sitk
 import torch
 
-from SegQCLib.corrections import CorrectionStore
+from SegQCLib.corrections.export import load_qc_dataset
+from SegQCLib.corrections.store import CorrectionStore
 from SegQCLib.errors import InputError
-from SegQCLib.export import load_qc_dataset
 from SegQCLib.geometry import Geometry
-from SegQCLib.io import read_image, read_labelmap
-from SegQCLib.model import one_hot
-from SegQCLib.model_package import load_model_package, save_model_package
+from SegQCLib.io.image_files import read_image, read_labelmap
+from SegQCLib.network.package import load_model_package, save_model_package
+from SegQCLib.network.qcresunet import one_hot
 
 from .bank import BankCase, load_bank
 from .dataset import AugmentParams, Batch, QueryDataset

@@ -25,10 +25,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from SegQCLib.corrections import CorrectionStore
-from SegQCLib.datasets import hippocampus_dir, list_nnunet_cases
-from SegQCLib.io import LabelMap, read_image, read_labelmap
-from SegQCLib.metrics import multiclass_dice
+from SegQCLib.corrections.store import CorrectionStore
+from SegQCLib.io.datasets import hippocampus_dir, list_nnunet_cases
+from SegQCLib.io.image_files import read_image, read_labelmap
+from SegQCLib.io.volumes import LabelMap
+from SegQCLib.quality.metrics import multiclass_dice
 
 from .finetune import FinetuneSettings, finetune
 from .segmenter import SegmenterTraining, load_segmenter, predict_labels, train_segmenter

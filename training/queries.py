@@ -20,7 +20,7 @@ A *mix* says how often each defect is drawn and how many are composed into one q
 different mix (more compositions, other weights) than training, and a different seed.
 
 Targets follow QCResUNet: per-class error maps E_c = (Q == c) xor (T == c), the multi-class case Dice and
-the mean class NSD, computed by :mod:`SegQCLib.metrics`.
+the mean class NSD, computed by :mod:`SegQCLib.quality.metrics`.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ from enum import Enum
 import numpy as np
 from scipy import ndimage
 
-from SegQCLib.metrics import case_metrics, error_maps
+from SegQCLib.quality.metrics import case_metrics, error_maps
 
 logger = logging.getLogger(__name__)
 

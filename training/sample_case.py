@@ -23,7 +23,7 @@ import SimpleITK as sitk
 
 from SegQCLib.errors import InputError
 from SegQCLib.geometry import Geometry
-from SegQCLib.io import write_array
+from SegQCLib.io.image_files import write_array
 
 from .segmenter import TTA_FLIPS, load_segmenter, predict_labels
 

@@ -38,9 +38,10 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from SegQCLib.evaluation import mae, pearson_r
-from SegQCLib.model import ModelConfig, build_model, count_parameters, one_hot
-from SegQCLib.model_package import check_state_dict, load_model_package, save_model_package
+from SegQCLib.network.config import ModelConfig
+from SegQCLib.network.package import check_state_dict, load_model_package, save_model_package
+from SegQCLib.network.qcresunet import build_model, count_parameters, one_hot
+from SegQCLib.quality.evaluation import mae, pearson_r
 
 from .bank import load_bank
 from .dataset import AugmentParams, Batch, QueryDataset

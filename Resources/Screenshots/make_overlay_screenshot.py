@@ -27,8 +27,9 @@ from scipy import ndimage  # noqa: E402
 
 from SegQCLib.errors import ModelError  # noqa: E402
 from SegQCLib.geometry import Geometry  # noqa: E402
-from SegQCLib.io import Case, LabelMap, Volume  # noqa: E402
-from SegQCLib.postprocess import build_report  # noqa: E402
+from SegQCLib.io.case import Case  # noqa: E402
+from SegQCLib.io.volumes import LabelMap, Volume  # noqa: E402
+from SegQCLib.quality.postprocess import build_report  # noqa: E402
 
 OUTPUT = Path(__file__).with_name("overlay.png")
 SHAPE_ZYX = (36, 56, 48)
@@ -77,7 +78,7 @@ def sample_case_with_prediction() -> tuple[np.ndarray, np.ndarray, Geometry, dic
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
     try:
         from SegQCLib.engine import QCEngine
-        from SegQCLib.io import load_case
+        from SegQCLib.io.case import load_case
         from training.sample_case import make_sample_case
 
         with tempfile.TemporaryDirectory() as folder:

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import argparse
 
-from ..postprocess import PostprocessParams
-from ..regions import RegionParams
-from ..report import Report
+from ..quality.postprocess import PostprocessParams
+from ..quality.regions import RegionParams
+from ..quality.report import Report
 
 SUMMARY_TOP_N = 5
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import argparse
 import json
 
-from ..corrections import CorrectionStore
+from ..corrections.export import ExportFormat, export_store
+from ..corrections.store import CorrectionStore
 from ..errors import InputError
-from ..export import ExportFormat, export_store
 
 EXIT_OK = 0
 EXIT_STORE_DAMAGED = 3

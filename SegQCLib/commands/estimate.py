@@ -7,8 +7,10 @@ import logging
 import time
 from pathlib import Path
 
-from ..io import load_case, read_labelmap
-from ..postprocess import QCResult, build_report, read_error_probs
+from ..io.case import load_case
+from ..io.image_files import read_labelmap
+from ..quality.outputs import QCResult, read_error_probs
+from ..quality.postprocess import build_report
 from .common import add_region_options, format_summary, postprocess_params_from_args
 
 logger = logging.getLogger(__name__)

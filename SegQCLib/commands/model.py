@@ -7,8 +7,9 @@ import json
 from pathlib import Path
 
 from ..errors import InputError
-from ..model import ModelConfig, count_conv_macs, count_parameters
-from ..model_package import init_model_package, load_model_package, read_config
+from ..network.config import ModelConfig
+from ..network.package import init_model_package, load_model_package, read_config
+from ..network.qcresunet import count_conv_macs, count_parameters
 
 EXIT_OK = 0
 

@@ -13,9 +13,12 @@ import sys
 from pathlib import Path
 from typing import TextIO
 
-from ..batch import DEFAULT_PREFETCH, BatchCase, CaseStatus, ProcessWorkers, cases_from_folders, run_batch
+from ..batch.cases import BatchCase, cases_from_folders
+from ..batch.results import CaseStatus
+from ..batch.runner import DEFAULT_PREFETCH, run_batch
+from ..batch.thumbnails import DEFAULT_THUMBNAILS_PER_CASE
+from ..batch.workers import ProcessWorkers
 from ..engine import QCEngine
-from ..html_report import DEFAULT_THUMBNAILS_PER_CASE
 from .common import add_region_options, postprocess_params_from_args
 from .run import read_manifest
 

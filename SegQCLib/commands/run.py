@@ -31,7 +31,7 @@ if "torch" not in sys.modules:
 
 from ..engine import QCEngine, run_qc_files  # noqa: E402
 from ..errors import CancelledError, InputError, SegQCError  # noqa: E402
-from ..report import REPORT_FILE_NAME, write_json_atomic  # noqa: E402
+from ..quality.report import REPORT_FILE_NAME, write_json_atomic  # noqa: E402
 from .common import add_region_options, format_summary, postprocess_params_from_args  # noqa: E402
 
 logger = logging.getLogger(__name__)

@@ -1,0 +1,183 @@
+"""One correction record: its metadata (``record.json``), its files, and checking both against the checksums."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+
+from ..errors import InputError
+from ..files import sha256_file
+from ..io.image_files import read_image, read_labelmap
+from ..io.volumes import LabelMap, Volume
+from .names import RECORD_FILE, STORE_FORMAT_VERSION
+
+
+@dataclass
+class RecordMetadata:
+    """Everything ``record.json`` holds about one correction."""
+
+    record_id: str
+    case_id: str
+    case_key: str
+    version: int
+    created_utc: str
+    reviewer: Optional[str]
+    segqc_version: str
+    labels: list[int]
+    label_names: dict[str, str]
+    image_files: list[str]
+    original_file: str
+    corrected_file: str
+    error_files: dict[str, str]
+    geometry: dict[str, Any]
+    true_metrics: dict[str, Any]
+    files: dict[str, dict[str, Any]]
+    model: Optional[dict[str, Any]] = None
+    qc_prediction: Optional[dict[str, Any]] = None
+    reviewed_boxes: list[dict[str, Any]] = field(default_factory=list)
+    review_duration_s: Optional[float] = None
+    sources: dict[str, Any] = field(default_factory=dict)
+    format_version: int = STORE_FORMAT_VERSION
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> RecordMetadata:
+        known = {name for name in cls.__dataclass_fields__}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+
+def metadata_digest(data: dict[str, Any]) -> str:
+    """sha256 of the metadata without its own checksum field (what ``metadata_sha256`` holds)."""
+    body = {k: v for k, v in data.items() if k != "metadata_sha256"}
+    return hashlib.sha256(json.dumps(body, sort_keys=True, allow_nan=False).encode("utf-8")).hexdigest()
+
+
+@dataclass
+class CorrectionRecord:
+    """One committed correction; ``metadata`` and the arrays are read from disk on demand."""
+
+    record_id: str
+    case_id: str
+    case_key: str
+    version: int
+    created_utc: str
+    reviewer: Optional[str]
+    path: Path
+    dice_original_vs_corrected: Optional[float] = None
+    _metadata: Optional[RecordMetadata] = field(default=None, repr=False, compare=False)
+
+    @property
+    def metadata(self) -> RecordMetadata:
+        if self._metadata is None:
+            self._metadata = read_record_metadata(self.path)
+        return self._metadata
+
+    @property
+    def image_paths(self) -> list[Path]:
+        return [self.path / name for name in self.metadata.image_files]
+
+    @property
+    def original_path(self) -> Path:
+        return self.path / self.metadata.original_file
+
+    @property
+    def corrected_path(self) -> Path:
+        return self.path / self.metadata.corrected_file
+
+    @property
+    def error_map_paths(self) -> dict[int, Path]:
+        return {int(label): self.path / name for label, name in self.metadata.error_files.items()}
+
+    def read_images(self) -> list[Volume]:
+        return [read_image(p) for p in self.image_paths]
+
+    def read_original(self) -> LabelMap:
+        return _with_names(read_labelmap(self.original_path), self.metadata.label_names)
+
+    def read_corrected(self) -> LabelMap:
+        return _with_names(read_labelmap(self.corrected_path), self.metadata.label_names)
+
+    def read_error_maps(self) -> dict[int, np.ndarray]:
+        return {label: read_labelmap(p).array.astype(bool) for label, p in self.error_map_paths.items()}
+
+    def index_entry(self) -> dict[str, Any]:
+        return {"record_id": self.record_id, "case_id": self.case_id, "case_key": self.case_key,
+                "version": self.version, "created_utc": self.created_utc, "reviewer": self.reviewer,
+                "dice_original_vs_corrected": self.dice_original_vs_corrected}
+
+
+def _with_names(labelmap: LabelMap, names: dict[str, str]) -> LabelMap:
+    labelmap.names = {int(k): v for k, v in names.items()}
+    return labelmap
+
+
+def read_record_metadata(record_dir: Path) -> RecordMetadata:
+    """Parse and self-check ``record.json``; InputError says what is wrong."""
+    path = Path(record_dir) / RECORD_FILE
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError as exc:
+        raise InputError(f"{path} is missing") from exc
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise InputError(f"{path} is not valid JSON ({exc})") from exc
+    if not isinstance(data, dict):
+        raise InputError(f"{path} does not hold a JSON object")
+    if data.get("metadata_sha256") != metadata_digest(data):
+        raise InputError(f"{path} was modified or damaged after it was written (metadata checksum mismatch)")
+    try:
+        return RecordMetadata.from_dict(data)
+    except TypeError as exc:
+        raise InputError(f"{path} lacks required fields ({exc})") from exc
+
+
+def record_from_metadata(metadata: RecordMetadata, path: Path) -> CorrectionRecord:
+    return CorrectionRecord(metadata.record_id, metadata.case_id, metadata.case_key, metadata.version,
+                            metadata.created_utc, metadata.reviewer, path,
+                            metadata.true_metrics.get("dice"), metadata)
+
+
+def record_from_index_entry(entry: dict[str, Any], path: Path) -> CorrectionRecord:
+    return CorrectionRecord(entry["record_id"], entry["case_id"], entry["case_key"], int(entry["version"]),
+                            entry["created_utc"], entry.get("reviewer"), path, entry.get("dice_original_vs_corrected"))
+
+
+def sorted_records(records: list[CorrectionRecord]) -> list[CorrectionRecord]:
+    return sorted(records, key=lambda r: (r.case_key, r.version))
+
+
+def check_record(record_id: str, path: Path) -> tuple[Optional[RecordMetadata], Optional[str]]:
+    """(metadata, None) for a whole record, (metadata or None, what is wrong) otherwise."""
+    try:
+        metadata = read_record_metadata(path)
+    except InputError as exc:
+        return None, str(exc)
+    if metadata.record_id != record_id:
+        return metadata, f"record.json names {metadata.record_id!r}"
+    try:
+        return metadata, check_record_files(path, metadata)
+    except OSError as exc:
+        return metadata, f"cannot read its files ({exc})"
+
+
+def check_record_files(path: Path, metadata: RecordMetadata) -> Optional[str]:
+    """None when every listed file is present with its size and sha256 and nothing else is there."""
+    expected = set(metadata.image_files) | {metadata.original_file, metadata.corrected_file}
+    expected |= set(metadata.error_files.values())
+    if set(metadata.files) != expected:
+        return "record.json lists inconsistent files"
+    for name, info in sorted(metadata.files.items()):
+        file_path = path / name
+        if not file_path.is_file():
+            return f"{name} is missing"
+        if file_path.stat().st_size != info.get("bytes"):
+            return f"{name} has {file_path.stat().st_size} bytes, expected {info.get('bytes')}"
+        if sha256_file(file_path) != info.get("sha256"):
+            return f"{name} does not match its sha256 checksum"
+    extra = sorted(p.name for p in path.iterdir() if p.name not in expected and p.name != RECORD_FILE)
+    if extra:
+        return f"unexpected files in the record: {extra[:3]}"
+    return None

@@ -1,0 +1,76 @@
+"""Slicer segmentation files (``.seg.nrrd``) <-> :class:`LabelMap`, through ``slicerio``; segment names are kept."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import InputError
+from ..files import TEMP_SUFFIX, atomic_write
+from ..geometry import Geometry
+from .volumes import LabelMap, validate_label_array
+
+logger = logging.getLogger(__name__)
+
+SEG_NRRD_SUFFIX = ".seg.nrrd"
+
+
+def read_seg_nrrd(path: Path) -> LabelMap:
+    """Read a Slicer segmentation; overlapping layers are flattened, segment names kept."""
+    import slicerio
+
+    try:
+        segmentation = slicerio.read_segmentation(str(path))
+    except Exception as exc:  # slicerio raises IOError, ValueError, KeyError on malformed headers
+        raise InputError(f"Cannot read Slicer segmentation {path}: {exc}") from exc
+    voxels = np.asarray(segmentation["voxels"])
+    segments = segmentation.get("segments", [])
+    if voxels.ndim == 4:
+        # Overlapping segments are stored in layers; a label map holds one class per voxel, so flatten
+        # them in segment order (later segments win where they overlap) and renumber 1..N.
+        flat = np.zeros(voxels.shape[1:], dtype=np.int16)
+        names = {}
+        for index, segment in enumerate(segments, start=1):
+            mask = voxels[segment.get("layer", 0)] == segment["labelValue"]
+            if np.any(flat[mask] != 0):
+                logger.warning("Segment %r overlaps an earlier segment in %s; overlap assigned to it", segment["name"],
+                               path)
+            flat[mask] = index
+            names[index] = segment.get("name", f"Segment_{index}")
+        voxels = flat
+    else:
+        names = {int(s["labelValue"]): s.get("name", f"Segment_{s['labelValue']}") for s in segments}
+    array_zyx = np.ascontiguousarray(np.transpose(voxels, (2, 1, 0)))
+    geometry = _geometry_from_ijk_to_lps(np.asarray(segmentation["ijkToLPS"], dtype=float), array_zyx.shape)
+    array = validate_label_array(array_zyx, str(path))
+    return LabelMap(array, geometry, names, str(path))
+
+
+def _geometry_from_ijk_to_lps(matrix: np.ndarray, shape_zyx: tuple[int, int, int]) -> Geometry:
+    spacing = np.linalg.norm(matrix[:3, :3], axis=0)
+    direction = matrix[:3, :3] / spacing
+    return Geometry(tuple(int(s) for s in shape_zyx), tuple(float(s) for s in spacing),
+                    tuple(float(v) for v in matrix[:3, 3]), tuple(float(v) for v in direction.ravel()))
+
+
+def write_seg_nrrd(path: Path, labelmap: LabelMap) -> Path:
+    """Write a label map as a Slicer segmentation (atomically), one segment per label with its name."""
+    import slicerio
+
+    geometry = labelmap.geometry
+    ijk_to_lps = np.eye(4)
+    ijk_to_lps[:3, :3] = geometry.direction_matrix @ np.diag(geometry.spacing_xyz_mm)
+    ijk_to_lps[:3, 3] = geometry.origin_lps_mm
+    segmentation = {
+        "voxels": np.transpose(labelmap.array, (2, 1, 0)),
+        "ijkToLPS": ijk_to_lps,
+        "segments": [
+            {"id": f"Segment_{label}", "labelValue": int(label), "layer": 0,
+             "name": labelmap.names.get(label, f"Segment_{label}")}
+            for label in sorted(set(labelmap.labels) | set(labelmap.names))
+        ],
+    }
+    return atomic_write(path, lambda temporary: slicerio.write_segmentation(str(temporary), segmentation),
+                        suffix=f"{TEMP_SUFFIX}{SEG_NRRD_SUFFIX}")

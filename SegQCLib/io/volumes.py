@@ -1,0 +1,67 @@
+"""The in-memory types every reader returns: a scalar :class:`Volume` and a :class:`LabelMap`, with geometry.
+
+Arrays are (z, y, x) as SimpleITK gives them; :func:`validate_label_array` is the one check that an
+array really is a label map (integer class labels, 0 = background).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..errors import InputError
+from ..geometry import Geometry
+
+# Label values above this cannot be a class index in any realistic segmentation; larger ones mean a
+# continuous image was passed where a label map was expected.
+MAX_LABEL_VALUE = 32767
+
+
+@dataclass
+class Volume:
+    """A scalar 3D image: (z, y, x) float32 array and its geometry."""
+
+    array: np.ndarray
+    geometry: Geometry
+    path: str | None = None
+
+
+@dataclass
+class LabelMap:
+    """A 3D label map: (z, y, x) integer array (0 = background), geometry and optional segment names."""
+
+    array: np.ndarray
+    geometry: Geometry
+    names: dict[int, str] = field(default_factory=dict)
+    path: str | None = None
+
+    @property
+    def labels(self) -> list[int]:
+        """Foreground labels present in the array."""
+        return [int(v) for v in np.unique(self.array) if v != 0]
+
+
+def validate_label_array(array: np.ndarray, source: str) -> np.ndarray:
+    """Return ``array`` as a compact integer label array, or raise InputError saying what is wrong."""
+    if array.ndim != 3:
+        raise InputError(f"Segmentation {source} is {array.ndim}D; SegQC needs a 3D label map")
+    if array.size == 0:
+        raise InputError(f"Segmentation {source} has no voxels")
+    if np.issubdtype(array.dtype, np.floating):
+        if not np.all(np.isfinite(array)):
+            raise InputError(f"Segmentation {source} contains NaN or infinite values; expected integer labels")
+        if not np.all(np.equal(np.mod(array, 1), 0)):
+            raise InputError(
+                f"Segmentation {source} has non-integer values (e.g. {array[np.mod(array, 1) != 0].flat[0]:.4g}); "
+                "expected a label map with integer class labels, not a probability map or image"
+            )
+    elif not (np.issubdtype(array.dtype, np.integer) or array.dtype == bool):
+        raise InputError(f"Segmentation {source} has unsupported voxel type {array.dtype}")
+    low, high = (array.min(), array.max())
+    if low < 0:
+        raise InputError(f"Segmentation {source} has negative labels (min {low}); labels must be 0 (background) or >0")
+    if high > MAX_LABEL_VALUE:
+        raise InputError(f"Segmentation {source} has label {high}, above {MAX_LABEL_VALUE}: is this an image?")
+    dtype = np.uint8 if high <= np.iinfo(np.uint8).max else np.int16
+    return array.astype(dtype, copy=False)

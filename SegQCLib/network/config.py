@@ -1,0 +1,204 @@
+"""The QC network's configuration (``config.json`` of a model package): architecture, classes, input preparation.
+
+Plain data and validation, no torch: reading a package's classes and modalities (the Slicer module's
+segment table, exports) does not need the network.  :mod:`SegQCLib.network.qcresunet` builds the
+network from it.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field, fields
+from enum import Enum
+from typing import Any, Optional
+
+from ..errors import ModelError
+
+HIPPOCAMPUS_CLASSES = {1: "anterior", 2: "posterior"}
+
+
+class OutputKind(str, Enum):
+    """What the voxel head predicts (see :mod:`SegQCLib.network.qcresunet`)."""
+
+    ERROR = "error"
+    TRUTH = "truth"
+
+
+class Normalization(str, Enum):
+    """Per-case intensity normalisation applied to every modality before the network."""
+
+    ZSCORE_NONZERO = "zscore_nonzero"  # mean/std over nonzero voxels (MRI with zero background)
+    ZSCORE = "zscore"  # mean/std over all voxels
+    PERCENTILE_ZSCORE = "percentile_zscore"  # clip to percentiles of the nonzero voxels, then z-score
+    NONE = "none"
+
+
+# Keys a package's config.json must define: without them the architecture is not determined.
+REQUIRED_CONFIG_KEYS = ("classes", "modalities", "widths", "blocks_per_stage", "strides", "patch_size_zyx")
+
+
+@dataclass
+class ModelConfig:
+    """Everything needed to rebuild the network and to prepare its input; stored as config.json."""
+
+    name: str = "segqc-qcresunet-small"
+    version: str = "0.1.0"
+    classes: dict[int, str] = field(default_factory=lambda: dict(HIPPOCAMPUS_CLASSES))
+    modalities: list[str] = field(default_factory=lambda: ["MRI"])
+    include_background_channel: bool = False
+    # architecture
+    widths: list[int] = field(default_factory=lambda: [16, 32, 64, 128])
+    blocks_per_stage: list[int] = field(default_factory=lambda: [1, 1, 1, 1])
+    strides: list[list[int]] = field(default_factory=lambda: [[2, 2, 2], [2, 2, 2], [2, 2, 2], [2, 2, 2]])
+    decoder_from_stage: int = 2
+    decoder_convs: int = 1
+    full_res_width: int = 4
+    full_res_kernel: int = 3  # 1 makes the full-resolution step pointwise (cheapest; context from 1/2 scale)
+    eca_kernel_size: int = 3
+    dropout: float = 0.1
+    case_head_hidden: int = 64
+    output: str = OutputKind.ERROR.value
+    truth_temperature: float = 1.0
+    predict_nsd: bool = True
+    nsd_tolerance_mm: float = 1.0
+    # input preparation and inference
+    patch_size_zyx: list[int] = field(default_factory=lambda: [48, 64, 48])
+    target_spacing_zyx_mm: Optional[list[float]] = field(default_factory=lambda: [1.0, 1.0, 1.0])
+    normalization: str = Normalization.ZSCORE_NONZERO.value
+    clip_percentiles: list[float] = field(default_factory=lambda: [0.5, 99.5])
+    crop_margin_mm: float = 10.0
+    window_overlap: float = 0.25
+    # provenance
+    trained: bool = False
+    training_data: str = ""
+    license: str = ""
+    validation_metrics: dict[str, Any] = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    # --- derived ------------------------------------------------------------------------------
+    @property
+    def labels(self) -> list[int]:
+        """Foreground labels in channel order."""
+        return sorted(self.classes)
+
+    @property
+    def mask_labels(self) -> list[int]:
+        """Labels of the one-hot mask channels fed to the network."""
+        return ([0] if self.include_background_channel else []) + self.labels
+
+    @property
+    def in_channels(self) -> int:
+        return len(self.modalities) + len(self.mask_labels)
+
+    @property
+    def total_stride_zyx(self) -> list[int]:
+        return [math.prod(s[axis] for s in self.strides) for axis in range(3)]
+
+    # --- validation and (de)serialisation ------------------------------------------------------
+    def validate(self) -> None:
+        problems = []
+        if not self.classes:
+            problems.append("classes is empty (need at least one foreground class)")
+        if any(int(label) <= 0 for label in self.classes):
+            problems.append(f"class labels must be > 0 (background is implicit), got {sorted(self.classes)}")
+        if not self.modalities:
+            problems.append("modalities is empty (need at least one image channel)")
+        stages = len(self.widths)
+        if stages < 2:
+            problems.append("widths needs at least two stages")
+        if len(self.blocks_per_stage) != stages or len(self.strides) != stages:
+            problems.append(f"widths ({stages}), blocks_per_stage ({len(self.blocks_per_stage)}) and strides "
+                            f"({len(self.strides)}) need one entry per stage")
+        if any(len(s) != 3 or min(s) < 1 for s in self.strides):
+            problems.append(f"each stride is three positive integers (z, y, x), got {self.strides}")
+        if any(w < 1 for w in self.widths) or any(b < 1 for b in self.blocks_per_stage) or self.full_res_width < 1:
+            problems.append("widths, blocks_per_stage and full_res_width must be positive")
+        if not 0 <= self.decoder_from_stage < stages:
+            problems.append(f"decoder_from_stage {self.decoder_from_stage} is not a stage index 0..{stages - 1}")
+        if len(self.patch_size_zyx) != 3:
+            problems.append(f"patch_size_zyx needs three values, got {self.patch_size_zyx}")
+        elif not problems:
+            total = self.total_stride_zyx
+            if any(p % t for p, t in zip(self.patch_size_zyx, total)):
+                problems.append(f"patch_size_zyx {self.patch_size_zyx} is not divisible by the total stride {total}")
+            if any(p // t < 2 for p, t in zip(self.patch_size_zyx, total)):
+                problems.append(f"patch_size_zyx {self.patch_size_zyx} leaves less than 2 voxels per axis at the "
+                                f"bottleneck (total stride {total}); instance norm needs more")
+        if self.target_spacing_zyx_mm is not None and (len(self.target_spacing_zyx_mm) != 3
+                                                       or min(self.target_spacing_zyx_mm) <= 0):
+            problems.append(f"target_spacing_zyx_mm must be three positive values or null, got "
+                            f"{self.target_spacing_zyx_mm}")
+        if self.normalization not in {n.value for n in Normalization}:
+            problems.append(f"normalization {self.normalization!r} is not one of {[n.value for n in Normalization]}")
+        if not 0 <= self.window_overlap < 1:
+            problems.append(f"window_overlap must be in [0, 1), got {self.window_overlap}")
+        if self.full_res_kernel not in (1, 3):
+            problems.append(f"full_res_kernel must be 1 or 3, got {self.full_res_kernel}")
+        if self.output not in {k.value for k in OutputKind}:
+            problems.append(f"output {self.output!r} is not one of {[k.value for k in OutputKind]}")
+        if not (isinstance(self.truth_temperature, (int, float)) and 0.05 <= self.truth_temperature <= 20):
+            problems.append(f"truth_temperature must be a number in [0.05, 20], got {self.truth_temperature!r}")
+        if self.eca_kernel_size < 1 or self.eca_kernel_size % 2 == 0:
+            problems.append(f"eca_kernel_size must be odd and positive, got {self.eca_kernel_size}")
+        if problems:
+            raise ModelError("Invalid model configuration: " + "; ".join(problems))
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["classes"] = {str(k): v for k, v in sorted(self.classes.items())}
+        return data
+
+    @classmethod
+    def from_dict(cls, data: Any, base: Optional[ModelConfig] = None, require_complete: bool = True) -> ModelConfig:
+        """Build a config from JSON data; with ``base`` the data overrides a copy of ``base``.
+
+        Unknown keys are kept in ``extra`` (newer packages stay loadable).  ``require_complete``
+        demands the architecture keys, so an empty or partial config.json is refused rather than
+        silently turned into the default network.
+        """
+        if not isinstance(data, dict):
+            raise ModelError(f"Model configuration must be a JSON object, got {type(data).__name__}")
+        if require_complete:
+            missing = [key for key in REQUIRED_CONFIG_KEYS if key not in data]
+            if missing:
+                raise ModelError(f"Model configuration is missing required keys: {', '.join(missing)}"
+                                 + (" (the config is empty)" if not data else ""))
+        known = {f.name for f in fields(cls)}
+        values = base.to_dict() if base is not None else {}
+        extra = dict(values.get("extra", {}))
+        for key, value in data.items():
+            if key in known:
+                values[key] = value
+            else:
+                extra[key] = value
+        values["extra"] = extra
+        try:
+            if "classes" in values:
+                values["classes"] = {int(k): str(v) for k, v in dict(values["classes"]).items()}
+            for key in ("widths", "blocks_per_stage", "patch_size_zyx"):
+                if key in values:
+                    values[key] = [int(v) for v in values[key]]
+            if "strides" in values:
+                values["strides"] = [[int(v) for v in s] for s in values["strides"]]
+            if values.get("target_spacing_zyx_mm") is not None:
+                values["target_spacing_zyx_mm"] = [float(v) for v in values["target_spacing_zyx_mm"]]
+            if "modalities" in values:
+                values["modalities"] = [str(v) for v in values["modalities"]]
+            return cls(**values)
+        except (TypeError, ValueError) as exc:
+            raise ModelError(f"Invalid model configuration: {exc}") from exc
+
+
+def reference_qcresunet_config(in_modalities: int = 1, classes: Optional[dict[int, str]] = None) -> ModelConfig:
+    """The published QCResUNet size: ResNet-34 3D encoder (3/4/6/3 blocks), widths 32/64/128/256,
+    stride 2 everywhere, decoder from stage 3 with two conv blocks per scale."""
+    return ModelConfig(
+        name="qcresunet-reference", classes=dict(classes or HIPPOCAMPUS_CLASSES),
+        modalities=[f"modality{i}" for i in range(in_modalities)],
+        widths=[32, 64, 128, 256], blocks_per_stage=[3, 4, 6, 3], strides=[[2, 2, 2]] * 4,
+        decoder_from_stage=2, decoder_convs=2, full_res_width=16, dropout=0.3, case_head_hidden=128,
+        patch_size_zyx=[160, 192, 160],
+    )

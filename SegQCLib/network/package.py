@@ -1,0 +1,240 @@
+"""Model packages: a folder with ``config.json``, ``weights.pt`` and optionally ``MODEL_CARD.md``.
+
+``weights.pt`` is a plain ``state_dict`` written by ``torch.save``.  It is read only with
+``torch.load(..., weights_only=True)``, whose restricted unpickler refuses any object other than
+tensors and containers, so a hostile file cannot run code; the tensors' names and shapes must then
+match the network that ``config.json`` describes.  Problems raise :class:`ModelError` saying what is
+wrong and what to do.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import pickle
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional, Union
+
+import torch
+
+from ..errors import ModelError
+from ..files import sha256_file as file_sha256  # the name other modules import from here
+from .config import ModelConfig
+from .qcresunet import QCResUNet, build_model, count_parameters
+
+logger = logging.getLogger(__name__)
+
+PathLike = Union[str, os.PathLike]
+
+CONFIG_FILE = "config.json"
+WEIGHTS_FILE = "weights.pt"
+CARD_FILE = "MODEL_CARD.md"
+MODEL_ENV = "SEGQC_MODEL"
+DEFAULT_MODEL_SUBDIR = ("Resources", "Models", "hippocampus")
+# Wheel installs carry the default model inside the package.
+PACKAGED_MODEL_DIRS = ("_models", "models")
+DEFAULT_MODEL_NAME = "hippocampus"
+
+
+@dataclass
+class ModelPackage:
+    """A loaded model package: the network (CPU, eval mode), its config and provenance."""
+
+    path: Path
+    config: ModelConfig
+    model: QCResUNet
+    sha256: str
+    card: str = ""
+
+    @property
+    def info(self) -> dict[str, Any]:
+        return {"name": self.config.name, "version": self.config.version, "sha256": self.sha256,
+                "path": str(self.path), "trained": self.config.trained,
+                "parameters": count_parameters(self.model)}
+
+
+def _package_dir(path: PathLike) -> Path:
+    """Accept the package folder or a file inside it (config.json / weights.pt)."""
+    path = Path(path).expanduser()
+    if not path.exists():
+        raise ModelError(f"Model package not found: {path}")
+    if path.is_file() and path.name in (CONFIG_FILE, WEIGHTS_FILE, CARD_FILE):
+        path = path.parent
+    if not path.is_dir():
+        raise ModelError(f"Model package {path} is not a folder; expected a folder with {CONFIG_FILE} and "
+                         f"{WEIGHTS_FILE}")
+    return path
+
+
+def read_config(path: PathLike, base: Optional[ModelConfig] = None, require_complete: bool = True) -> ModelConfig:
+    """Read and validate a package's config.json (or a standalone config file).
+
+    ``base`` and ``require_complete`` are passed to :meth:`ModelConfig.from_dict` (a partial file
+    overriding ``base``)."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / CONFIG_FILE
+    if not path.is_file():
+        raise ModelError(f"Model configuration not found: {path}")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ModelError(f"Model configuration {path} is not valid JSON ({exc})") from exc
+    try:
+        return ModelConfig.from_dict(data, base=base, require_complete=require_complete)
+    except ModelError as exc:
+        raise ModelError(f"{path}: {exc}") from exc
+
+
+def load_state_dict(path: PathLike) -> dict[str, torch.Tensor]:
+    """Load tensors only; refuse pickled code, corrupt, truncated or non-state-dict files."""
+    path = Path(path)
+    if not path.is_file():
+        raise ModelError(f"Model weights not found: {path}")
+    if path.stat().st_size == 0:
+        raise ModelError(f"Model weights {path} are empty (0 bytes): the file is truncated; reinstall the model")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        # weights_only=True raises this both for pickles naming Python callables (a hostile file: code
+        # execution on an unrestricted load, or one saved with whole objects) and for bytes that are
+        # not a pickle at all.  Both are refused; the message says which.
+        lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+        globals_named = [line for line in lines if "GLOBAL" in line]
+        if globals_named:
+            raise ModelError(
+                f"Refused to load model weights {path}: the file contains Python objects other than tensors, "
+                f"which could execute code when loaded ({globals_named[0]}). Only use model packages from a "
+                "trusted source; weights must be a plain state_dict saved with torch.save(model.state_dict(), ...)."
+            ) from exc
+        raise ModelError(f"Model weights {path} are corrupt or not a plain tensor file and were refused "
+                         f"({lines[-2] if len(lines) > 1 else exc}). Re-download or re-export the model package."
+                         ) from exc
+    except Exception as exc:  # torch.load raises RuntimeError, EOFError, KeyError, ... on damaged archives
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ModelError(f"Model weights {path} are corrupt or truncated and cannot be read ({first}). "
+                         "Re-download or re-export the model package.") from exc
+    if not isinstance(state, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor)
+                                              for k, v in state.items()):
+        raise ModelError(f"Model weights {path} are not a state_dict (a mapping of names to tensors)")
+    return state
+
+
+def check_state_dict(model: torch.nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    wrong = [f"{k} {tuple(state[k].shape)} vs {tuple(v.shape)}" for k, v in expected.items()
+             if k in state and tuple(state[k].shape) != tuple(v.shape)]
+    problems = []
+    if missing:
+        problems.append(f"{len(missing)} missing tensors (e.g. {', '.join(missing[:3])})")
+    if unexpected:
+        problems.append(f"{len(unexpected)} unexpected tensors (e.g. {', '.join(unexpected[:3])})")
+    if wrong:
+        problems.append(f"{len(wrong)} tensors of the wrong shape (e.g. {'; '.join(wrong[:3])})")
+    if problems:
+        raise ModelError(f"Model weights {source} do not match the network in config.json: " + "; ".join(problems)
+                         + ". The config and weights come from different models.")
+    floating = [k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all()]
+    if floating:
+        raise ModelError(f"Model weights {source} contain NaN or infinite values (e.g. {floating[0]})")
+
+
+def load_model_package(path: PathLike) -> ModelPackage:
+    """Load config, verify and load weights; the model is on CPU in eval mode."""
+    folder = _package_dir(path)
+    config = read_config(folder / CONFIG_FILE)
+    weights = folder / WEIGHTS_FILE
+    state = load_state_dict(weights)
+    model = build_model(config)
+    check_state_dict(model, state, str(weights))
+    model.load_state_dict(state)
+    model.eval()
+    card_path = folder / CARD_FILE
+    card = card_path.read_text(encoding="utf-8", errors="replace") if card_path.is_file() else ""
+    package = ModelPackage(folder.resolve(), config, model, file_sha256(weights), card)
+    logger.info("Loaded model %s %s from %s (sha256 %s)", config.name, config.version, folder, package.sha256[:12])
+    return package
+
+
+def untrained_card(config: ModelConfig, parameters: int) -> str:
+    return (
+        f"# {config.name} {config.version} (untrained)\n\n"
+        "Randomly initialised weights written by `segqc model init`. Its predictions are meaningless: train it\n"
+        "(see `training/`) before using it for quality control.\n\n"
+        f"- Classes: {', '.join(f'{k}={v}' for k, v in sorted(config.classes.items()))}\n"
+        f"- Modalities: {', '.join(config.modalities)}\n"
+        f"- Parameters: {parameters:,}\n"
+        f"- Patch size (z, y, x): {config.patch_size_zyx}\n"
+        f"- Target spacing (z, y, x) mm: {config.target_spacing_zyx_mm}\n"
+    )
+
+
+def save_model_package(path: PathLike, config: ModelConfig, state_dict: dict[str, torch.Tensor],
+                       card: Optional[str] = None, overwrite: bool = False) -> Path:
+    """Write a package folder atomically: built beside the target, then renamed into place."""
+    path = Path(path)
+    if path.exists() and not overwrite:
+        raise ModelError(f"{path} already exists; choose another folder or overwrite explicitly")
+    model = build_model(config)
+    check_state_dict(model, state_dict, "being saved")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=str(path.parent)))
+    try:
+        (staging / CONFIG_FILE).write_text(json.dumps(config.to_dict(), indent=2) + "\n", encoding="utf-8")
+        torch.save({k: v.detach().cpu().contiguous() for k, v in state_dict.items()}, staging / WEIGHTS_FILE)
+        if card:
+            (staging / CARD_FILE).write_text(card, encoding="utf-8")
+        if path.exists():
+            shutil.rmtree(path)
+        os.replace(staging, path)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return path
+
+
+def init_model_package(path: PathLike, config: Optional[ModelConfig] = None, seed: int = 0,
+                       overwrite: bool = False) -> Path:
+    """Write an untrained (randomly initialised, seeded) package of ``config`` (default: ModelConfig())."""
+    config = config or ModelConfig()
+    config.trained = False
+    generator_state = torch.random.get_rng_state()
+    try:
+        torch.manual_seed(seed)
+        model = build_model(config)
+    finally:
+        torch.random.set_rng_state(generator_state)
+    return save_model_package(path, config, model.state_dict(), untrained_card(config, count_parameters(model)),
+                              overwrite=overwrite)
+
+
+def _repository_default_dirs() -> list[Path]:
+    package_root = Path(__file__).resolve().parents[1]  # SegQCLib/ (this file: SegQCLib/network/package.py)
+    candidates = [package_root.parent.joinpath(*DEFAULT_MODEL_SUBDIR)]
+    candidates += [package_root / sub / DEFAULT_MODEL_NAME for sub in PACKAGED_MODEL_DIRS]
+    return candidates
+
+
+def default_model_path() -> Path:
+    """``$SEGQC_MODEL`` if set, else the bundled hippocampus model; ModelError when none is installed."""
+    env = os.environ.get(MODEL_ENV)
+    if env:
+        path = Path(env).expanduser()
+        if not path.exists():
+            raise ModelError(f"${MODEL_ENV} points to {path}, which does not exist")
+        return path
+    candidates = _repository_default_dirs()
+    for candidate in candidates:
+        if (candidate / CONFIG_FILE).is_file() and (candidate / WEIGHTS_FILE).is_file():
+            return candidate
+    raise ModelError(
+        "No default QC model is installed (looked in " + ", ".join(str(c) for c in candidates) + "). "
+        f"Pass a model package with --model PATH (or set ${MODEL_ENV}); `segqc model init --out PATH` writes an "
+        "untrained one for testing."
+    )

@@ -1,0 +1,81 @@
+"""The files of a QC run: ``error_prob_<label>.nii.gz`` maps and ``report.json``, written and read back.
+
+:class:`QCResult` is what the engine (or ``segqc estimate``) produced for one case; its ``write`` puts the
+maps first and the report last, so a folder with a ``report.json`` is complete.  :func:`read_error_probs`
+reads error maps from any source back (``segqc estimate``, the Slicer module, resume of ``segqc rank``).
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional, Union
+
+import numpy as np
+
+from ..errors import GeometryMismatchError, InputError
+from ..geometry import Geometry
+from ..io.image_files import read_image, write_array
+from .report import ERROR_PROB_PATTERN, REPORT_FILE_NAME, Report
+
+ERROR_PROB_FILE_RE = re.compile(r"error_prob_(?P<label>\d+)\.(nii\.gz|nii|nrrd|nhdr|mha|mhd)$", re.IGNORECASE)
+
+
+@dataclass
+class QCResult:
+    """Everything a QC run produced: the report and the per-class error probabilities on the image grid."""
+
+    report: Report
+    error_prob: dict[int, np.ndarray]
+    geometry: Geometry
+
+    def write(self, out_dir: Union[str, Path]) -> Path:
+        """Write ``error_prob_<label>.nii.gz`` then ``report.json`` (last, so its presence means complete)."""
+        out_dir = Path(out_dir)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        # A report from an earlier run must not vouch for maps that this run is half-way through replacing.
+        (out_dir / REPORT_FILE_NAME).unlink(missing_ok=True)
+        started = time.perf_counter()
+        for label, prob in self.error_prob.items():
+            write_array(out_dir / ERROR_PROB_PATTERN.format(label=label), prob.astype(np.float32, copy=False),
+                        self.geometry)
+        self.report.timing_s["write"] = round(time.perf_counter() - started, 4)
+        return self.report.save(out_dir / REPORT_FILE_NAME)
+
+
+def read_error_probs(sources: Union[str, Path, Sequence[Union[str, Path]]],
+                     geometry: Optional[Geometry] = None) -> dict[int, np.ndarray]:
+    """Read ``error_prob_<label>.<ext>`` files from a folder or a list of files (and check their grid)."""
+    if isinstance(sources, (str, Path)):
+        sources = [sources]
+    files: list[Path] = []
+    for source in map(Path, sources):
+        if source.is_dir():
+            found = sorted(p for p in source.iterdir() if ERROR_PROB_FILE_RE.search(p.name))
+            if not found:
+                raise InputError(f"No error_prob_<label>.nii.gz files in {source}")
+            files.extend(found)
+        else:
+            files.append(source)
+    error_prob: dict[int, np.ndarray] = {}
+    for path in files:
+        match = ERROR_PROB_FILE_RE.search(path.name)
+        if not match:
+            raise InputError(f"Cannot tell the class of {path}: name it error_prob_<label>.nii.gz")
+        label = int(match["label"])
+        if label in error_prob:
+            raise InputError(f"Two error probability maps for label {label} (second: {path})")
+        volume = read_image(path)
+        differences = geometry.differences(volume.geometry) if geometry is not None else []
+        if differences:
+            # Not check_same_geometry: its advice (--resample-seg) moves the segmentation, not this map.
+            raise GeometryMismatchError(
+                f"Error probability map {path} is not on the segmentation's voxel grid: " + "; ".join(differences)
+                + ". Give the maps on the segmentation's grid, or, when they are on the image's grid, pass that "
+                "image (CLI: --image) with --resample-seg."
+            )
+        error_prob[label] = volume.array
+    return error_prob

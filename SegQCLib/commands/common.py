@@ -16,10 +16,13 @@ def add_region_options(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("error regions")
     group.add_argument("--threshold", type=float, default=defaults.threshold,
                        help="error probability above which a voxel counts as wrong (default %(default)s)")
-    group.add_argument("--band-width-px", type=int, default=defaults.band_width_px,
-                       help="band removed around each slice's error contour (SegQC error extraction)")
+    group.add_argument("--band-width-mm", type=float, default=defaults.band_width_mm,
+                       help="error extraction: an error region needs a part wider than this band around its "
+                            "contour to get a box (default %(default)s mm, at least one pixel)")
+    group.add_argument("--band-width-px", type=int, default=None,
+                       help="the same band in pixels on both in-plane axes (overrides --band-width-mm)")
     group.add_argument("--no-error-extraction", action="store_true",
-                       help="keep the thresholded error map as is (no band removal)")
+                       help="box every thresholded error region, however thin")
     group.add_argument("--merge-distance-mm", type=float, default=defaults.merge_distance_mm,
                        help="unify boxes on a slice closer than this (default %(default)s)")
     group.add_argument("--min-box-area-mm2", type=float, default=defaults.min_box_area_mm2,
@@ -33,6 +36,7 @@ def postprocess_params_from_args(args: argparse.Namespace) -> PostprocessParams:
     regions = RegionParams(
         threshold=args.threshold,
         extract_errors=not args.no_error_extraction,
+        band_width_mm=args.band_width_mm,
         band_width_px=args.band_width_px,
         min_component_area_mm2=defaults.min_component_area_mm2,
         merge_distance_mm=args.merge_distance_mm,

@@ -40,7 +40,8 @@ from slicer.ScriptedLoadableModule import (
 from slicer.util import VTKObservationMixin
 
 # Python packages SegQCLib needs beyond what Slicer ships (import name -> pip requirement).
-PIP_REQUIREMENTS = {"scipy": "scipy", "slicerio": "slicerio", "filelock": "filelock", "psutil": "psutil"}
+PIP_REQUIREMENTS = {"scipy": "scipy", "slicerio": "slicerio", "filelock": "filelock", "safetensors": "safetensors",
+                    "psutil": "psutil"}
 MINIMUM_TORCH_VERSION = "2.0"
 PROCESS_POLL_INTERVAL_MS = 100
 PROGRESS_BAR_MAXIMUM = 1000

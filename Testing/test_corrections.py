@@ -10,9 +10,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from filelock import FileLock
 
 from SegQCLib.commands.cli import main as segqc_main
-from SegQCLib.corrections.lock import ProcessLock
 from SegQCLib.corrections.names import case_key, parse_record_id
 from SegQCLib.corrections.store import CorrectionStore
 from SegQCLib.corrections.verify import ProblemKind
@@ -354,8 +354,8 @@ def test_repair_leaves_a_write_in_progress_alone(tmp_path):
     store.add("c", [image], original, truth)
     busy = store.tmp_dir / "other.writer"
     busy.mkdir()
-    lock = ProcessLock(store.tmp_dir / "other.writer.lock")
-    assert lock.acquire(timeout_s=0)  # another writer (a separate lock holder) is still writing
+    lock = FileLock(str(store.tmp_dir / "other.writer.lock"))
+    assert lock.acquire(timeout=0)  # another writer (a separate lock holder) is still writing
     try:
         report = store.verify(repair=True)
         assert report.ok and report.in_progress == [str(busy)]

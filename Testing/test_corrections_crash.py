@@ -11,9 +11,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from filelock import FileLock
 
+from SegQCLib.corrections.names import LOCK_FILE
 from SegQCLib.corrections.store import CorrectionStore
 from SegQCLib.corrections.verify import ProblemKind
+from SegQCLib.errors import SegQCError
 from SegQCLib.geometry import Geometry
 from SegQCLib.io.volumes import LabelMap, Volume
 
@@ -170,3 +173,23 @@ def test_two_concurrent_writers_lose_nothing_and_never_share_a_record_id(tmp_pat
     for record in records:
         assert_record_is_the_writers(store.load(record.record_id))
     assert store.verify().ok
+
+
+def test_a_writer_killed_while_holding_the_store_lock_leaves_the_store_unlocked(tmp_path):
+    store, _ = seed_store(tmp_path / "store")
+    writer = start_writer(store.root, "victim", 1, 1, "metadata_written")  # killed inside the store lock
+    _, stderr = writer.communicate(timeout=120)
+    assert writer.returncode == -signal.SIGKILL, stderr
+    with store._locked(timeout_s=5.0):  # released by the OS with the process: no wait for a stale lock
+        pass
+
+
+def test_a_live_writer_holding_the_store_lock_makes_others_wait_then_say_the_store_is_busy(tmp_path):
+    store, _ = seed_store(tmp_path / "store")
+    holder = FileLock(str(store.root / LOCK_FILE))
+    holder.acquire(timeout=0)
+    try:
+        with pytest.raises(SegQCError, match="is busy"), store._locked(timeout_s=0.2):
+            pass
+    finally:
+        holder.release()

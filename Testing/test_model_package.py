@@ -8,6 +8,7 @@ import pickle
 
 import pytest
 import torch
+from safetensors.torch import load_file, save_file
 
 from SegQCLib.errors import ModelError
 from SegQCLib.network import package as model_package
@@ -15,7 +16,9 @@ from SegQCLib.network.config import ModelConfig
 from SegQCLib.network.package import (
     CARD_FILE,
     CONFIG_FILE,
+    LEGACY_WEIGHTS_FILE,
     WEIGHTS_FILE,
+    convert_weights_to_safetensors,
     default_model_path,
     file_sha256,
     init_model_package,
@@ -31,6 +34,23 @@ def package(tmp_path):
     return init_model_package(tmp_path / "pkg", ModelConfig(**TINY), seed=3)
 
 
+@pytest.fixture
+def legacy_package(package):
+    """A package as written before safetensors: the same tensors in ``weights.pt`` (torch.save)."""
+    torch.save(load_file(package / WEIGHTS_FILE), package / LEGACY_WEIGHTS_FILE)
+    (package / WEIGHTS_FILE).unlink()
+    return package
+
+
+@pytest.fixture(params=[WEIGHTS_FILE, LEGACY_WEIGHTS_FILE])
+def weights_file(request, package):
+    """The weights file of a package in either format (the current one, or a legacy package's)."""
+    if request.param == LEGACY_WEIGHTS_FILE:
+        torch.save(load_file(package / WEIGHTS_FILE), package / LEGACY_WEIGHTS_FILE)
+        (package / WEIGHTS_FILE).unlink()
+    return package / request.param
+
+
 class WritesMarker:
     """Unpickling this runs a shell command: what a hostile weights file would do."""
 
@@ -44,9 +64,68 @@ class WritesMarker:
 def test_init_then_load_gives_the_same_config_and_weights(package):
     loaded = load_model_package(package)
     assert loaded.config == ModelConfig(**TINY)
-    saved = torch.load(package / WEIGHTS_FILE, weights_only=True)
+    saved = load_file(package / WEIGHTS_FILE)
     assert all(torch.equal(saved[k], v) for k, v in loaded.model.state_dict().items())
     assert not loaded.model.training
+
+
+def test_new_packages_store_weights_as_safetensors_not_as_a_pickle(package):
+    assert sorted(p.name for p in package.iterdir()) == sorted([CARD_FILE, CONFIG_FILE, WEIGHTS_FILE])
+    data = (package / WEIGHTS_FILE).read_bytes()
+    header_size = int.from_bytes(data[:8], "little")  # safetensors: u64 header size, then a JSON header
+    header = json.loads(data[8:8 + header_size])
+    assert "error_head.weight" in header and header["__metadata__"] == {"format": "pt"}
+
+
+def test_weights_are_readable_like_any_file_the_user_creates(package):
+    umask = os.umask(0)
+    os.umask(umask)
+    assert (package / WEIGHTS_FILE).stat().st_mode & 0o777 == 0o666 & ~umask
+
+
+def test_a_legacy_weights_pt_package_still_loads_with_the_same_tensors(package, legacy_package):
+    loaded = load_model_package(legacy_package)
+    saved = torch.load(legacy_package / LEGACY_WEIGHTS_FILE, weights_only=True)
+    assert all(torch.equal(saved[k], v) for k, v in loaded.model.state_dict().items())
+    assert loaded.sha256 == file_sha256(legacy_package / LEGACY_WEIGHTS_FILE)
+
+
+def test_converting_a_legacy_package_keeps_tensors_names_and_dtypes(legacy_package):
+    state = torch.load(legacy_package / LEGACY_WEIGHTS_FILE, weights_only=True)
+    state = {k: v.half() if v.is_floating_point() else v for k, v in state.items()}  # as the bundled model
+    torch.save(state, legacy_package / LEGACY_WEIGHTS_FILE)
+    config_before = (legacy_package / CONFIG_FILE).read_bytes()
+    assert convert_weights_to_safetensors(legacy_package) == legacy_package / WEIGHTS_FILE
+    converted = load_file(legacy_package / WEIGHTS_FILE)
+    assert converted.keys() == state.keys()
+    assert all(converted[k].dtype == v.dtype and torch.equal(converted[k], v) for k, v in state.items())
+    assert not (legacy_package / LEGACY_WEIGHTS_FILE).exists()
+    assert (legacy_package / CONFIG_FILE).read_bytes() == config_before
+    assert load_model_package(legacy_package).sha256 == file_sha256(legacy_package / WEIGHTS_FILE)
+
+
+def test_an_interrupted_conversion_is_completed_by_converting_again(legacy_package):
+    state = torch.load(legacy_package / LEGACY_WEIGHTS_FILE, weights_only=True)
+    save_file(state, legacy_package / WEIGHTS_FILE)  # killed after writing the new file, before removing the old
+    with pytest.raises(ModelError, match="segqc model convert"):
+        load_model_package(legacy_package)
+    convert_weights_to_safetensors(legacy_package)
+    assert sorted(p.name for p in legacy_package.iterdir()) == sorted([CARD_FILE, CONFIG_FILE, WEIGHTS_FILE])
+    load_model_package(legacy_package)
+
+
+def test_conversion_removes_nothing_when_the_two_weights_files_differ(legacy_package):
+    state = torch.load(legacy_package / LEGACY_WEIGHTS_FILE, weights_only=True)
+    save_file({k: v + 1 if v.is_floating_point() else v for k, v in state.items()}, legacy_package / WEIGHTS_FILE)
+    with pytest.raises(ModelError, match="different tensors"):
+        convert_weights_to_safetensors(legacy_package)
+    assert (legacy_package / LEGACY_WEIGHTS_FILE).is_file() and (legacy_package / WEIGHTS_FILE).is_file()
+
+
+def test_a_package_with_both_weights_files_is_refused(package):
+    torch.save(load_file(package / WEIGHTS_FILE), package / LEGACY_WEIGHTS_FILE)
+    with pytest.raises(ModelError, match="both weights.safetensors and weights.pt"):
+        load_model_package(package)
 
 
 def test_package_records_sha256_and_an_untrained_model_card(package):
@@ -59,8 +138,8 @@ def test_package_records_sha256_and_an_untrained_model_card(package):
 def test_same_seed_gives_identical_weights(tmp_path):
     first = init_model_package(tmp_path / "a", ModelConfig(**TINY), seed=5)
     second = init_model_package(tmp_path / "b", ModelConfig(**TINY), seed=5)
-    a = torch.load(first / WEIGHTS_FILE, weights_only=True)
-    b = torch.load(second / WEIGHTS_FILE, weights_only=True)
+    a = load_file(first / WEIGHTS_FILE)
+    b = load_file(second / WEIGHTS_FILE)
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
@@ -80,46 +159,54 @@ def test_the_hostile_payload_runs_code_when_unpickled_naively(tmp_path):
     assert marker.exists()
 
 
-def test_hostile_pickle_is_refused_without_running_its_code(package, tmp_path):
+def test_hostile_pickle_is_refused_without_running_its_code(legacy_package, tmp_path):
     marker = tmp_path / "code_was_executed"
-    torch.save({"stem.0.weight": WritesMarker(marker)}, package / WEIGHTS_FILE)
+    torch.save({"stem.0.weight": WritesMarker(marker)}, legacy_package / LEGACY_WEIGHTS_FILE)
     with pytest.raises(ModelError, match="Refused.*Python objects"):
-        load_model_package(package)
+        load_model_package(legacy_package)
     assert not marker.exists()
 
 
-def test_hostile_plain_pickle_is_refused_without_running_its_code(package, tmp_path):
+def test_hostile_plain_pickle_is_refused_without_running_its_code(legacy_package, tmp_path):
     marker = tmp_path / "code_was_executed"
-    with open(package / WEIGHTS_FILE, "wb") as stream:
+    with open(legacy_package / LEGACY_WEIGHTS_FILE, "wb") as stream:
         pickle.dump(WritesMarker(marker), stream, protocol=2)
     with pytest.raises(ModelError, match="[Rr]efused"):
+        load_model_package(legacy_package)
+    assert not marker.exists()
+
+
+def test_a_pickle_named_like_safetensors_is_refused_without_running_its_code(package, tmp_path):
+    marker = tmp_path / "code_was_executed"
+    torch.save({"stem.0.weight": WritesMarker(marker)}, package / WEIGHTS_FILE)
+    with pytest.raises(ModelError, match="corrupt"):
         load_model_package(package)
     assert not marker.exists()
 
 
-def test_truncated_weights_are_refused(package):
-    data = (package / WEIGHTS_FILE).read_bytes()
-    (package / WEIGHTS_FILE).write_bytes(data[: len(data) // 2])
+def test_truncated_weights_are_refused(weights_file):
+    data = weights_file.read_bytes()
+    weights_file.write_bytes(data[: len(data) // 2])
     with pytest.raises(ModelError, match="corrupt or truncated"):
-        load_model_package(package)
+        load_model_package(weights_file.parent)
 
 
-def test_empty_weights_file_is_refused(package):
-    (package / WEIGHTS_FILE).write_bytes(b"")
+def test_empty_weights_file_is_refused(weights_file):
+    weights_file.write_bytes(b"")
     with pytest.raises(ModelError, match="empty"):
-        load_model_package(package)
+        load_model_package(weights_file.parent)
 
 
-def test_random_bytes_are_refused(package):
-    (package / WEIGHTS_FILE).write_bytes(os.urandom(4096))
+def test_random_bytes_are_refused(weights_file):
+    weights_file.write_bytes(os.urandom(4096))
     with pytest.raises(ModelError, match="corrupt"):
-        load_model_package(package)
+        load_model_package(weights_file.parent)
 
 
-def test_weights_that_are_not_a_state_dict_are_refused(package):
-    torch.save([torch.zeros(3)], package / WEIGHTS_FILE)
+def test_weights_that_are_not_a_state_dict_are_refused(legacy_package):
+    torch.save([torch.zeros(3)], legacy_package / LEGACY_WEIGHTS_FILE)
     with pytest.raises(ModelError, match="not a state_dict"):
-        load_model_package(package)
+        load_model_package(legacy_package)
 
 
 def test_weights_of_another_architecture_are_refused(package, tmp_path):
@@ -130,17 +217,17 @@ def test_weights_of_another_architecture_are_refused(package, tmp_path):
 
 
 def test_weights_with_missing_tensors_are_refused(package):
-    state = torch.load(package / WEIGHTS_FILE, weights_only=True)
+    state = load_file(package / WEIGHTS_FILE)
     state.pop("error_head.weight")
-    torch.save(state, package / WEIGHTS_FILE)
+    save_file(state, package / WEIGHTS_FILE)
     with pytest.raises(ModelError, match="missing tensors.*error_head.weight"):
         load_model_package(package)
 
 
 def test_weights_with_nan_are_refused(package):
-    state = torch.load(package / WEIGHTS_FILE, weights_only=True)
+    state = load_file(package / WEIGHTS_FILE)
     state["error_head.weight"][:] = float("nan")
-    torch.save(state, package / WEIGHTS_FILE)
+    save_file(state, package / WEIGHTS_FILE)
     with pytest.raises(ModelError, match="NaN"):
         load_model_package(package)
 

@@ -214,14 +214,14 @@ def test_evaluation_scores_every_method_on_the_same_queries(bank, trained_run):
 
 
 def test_bundled_package_loads_with_half_size_weights_and_a_card_with_the_license(bank, trained_run, tmp_path):
-    from SegQCLib.network.package import load_state_dict
+    from SegQCLib.network.package import WEIGHTS_FILE, load_state_dict
     from training.bundle import bundle
 
     out, _ = trained_run
     model_dir = bundle(out, "best_mae", bank, tmp_path / "model", tmp_path / "segmenter", None)
     package = load_model_package(model_dir)
     assert package.config.trained and "CC-BY-SA" in package.config.license
-    assert all(v.dtype == torch.float16 for v in load_state_dict(model_dir / "weights.pt").values()
+    assert all(v.dtype == torch.float16 for v in load_state_dict(model_dir / WEIGHTS_FILE).values()
                if v.is_floating_point())
     card = (model_dir / "MODEL_CARD.md").read_text()
     assert "CC-BY-SA 4.0" in card and "Simpson" in card

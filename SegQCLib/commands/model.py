@@ -1,4 +1,5 @@
-"""``segqc model init|info``: write an untrained model package, show a package's config and card."""
+"""``segqc model init|info|convert``: write an untrained model package, show a package's config and card,
+convert an older package's ``weights.pt`` to ``weights.safetensors``."""
 
 from __future__ import annotations
 
@@ -8,7 +9,14 @@ from pathlib import Path
 
 from ..errors import InputError
 from ..network.config import ModelConfig
-from ..network.package import init_model_package, load_model_package, read_config
+from ..network.package import (
+    LEGACY_WEIGHTS_FILE,
+    WEIGHTS_FILE,
+    convert_weights_to_safetensors,
+    init_model_package,
+    load_model_package,
+    read_config,
+)
 from ..network.qcresunet import count_conv_macs, count_parameters
 
 EXIT_OK = 0
@@ -20,7 +28,8 @@ def register(subparsers) -> None:
     actions = parser.add_subparsers(dest="model_command", metavar="ACTION", required=True)
     init = actions.add_parser(
         "init", help="write an untrained (randomly initialised) model package",
-        description="Write config.json, weights.pt (random, seeded) and MODEL_CARD.md; training starts from it. "
+        description="Write config.json, weights.safetensors (random, seeded) and MODEL_CARD.md; training starts "
+                    "from it. "
                     "--config gives a JSON object whose keys override the default configuration.")
     init.add_argument("--out", required=True, help="package folder to create")
     init.add_argument("--config", help="JSON file with ModelConfig fields overriding the defaults")
@@ -31,6 +40,12 @@ def register(subparsers) -> None:
     info.add_argument("path", help="model package folder")
     info.add_argument("--json", action="store_true", help="print only the configuration as JSON")
     info.set_defaults(func=run_info)
+    convert = actions.add_parser(
+        "convert", help=f"rewrite an older package's {LEGACY_WEIGHTS_FILE} as {WEIGHTS_FILE} (same tensors)",
+        description=f"Rewrite {LEGACY_WEIGHTS_FILE} (a torch pickle) as {WEIGHTS_FILE} in place: the same tensors "
+                    "and dtypes, config.json and the card untouched. Safe to run again after an interruption.")
+    convert.add_argument("path", help="model package folder")
+    convert.set_defaults(func=run_convert)
 
 
 def run_init(args: argparse.Namespace) -> int:
@@ -64,4 +79,11 @@ def run_info(args: argparse.Namespace) -> int:
         print(package.card.rstrip())
     else:
         print("model card: none")
+    return EXIT_OK
+
+
+def run_convert(args: argparse.Namespace) -> int:
+    weights = convert_weights_to_safetensors(args.path)
+    package = load_model_package(args.path)
+    print(f"weights: {weights} (sha256 {package.sha256})")
     return EXIT_OK

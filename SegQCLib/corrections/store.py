@@ -23,18 +23,17 @@ index file) that :meth:`CorrectionStore.verify` explains and ``verify(repair=Tru
 ``quarantine/``.  The index is appended after the rename; when it is missing, torn or stale it is
 rebuilt from the records, so it never decides whether a record exists.
 
-Concurrency: the store lock (``fcntl.flock`` on POSIX, ``filelock`` elsewhere; released by the OS when
-a process dies, so a killed writer never leaves a stale lock) serialises version allocation, commit and
-index updates; the heavy file writing happens outside it.  Each writer also holds a lock on its own
-``.tmp`` folder so ``verify --repair`` never quarantines a write that is still in progress.
+Concurrency: the store lock (``filelock.FileLock``: an OS lock on the file, ``flock`` on POSIX, released by
+the OS when a process dies, so a killed writer never leaves a stale lock) serialises version allocation,
+commit and index updates; the heavy file writing happens outside it.  Each writer also holds a lock on its
+own ``.tmp`` folder so ``verify --repair`` never quarantines a write that is still in progress.
 
 Never overwrite: recording a case again adds the next version (``<case_key>/v0002``); version numbers
 are never reused, not even those of quarantined records.
 
 Names (case keys, reviewer names, record ids) are explained in :mod:`.names`; the other modules of this
 package: ``records`` (one record), ``inputs`` (validating a new correction), ``index`` (the index),
-``verify`` (verify and repair), ``lock`` (the lock), and :mod:`SegQCLib.files` (checksums, fsync, atomic
-writes).
+``verify`` (verify and repair), and :mod:`SegQCLib.files` (checksums, fsync, atomic writes).
 """
 
 from __future__ import annotations
@@ -54,6 +53,7 @@ from pathlib import Path
 from typing import Any, Optional, Union
 
 import numpy as np
+from filelock import FileLock, Timeout
 
 from .. import __version__
 from ..errors import InputError, ResourceError, SegQCError
@@ -63,7 +63,6 @@ from ..io.volumes import LabelMap, Volume
 from ..quality.metrics import error_maps
 from .index import index_line, read_index, records_from_disk, rewrite_index, scan_record_dirs
 from .inputs import prepare_correction
-from .lock import ProcessLock, drop_lock
 from .names import (
     CORRECTED_FILE,
     ERROR_FILE_PATTERN,
@@ -120,6 +119,13 @@ def _storage_error(exc: OSError, root: Path, action: str) -> SegQCError:
         return SegQCError(f"Cannot {action} in {root}: the folder is read-only or not writable ({reason}). "
                           f"{tail} Choose a writable store folder.")
     return SegQCError(f"Cannot {action} in {root}: {reason} ({exc}). {tail}")
+
+
+def _drop_lock(lock: FileLock) -> None:
+    """Delete a writer's lock file, then release it (idempotent): a lock file left in ``.tmp`` means a writer died."""
+    with contextlib.suppress(OSError):
+        Path(lock.lock_file).unlink()
+    lock.release()
 
 
 def _compact_image(array: np.ndarray) -> np.ndarray:
@@ -185,10 +191,12 @@ class CorrectionStore(StoreLayout):
 
     @contextlib.contextmanager
     def _locked(self, timeout_s: float = LOCK_TIMEOUT_S) -> Iterator[None]:
-        lock = ProcessLock(self.root / LOCK_FILE)
-        if not lock.acquire(timeout_s):
+        lock = FileLock(str(self.root / LOCK_FILE))
+        try:
+            lock.acquire(timeout=timeout_s)
+        except Timeout as exc:
             raise SegQCError(f"Corrections store {self.root} is busy: another process held its lock for "
-                             f"{timeout_s:.0f} s. Try again when the other SegQC process has finished.")
+                             f"{timeout_s:.0f} s. Try again when the other SegQC process has finished.") from exc
         try:
             yield
         finally:
@@ -225,10 +233,10 @@ class CorrectionStore(StoreLayout):
                       labels: list[int], draft: dict[str, Any]) -> CorrectionRecord:
         name = f"{key}.{uuid.uuid4().hex}"
         work = self.tmp_dir / name
-        writer_lock = ProcessLock(self.tmp_dir / f"{name}.lock")
+        writer_lock = FileLock(str(self.tmp_dir / f"{name}.lock"))
         committed = False
         try:
-            writer_lock.acquire(timeout_s=0)
+            writer_lock.acquire(timeout=0)  # a fresh name: nobody else can hold it
             work.mkdir()
             _checkpoint("tmp_created")
             files = self._write_payload(work, volumes, original, corrected, labels)
@@ -262,7 +270,7 @@ class CorrectionStore(StoreLayout):
                     raise
                 committed = True
                 # The work folder is gone (renamed): drop its lock now so a kill from here on leaves nothing in .tmp.
-                drop_lock(writer_lock)
+                _drop_lock(writer_lock)
                 record = record_from_metadata(metadata, final)
                 self._after_commit(case_dir, record)
         except OSError as exc:
@@ -275,7 +283,7 @@ class CorrectionStore(StoreLayout):
                 shutil.rmtree(work, ignore_errors=True)
             raise
         finally:
-            drop_lock(writer_lock)
+            _drop_lock(writer_lock)
         logger.info("Recorded correction %s in %s", record.record_id, self.root)
         return record
 

@@ -17,9 +17,10 @@ from enum import Enum
 from pathlib import Path
 from typing import Any, Optional
 
+from filelock import FileLock, Timeout
+
 from ..files import fsync_dir, write_bytes_synced
 from .index import read_index, rewrite_index, scan_record_dirs
-from .lock import lock_is_held
 from .names import INDEX_FILE, KEY_RE, LOCK_FILE, MARKER_FILE, QUARANTINE_DIR, RECORDS_DIR, TMP_DIR, StoreLayout
 from .records import CorrectionRecord, RecordMetadata, check_record, record_from_metadata, sorted_records
 
@@ -158,6 +159,19 @@ def _find_strays(layout: StoreLayout, report: VerifyReport, known_records: set[P
                 detail = "not a record folder (<case_key>/vNNNN)"
                 report.problems.append(StoreProblem(ProblemKind.UNKNOWN_ENTRY, str(entry), detail))
                 to_quarantine.append((entry, ProblemKind.UNKNOWN_ENTRY, detail))
+
+
+def lock_is_held(path: Path) -> bool:
+    """True while another writer (in any process) holds the lock on ``path``."""
+    lock = FileLock(str(path))
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        return True
+    except OSError:  # gone or unreadable meanwhile: nobody holds it
+        return False
+    lock.release()
+    return False
 
 
 def _find_leftovers(layout: StoreLayout, report: VerifyReport, to_quarantine: ToQuarantine) -> None:

@@ -1,10 +1,12 @@
-"""Model packages: a folder with ``config.json``, ``weights.pt`` and optionally ``MODEL_CARD.md``.
+"""Model packages: a folder with ``config.json``, the weights and optionally ``MODEL_CARD.md``.
 
-``weights.pt`` is a plain ``state_dict`` written by ``torch.save``.  It is read only with
+Weights are written as ``weights.safetensors`` (the ``state_dict``'s tensors in the safetensors format:
+a JSON header and raw tensor bytes, no pickle, so loading runs no code).  Packages from before that
+format, with ``weights.pt`` (a ``state_dict`` written by ``torch.save``), are still read, only with
 ``torch.load(..., weights_only=True)``, whose restricted unpickler refuses any object other than
-tensors and containers, so a hostile file cannot run code; the tensors' names and shapes must then
-match the network that ``config.json`` describes.  Problems raise :class:`ModelError` saying what is
-wrong and what to do.
+tensors and containers, so a hostile file cannot run code either.  A package holds one of the two.
+The tensors' names and shapes must then match the network that ``config.json`` describes.  Problems
+raise :class:`ModelError` saying what is wrong and what to do.
 """
 
 from __future__ import annotations
@@ -20,8 +22,12 @@ from pathlib import Path
 from typing import Any, Optional, Union
 
 import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file as load_safetensors
+from safetensors.torch import save as safetensors_bytes
 
 from ..errors import ModelError
+from ..files import atomic_write, fsync_dir
 from ..files import sha256_file as file_sha256  # the name other modules import from here
 from .config import ModelConfig
 from .qcresunet import QCResUNet, build_model, count_parameters
@@ -31,7 +37,10 @@ logger = logging.getLogger(__name__)
 PathLike = Union[str, os.PathLike]
 
 CONFIG_FILE = "config.json"
-WEIGHTS_FILE = "weights.pt"
+WEIGHTS_FILE = "weights.safetensors"
+# Weights of packages written before safetensors: read (restricted unpickler), never written.
+LEGACY_WEIGHTS_FILE = "weights.pt"
+WEIGHTS_FILES = (WEIGHTS_FILE, LEGACY_WEIGHTS_FILE)
 CARD_FILE = "MODEL_CARD.md"
 MODEL_ENV = "SEGQC_MODEL"
 DEFAULT_MODEL_SUBDIR = ("Resources", "Models", "hippocampus")
@@ -58,16 +67,26 @@ class ModelPackage:
 
 
 def _package_dir(path: PathLike) -> Path:
-    """Accept the package folder or a file inside it (config.json / weights.pt)."""
+    """Accept the package folder or a file inside it (config.json, the weights, the card)."""
     path = Path(path).expanduser()
     if not path.exists():
         raise ModelError(f"Model package not found: {path}")
-    if path.is_file() and path.name in (CONFIG_FILE, WEIGHTS_FILE, CARD_FILE):
+    if path.is_file() and path.name in (CONFIG_FILE, CARD_FILE, *WEIGHTS_FILES):
         path = path.parent
     if not path.is_dir():
         raise ModelError(f"Model package {path} is not a folder; expected a folder with {CONFIG_FILE} and "
                          f"{WEIGHTS_FILE}")
     return path
+
+
+def weights_path(folder: Path) -> Path:
+    """The package's weights file: ``weights.safetensors``, or ``weights.pt`` in an older package."""
+    present = [folder / name for name in WEIGHTS_FILES if (folder / name).is_file()]
+    if len(present) > 1:
+        raise ModelError(f"Model package {folder} has both {WEIGHTS_FILE} and {LEGACY_WEIGHTS_FILE}: which one "
+                         "the config belongs to is unclear. If a conversion was interrupted, `segqc model convert "
+                         "PATH` finishes it; otherwise remove the file that does not belong to the config.")
+    return present[0] if present else folder / WEIGHTS_FILE
 
 
 def read_config(path: PathLike, base: Optional[ModelConfig] = None, require_complete: bool = True) -> ModelConfig:
@@ -91,14 +110,32 @@ def read_config(path: PathLike, base: Optional[ModelConfig] = None, require_comp
 
 
 def load_state_dict(path: PathLike) -> dict[str, torch.Tensor]:
-    """Load tensors only; refuse pickled code, corrupt, truncated or non-state-dict files."""
+    """Load tensors only (``.safetensors``, or a legacy ``.pt`` with the restricted unpickler); refuse pickled
+    code and corrupt, truncated or non-state-dict files."""
     path = Path(path)
     if not path.is_file():
         raise ModelError(f"Model weights not found: {path}")
     if path.stat().st_size == 0:
         raise ModelError(f"Model weights {path} are empty (0 bytes): the file is truncated; reinstall the model")
+    state = _read_safetensors(path) if path.suffix == ".safetensors" else _read_torch_pickle(path)
+    if not isinstance(state, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor)
+                                              for k, v in state.items()):
+        raise ModelError(f"Model weights {path} are not a state_dict (a mapping of names to tensors)")
+    return state
+
+
+def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        return load_safetensors(str(path), device="cpu")
+    except (SafetensorError, ValueError, OSError) as exc:  # bad header, truncated data, not a safetensors file
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ModelError(f"Model weights {path} are corrupt or truncated and cannot be read ({first}). "
+                         "Re-download or re-export the model package.") from exc
+
+
+def _read_torch_pickle(path: Path) -> Any:
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         # weights_only=True raises this both for pickles naming Python callables (a hostile file: code
         # execution on an unrestricted load, or one saved with whole objects) and for bytes that are
@@ -118,10 +155,15 @@ def load_state_dict(path: PathLike) -> dict[str, torch.Tensor]:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ModelError(f"Model weights {path} are corrupt or truncated and cannot be read ({first}). "
                          "Re-download or re-export the model package.") from exc
-    if not isinstance(state, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor)
-                                              for k, v in state.items()):
-        raise ModelError(f"Model weights {path} are not a state_dict (a mapping of names to tensors)")
-    return state
+
+
+def save_state_dict(path: PathLike, state_dict: dict[str, torch.Tensor]) -> Path:
+    """Write tensors as ``.safetensors`` (CPU, contiguous, each with its own memory, as the format requires)."""
+    tensors = {name: tensor.detach().to("cpu").contiguous().clone() for name, tensor in state_dict.items()}
+    path = Path(path)
+    # Written by us rather than safetensors' save_file, which makes the file private (0600) whatever the umask.
+    path.write_bytes(safetensors_bytes(tensors, metadata={"format": "pt"}))
+    return path
 
 
 def check_state_dict(model: torch.nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
@@ -149,7 +191,7 @@ def load_model_package(path: PathLike) -> ModelPackage:
     """Load config, verify and load weights; the model is on CPU in eval mode."""
     folder = _package_dir(path)
     config = read_config(folder / CONFIG_FILE)
-    weights = folder / WEIGHTS_FILE
+    weights = weights_path(folder)
     state = load_state_dict(weights)
     model = build_model(config)
     check_state_dict(model, state, str(weights))
@@ -160,6 +202,37 @@ def load_model_package(path: PathLike) -> ModelPackage:
     package = ModelPackage(folder.resolve(), config, model, file_sha256(weights), card)
     logger.info("Loaded model %s %s from %s (sha256 %s)", config.name, config.version, folder, package.sha256[:12])
     return package
+
+
+def _same_tensors(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
+    return a.keys() == b.keys() and all(a[k].dtype == b[k].dtype and torch.equal(a[k], b[k]) for k in a)
+
+
+def convert_weights_to_safetensors(path: PathLike) -> Path:
+    """Rewrite an older package's ``weights.pt`` as ``weights.safetensors`` in place: the same tensors, names
+    and dtypes (float16 stays float16); ``config.json`` and the card are not touched.
+
+    The new file is written atomically and read back; ``weights.pt`` is removed only once both hold
+    identical tensors, so a conversion interrupted at any point leaves the old package loadable or one
+    that converting again completes.  Returns the weights file; a package already converted is left as is.
+    """
+    folder = _package_dir(path)
+    legacy, current = folder / LEGACY_WEIGHTS_FILE, folder / WEIGHTS_FILE
+    if not legacy.is_file():
+        if current.is_file():
+            return current
+        raise ModelError(f"Model weights not found in {folder} (expected {WEIGHTS_FILE} or {LEGACY_WEIGHTS_FILE})")
+    state = load_state_dict(legacy)
+    check_state_dict(build_model(read_config(folder / CONFIG_FILE)), state, str(legacy))
+    if not current.is_file():
+        atomic_write(current, lambda temporary: save_state_dict(temporary, state), suffix=".tmp.safetensors")
+    if not _same_tensors(load_state_dict(current), state):
+        raise ModelError(f"{current} and {legacy} hold different tensors; nothing was removed. Keep the file that "
+                         "belongs to config.json and delete the other.")
+    legacy.unlink()
+    fsync_dir(folder)
+    logger.info("Converted %s to %s", legacy, current)
+    return current
 
 
 def untrained_card(config: ModelConfig, parameters: int) -> str:
@@ -187,7 +260,7 @@ def save_model_package(path: PathLike, config: ModelConfig, state_dict: dict[str
     staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=str(path.parent)))
     try:
         (staging / CONFIG_FILE).write_text(json.dumps(config.to_dict(), indent=2) + "\n", encoding="utf-8")
-        torch.save({k: v.detach().cpu().contiguous() for k, v in state_dict.items()}, staging / WEIGHTS_FILE)
+        save_state_dict(staging / WEIGHTS_FILE, state_dict)
         if card:
             (staging / CARD_FILE).write_text(card, encoding="utf-8")
         if path.exists():
@@ -231,7 +304,7 @@ def default_model_path() -> Path:
         return path
     candidates = _repository_default_dirs()
     for candidate in candidates:
-        if (candidate / CONFIG_FILE).is_file() and (candidate / WEIGHTS_FILE).is_file():
+        if (candidate / CONFIG_FILE).is_file() and any((candidate / name).is_file() for name in WEIGHTS_FILES):
             return candidate
     raise ModelError(
         "No default QC model is installed (looked in " + ", ".join(str(c) for c in candidates) + "). "

@@ -10,7 +10,8 @@ Steps of :func:`predict_case`:
 4. optional resampling of the crop to ``config.target_spacing_zyx_mm`` (image linear, mask nearest),
    skipped when every axis is within :data:`RESAMPLE_RELATIVE_TOLERANCE` of the target;
 5. zero padding (after normalisation) to at least the patch size;
-6. sliding-window prediction with Gaussian importance blending, windows batched on the device,
+6. sliding-window prediction (each window also flipped and averaged when ``config.tta_flips`` asks for
+   test-time augmentation) with Gaussian importance blending, windows batched on the device,
    autocast (float16) on CUDA only, ``torch.inference_mode``, progress and cancellation between
    batches; out-of-memory halves the batch and retries, then raises :class:`ResourceError`;
 7. back to the crop grid (linear) and into full-size maps: the error probability outside the crop is 0.
@@ -40,7 +41,7 @@ from ..arrays import bounding_box
 from ..errors import CancelledError, InputError, ModelError, ResourceError
 from ..geometry import Geometry
 from .config import ModelConfig, Normalization
-from .qcresunet import one_hot
+from .qcresunet import one_hot, with_test_time_augmentation
 
 logger = logging.getLogger(__name__)
 
@@ -487,7 +488,8 @@ def _predict_case(model, config, images, seg, geometry, device, overlap, window_
         window_batch = choose_window_batch(device, estimate_window_bytes(model, config, patch))
     foreground = [i for i, label in enumerate(config.mask_labels) if label != 0]
     prediction = sliding_window_predict(
-        model, image_tensor, mask_tensor, patch, config.window_overlap if overlap is None else overlap, device,
+        with_test_time_augmentation(model), image_tensor, mask_tensor, patch,
+        config.window_overlap if overlap is None else overlap, device,
         window_batch, foreground, _stage_progress(progress, PROGRESS_PREPARED, PROGRESS_WINDOWS_DONE), cancel)
     timing["network"] = time.perf_counter() - started
 

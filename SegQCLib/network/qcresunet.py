@@ -244,6 +244,42 @@ class QCResUNet(nn.Module):
         return QCOutput(logits, case[:, 0], nsd)
 
 
+class FlipAveraged(nn.Module):
+    """A QC network run on the input and on flipped copies of it, outputs flipped back and averaged.
+
+    Error probabilities are averaged (and returned as logits), as are the case Dice and NSD; the truth
+    logits, when present, become the log of the averaged truth probabilities.
+    """
+
+    def __init__(self, model: QCResUNet, flips: Sequence[Sequence[int]]) -> None:
+        super().__init__()
+        self.model = model
+        self.config = model.config
+        self.flips = [tuple(int(a) + 2 for a in f) for f in flips]  # spatial axes of (B, C, Z, Y, X)
+
+    def forward(self, image: torch.Tensor, mask_onehot: torch.Tensor) -> QCOutput:
+        outputs = [self.model(image, mask_onehot)]
+        for dims in self.flips:
+            flipped = self.model(torch.flip(image, dims), torch.flip(mask_onehot, dims))
+            outputs.append(QCOutput(torch.flip(flipped.error_logits, dims), flipped.dice, flipped.nsd,
+                                    torch.flip(flipped.truth_logits, dims) if flipped.truth_logits is not None
+                                    else None))
+        error = torch.stack([torch.sigmoid(o.error_logits.float()) for o in outputs]).mean(0)
+        error = error.clamp(ERROR_PROB_EPSILON, 1 - ERROR_PROB_EPSILON)
+        dice = torch.stack([o.dice.float() for o in outputs]).mean(0)
+        nsd = torch.stack([o.nsd.float() for o in outputs]).mean(0) if outputs[0].nsd is not None else None
+        truth = None
+        if outputs[0].truth_logits is not None:
+            truth = torch.log(torch.stack([torch.softmax(o.truth_logits.float(), 1) for o in outputs]).mean(0))
+        return QCOutput(torch.log(error) - torch.log1p(-error), dice, nsd, truth)
+
+
+def with_test_time_augmentation(model: nn.Module) -> nn.Module:
+    """``model`` wrapped in :class:`FlipAveraged` when its config asks for flips, else ``model`` itself."""
+    flips = getattr(model.config, "tta_flips", None)
+    return FlipAveraged(model, flips) if flips else model
+
+
 def build_model(config: ModelConfig) -> QCResUNet:
     return QCResUNet(config)
 

@@ -52,10 +52,12 @@ from .queries import (
     perturbation_queries,
 )
 from .segmenter import (
+    SEGMENTER_CONFIG_FILE,
     TTA_FLIPS,
     SegmenterConfig,
     SegmenterTraining,
     TrainedSegmenter,
+    load_segmenter,
     predict_labels,
     save_segmenter,
     train_segmenter,
@@ -180,13 +182,26 @@ def _snapshots(iterations: int, fractions: Sequence[float]) -> tuple[int, ...]:
     return tuple(sorted({max(1, int(round(iterations * f))) for f in fractions}))
 
 
+SNAPSHOT_FOLDER = "segmenters"
+
+
 def _train(name: str, cases: Sequence[tuple[np.ndarray, np.ndarray]], iterations: int, fractions: Sequence[float],
-           config: SegmenterConfig, seed: int) -> TrainedSegmenter:
-    settings = SegmenterTraining(iterations=iterations, batch_size=2, seed=seed,
-                                 snapshot_iterations=_snapshots(iterations, fractions))
+           config: SegmenterConfig, seed: int, folder: Path) -> TrainedSegmenter:
+    """Train one segmenter run and keep its snapshots under ``folder/<name>/<iteration>``; a run whose
+    snapshots are all there already is loaded instead (the bank can be rebuilt without retraining)."""
+    wanted = _snapshots(iterations, fractions)
+    stored = {it: folder / name / str(it) for it in wanted}
+    if all((path / SEGMENTER_CONFIG_FILE).is_file() for path in stored.values()):
+        loaded = {it: load_segmenter(path) for it, path in stored.items()}
+        if all(net.config == config for net in loaded.values()):
+            logger.info("segmenter %s: snapshots %s loaded from %s", name, list(wanted), folder / name)
+            return TrainedSegmenter(config, {it: net.state_dict() for it, net in loaded.items()})
+    settings = SegmenterTraining(iterations=iterations, batch_size=2, seed=seed, snapshot_iterations=wanted)
     trained = train_segmenter([c[0] for c in cases], [c[1] for c in cases], settings, config,
                               _progress_logger(name, max(1, iterations // 10)))
     logger.info("segmenter %s: %d cases, %d iterations, %.0f s", name, len(cases), iterations, trained.seconds)
+    for iteration, path in stored.items():
+        save_segmenter(trained.model(iteration), path)
     return trained
 
 
@@ -229,17 +244,18 @@ def build_bank(data_dir: str | os.PathLike, out_dir: str | os.PathLike, split_fi
     fold_of = {case_id: index % folds for index, case_id in enumerate(train_ids)}
     trained: dict[str, TrainedSegmenter] = {}
     started = time.perf_counter()
+    snapshots = out / SNAPSHOT_FOLDER
     for fold in range(folds):
         seen = [loaded[c][:2] for c in train_ids if fold_of[c] != fold]
         trained[f"fold{fold}"] = _train(f"fold{fold}", seen, plan.segmenter_iterations, SNAPSHOT_FRACTIONS,
-                                        configured(plan.segmenter), seed + 100 + fold)
+                                        configured(plan.segmenter), seed + 100 + fold, snapshots)
         trained[f"weak{fold}"] = _train(f"weak{fold}", seen, plan.weak_iterations, WEAK_SNAPSHOT_FRACTIONS,
-                                        configured(plan.weak_segmenter), seed + 150 + fold)
+                                        configured(plan.weak_segmenter), seed + 150 + fold, snapshots)
     everything = [loaded[c][:2] for c in train_ids]
     trained["heldout"] = _train("heldout", everything, plan.heldout_iterations, SNAPSHOT_FRACTIONS,
-                                configured(plan.segmenter), seed + 200)
+                                configured(plan.segmenter), seed + 200, snapshots)
     trained["unet2d"] = _train("unet2d", everything, plan.second_architecture_iterations, SNAPSHOT_FRACTIONS,
-                               configured(plan.second_architecture), seed + 300)
+                               configured(plan.second_architecture), seed + 300, snapshots)
     save_segmenter(trained["heldout"].model(), out / "segmenter")
     save_segmenter(trained["unet2d"].model(), out / "segmenter_unet2d")
     logger.info("segmenters trained in %.0f s", time.perf_counter() - started)

@@ -247,3 +247,26 @@ def test_pearson_term_penalises_predictions_that_rank_cases_backwards():
 
     assert added(same_order) == pytest.approx(0.0, abs=1e-4)  # r = 1
     assert added(reversed_order) == pytest.approx(2.0, abs=1e-4)  # r = -1
+
+
+def test_segmentation_pretraining_leaves_the_case_head_out_of_the_loss():
+    batch = _truth_batch()
+    settings = TrainSettings(empty_query_probability=1.0)
+    onehot = torch.nn.functional.one_hot(batch.truth, 3).permute(0, 4, 1, 2, 3).float() * 20
+
+    def loss(dice) -> float:
+        output = QCOutput(error_logits_from_truth(onehot, one_hot(batch.query, LABELS)), dice, dice, onehot)
+        return multitask_loss(output, batch, settings, LABELS)[0].item()
+
+    assert loss(torch.zeros(2)) == pytest.approx(loss(torch.ones(2)))
+
+
+def test_training_only_the_case_head_leaves_every_other_weight_as_it_was(bank, trained_run, tmp_path):
+    out, _ = trained_run
+    settings = _settings(case_head_only=True, init=str(out / "last"))
+    trainer = Trainer(bank, tmp_path / "head", settings)
+    before = {k: v.clone() for k, v in trainer.model.state_dict().items()}
+    trainer.train()
+    after = trainer.model.state_dict()
+    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    assert changed and all(k.startswith("case_head.") for k in changed)

@@ -85,6 +85,9 @@ class TrainSettings:
     init: str = ""  # model package whose weights start the run (fine-tuning)
     empty_query_probability: float = 0.0  # 1.0 = segmentation pre-training (no query shown)
     error_dice_weight: float = 0.5  # truth output only: soft Dice of the derived error maps
+    # Train only the case (Dice/NSD regression) head, the rest frozen, on the case losses alone: a head left
+    # saturated by segmentation pre-training (every target 0 there) is re-learnt on the trained features.
+    case_head_only: bool = False
 
 
 def _soft_dice(prob: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -129,17 +132,25 @@ def error_loss(output, batch: Batch) -> tuple[torch.Tensor, dict[str, float]]:
 
 def multitask_loss(output, batch: Batch, settings: TrainSettings, labels: Sequence[int] = (1, 2)
                    ) -> tuple[torch.Tensor, dict[str, float]]:
-    """MAE(Dice) + MAE(NSD) + λ·(voxel loss of the output kind) [+ w·(1 - Pearson r of Dice)]."""
-    if output.truth_logits is not None:
-        voxel, parts = truth_loss(output, batch, labels, settings)
-    else:
-        voxel, parts = error_loss(output, batch)
+    """MAE(Dice) + MAE(NSD) + λ·(voxel loss of the output kind) [+ w·(1 - Pearson r of Dice)].
+
+    In segmentation pre-training (every query blanked) the case terms are left out: their targets are all
+    0 there, which would only saturate the case head.  With ``case_head_only`` the voxel terms are left out.
+    """
     dice_mae = (output.dice.float() - batch.dice).abs().mean()
-    loss = dice_mae + settings.error_map_weight * voxel
+    case_weight = 0.0 if settings.empty_query_probability >= 1.0 else 1.0
+    if settings.case_head_only:
+        loss, parts = case_weight * dice_mae, {}
+    else:
+        if output.truth_logits is not None:
+            voxel, parts = truth_loss(output, batch, labels, settings)
+        else:
+            voxel, parts = error_loss(output, batch)
+        loss = case_weight * dice_mae + settings.error_map_weight * voxel
     parts["dice_mae"] = dice_mae.item()
     if output.nsd is not None:
         nsd_mae = (output.nsd.float() - batch.nsd).abs().mean()
-        loss = loss + nsd_mae
+        loss = loss + case_weight * nsd_mae
         parts["nsd_mae"] = nsd_mae.item()
     if settings.pearson_weight > 0 and batch.dice.numel() >= MIN_PEARSON_BATCH:
         pred = output.dice.float() - output.dice.float().mean()
@@ -205,7 +216,6 @@ def evaluate_dataset(model, dataset: QueryDataset, device: torch.device, batch_s
         binary = (error_prob > 0.5).float()
         intersection += float((binary * batch.error_maps).sum())
         total += float(binary.sum() + batch.error_maps.sum())
-    model.train()
     pred, estimate, true = np.concatenate(preds), np.concatenate(estimates), np.concatenate(trues)
     perfect = dataset.identity[: len(true)]
     metrics = {"dice_mae": mae(pred, true), "dice_r": pearson_r(pred, true), "est_dice_mae": mae(estimate, true),
@@ -262,7 +272,14 @@ class Trainer:
             check_state_dict(self.model, start.model.state_dict(), settings.init)
             self.model.load_state_dict(start.model.state_dict())
             logger.info("Initialised from %s", settings.init)
-        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=settings.learning_rate,
+        if settings.case_head_only:
+            for name, parameter in self.model.named_parameters():
+                parameter.requires_grad_(name.startswith("case_head."))
+            for layer in self.model.case_head:
+                if isinstance(layer, torch.nn.Linear):
+                    layer.reset_parameters()
+        trainable = [p for p in self.model.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.AdamW(trainable, lr=settings.learning_rate,
                                            weight_decay=settings.weight_decay)
         self.use_amp = self.device.type == "cuda"
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp)
@@ -319,8 +336,13 @@ class Trainer:
         """Training wall time in seconds, including the runs this one resumed."""
         return self.elapsed_before + (time.perf_counter() - self.started if self.started else 0.0)
 
+    def _train_mode(self) -> None:
+        """Training mode, except with a frozen backbone: its dropout and norms then behave as at inference."""
+        self.model.train(not self.settings.case_head_only)
+
     def _evaluate(self) -> dict:
         metrics = evaluate_dataset(self.model, self.tune_set, self.device)
+        self._train_mode()
         record = {"iteration": self.iteration, "elapsed_s": round(self.elapsed(), 1),
                   "lr": self.optimizer.param_groups[0]["lr"], **{k: round(v, 5) for k, v in metrics.items()}}
         if metrics["dice_mae"] < self.best["dice_mae"]:
@@ -346,7 +368,7 @@ class Trainer:
         self.started = time.perf_counter()
         running: dict[str, float] = {}
         epoch: list[int] = []
-        self.model.train()
+        self._train_mode()
         while self.iteration < settings.iterations:
             if not epoch:
                 epoch = list(self.train_set.epoch_indices(settings.epoch_size, self.rng))
@@ -423,6 +445,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--error-dice-weight", type=float, default=TrainSettings.error_dice_weight,
                         help="truth-output models: weight of the derived error maps' soft Dice")
     parser.add_argument("--tuning-queries", type=int, default=TrainSettings.tuning_queries)
+    parser.add_argument("--case-head-only", action="store_true",
+                        help="re-initialise and train only the case Dice/NSD head (the rest frozen)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     overrides = json.loads(Path(args.model_config).read_text()) if args.model_config else {}
@@ -433,6 +457,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         seed=args.seed, mask_only=args.mask_only, max_minutes=args.max_minutes, threads=args.threads,
         warmup_iterations=args.warmup, init=args.init or "", empty_query_probability=args.empty_query_probability,
         error_dice_weight=args.error_dice_weight, tuning_queries=args.tuning_queries,
+        case_head_only=args.case_head_only,
         model_overrides=overrides)
     random.seed(settings.seed)
     np.random.seed(settings.seed)

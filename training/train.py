@@ -343,6 +343,8 @@ class Trainer:
     def _evaluate(self) -> dict:
         metrics = evaluate_dataset(self.model, self.tune_set, self.device)
         self._train_mode()
+        if self.settings.case_head_only:  # the maps are frozen: only the head's own Dice error can still change
+            metrics["selection"] = metrics["dice_mae"]
         record = {"iteration": self.iteration, "elapsed_s": round(self.elapsed(), 1),
                   "lr": self.optimizer.param_groups[0]["lr"], **{k: round(v, 5) for k, v in metrics.items()}}
         if metrics["dice_mae"] < self.best["dice_mae"]:

@@ -314,3 +314,53 @@ def test_bootstrap_ci_resamples_pairs_together():
 def test_bootstrap_ci_rejects_unequal_columns():
     with pytest.raises(InputError, match="same length"):
         evaluation.bootstrap_ci((np.zeros(3), np.zeros(4)), evaluation.mae)
+
+
+# --- localisation as a reviewer meets it ---------------------------------------------------------------
+
+def _error_volume() -> np.ndarray:
+    error = np.zeros((4, 20, 20), dtype=bool)
+    error[1, 2:7, 2:7] = True  # a 5x5 mm region: substantive
+    error[2, 10, 2:18] = True  # a one-pixel band: observer variability, never a region to find
+    return error
+
+
+def test_a_box_on_a_substantive_error_finds_it_and_is_right():
+    counts = evaluation.localisation_counts([[1, 2, 2, 7, 7]], _error_volume(), 0, (1.0, 1.0, 1.0))
+    assert (counts.found, counts.regions, counts.right, counts.boxes) == (1, 1, 1, 1)
+
+
+def test_thin_boundary_bands_are_not_regions_but_a_box_on_one_is_not_a_false_alarm():
+    counts = evaluation.localisation_counts([[2, 10, 2, 11, 18]], _error_volume(), 0, (1.0, 1.0, 1.0))
+    assert counts.regions == 1 and counts.found == 0
+    assert counts.right == 1
+
+
+def test_a_box_where_nothing_is_wrong_is_a_false_alarm_and_finds_nothing():
+    counts = evaluation.localisation_counts([[1, 12, 12, 18, 18]], _error_volume(), 0, (1.0, 1.0, 1.0))
+    assert (counts.found, counts.right, counts.boxes) == (0, 0, 1)
+
+
+def test_boxes_that_together_cover_half_of_a_region_find_it():
+    error = np.zeros((1, 40, 40), dtype=bool)
+    error[0, 5:35, 5:35] = True
+    one_wide_box = [[0, 5, 5, 35, 12]]  # IoU 0.23 with the region's box
+    # Slivers two pixels wide: each has IoU 0.067 with the region; eight of them cover more than half of it.
+    slivers = [[0, 5, 5, 35, 7], [0, 5, 8, 35, 10], [0, 5, 11, 35, 13], [0, 5, 14, 35, 16], [0, 5, 17, 35, 19],
+               [0, 5, 20, 35, 22], [0, 5, 23, 35, 25], [0, 5, 26, 35, 28]]
+    assert evaluation.localisation_counts(one_wide_box, error, 0, (1.0, 1.0, 1.0)).found == 1
+    few = evaluation.localisation_counts(slivers[:2], error, 0, (1.0, 1.0, 1.0))
+    many = evaluation.localisation_counts(slivers, error, 0, (1.0, 1.0, 1.0))
+    assert few.found == 0 and many.found == 1
+
+
+def test_region_area_is_measured_in_mm2():
+    error = np.zeros((1, 20, 20), dtype=bool)
+    error[0, 2:5, 2:5] = True  # 9 pixels: a region at 1.1 mm, not at 1 mm
+    assert evaluation.localisation_counts([], error, 0, (1.0, 1.0, 1.0)).regions == 0
+    assert evaluation.localisation_counts([], error, 0, (1.0, 1.1, 1.1)).regions == 1
+
+
+def test_counts_add_up_over_classes_and_queries():
+    total = evaluation.LocalisationCounts(1, 2, 3, 4) + evaluation.LocalisationCounts(1, 0, 0, 0)
+    assert (total.recall, total.precision) == (1.0, 0.75)

@@ -7,7 +7,13 @@ import torch
 
 from SegQCLib.errors import ModelError
 from SegQCLib.network.config import ModelConfig, reference_qcresunet_config
-from SegQCLib.network.qcresunet import build_model, count_conv_macs, count_parameters, one_hot
+from SegQCLib.network.qcresunet import (
+    build_model,
+    count_conv_macs,
+    count_parameters,
+    one_hot,
+    with_test_time_augmentation,
+)
 
 
 def tiny_config(**overrides) -> ModelConfig:
@@ -143,3 +149,52 @@ def test_default_config_is_far_cheaper_than_the_published_qcresunet_size():
     assert count_parameters(default) < 0.1 * count_parameters(reference)
     size = (32, 32, 32)  # cost per voxel is size independent; keep the reference forward small
     assert count_conv_macs(default, size) < 0.2 * count_conv_macs(reference, size)
+
+
+# --- the truth parameterisation and test-time augmentation --------------------------------------------
+
+def test_a_truth_output_network_derives_each_class_error_from_its_estimated_truth_and_the_mask():
+    config = tiny_config(output="truth")
+    model = build_model(config).eval()
+    image, mask = random_inputs(config, (16, 16, 16))
+    with torch.no_grad():
+        output = model(image, mask)
+    assert output.truth_logits.shape == (2, 3, 16, 16, 16)
+    prob = torch.softmax(output.truth_logits, 1)[:, 1:]
+    expected = mask * (1 - prob) + (1 - mask) * prob
+    torch.testing.assert_close(torch.sigmoid(output.error_logits), expected, atol=1e-5, rtol=1e-4)
+
+
+def test_the_truth_temperature_softens_the_estimated_truth():
+    image, mask = random_inputs(tiny_config(), (16, 16, 16))
+    sharp = build_model(tiny_config(output="truth")).eval()
+    soft = build_model(tiny_config(output="truth", truth_temperature=4.0)).eval()
+    soft.load_state_dict(sharp.state_dict())
+    with torch.no_grad():
+        torch.testing.assert_close(soft(image, mask).truth_logits, sharp(image, mask).truth_logits / 4.0)
+
+
+def test_flip_augmented_predictions_are_flip_equivariant():
+    config = tiny_config(output="truth", tta_flips=[[2]])
+    model = with_test_time_augmentation(build_model(config).eval())
+    image, mask = random_inputs(config, (16, 16, 16), batch=1)
+    with torch.no_grad():
+        plain = model(image, mask).error_logits
+        mirrored = model(torch.flip(image, [4]), torch.flip(mask, [4])).error_logits
+    torch.testing.assert_close(torch.flip(mirrored, [4]), plain, atol=1e-4, rtol=1e-4)
+
+
+def test_a_model_without_flips_runs_as_it_is():
+    model = build_model(tiny_config())
+    assert with_test_time_augmentation(model) is model
+
+
+@pytest.mark.parametrize("flips", [[[3]], [[]], [[1, 1]], "x"])
+def test_invalid_flip_axes_are_refused(flips):
+    with pytest.raises(ModelError, match="tta_flips"):
+        tiny_config(tta_flips=flips)
+
+
+def test_an_unknown_output_kind_is_refused():
+    with pytest.raises(ModelError, match="output"):
+        tiny_config(output="both")

@@ -10,8 +10,9 @@ from training_helpers import tiny_bank
 
 from SegQCLib.network.config import ModelConfig
 from SegQCLib.quality.metrics import multiclass_dice
-from training.bank import BANK_MANIFEST, BankCase, load_bank
-from training.dataset import DICE_BINS, NO_AUGMENTATION, AugmentParams, QueryDataset, dice_bins
+from training.bank import BANK_MANIFEST, BankCase, defect_family, load_bank, source_defects, source_segmenter
+from training.dataset import NO_AUGMENTATION, AugmentParams, QueryDataset, dice_bins, sampling_weights
+from training.queries import HELD_OUT_FAMILIES
 from training.splits import DEFAULT_SPLIT_FILE, load_split
 
 LABELS = [1, 2]
@@ -31,13 +32,23 @@ def test_bank_keeps_training_and_validation_cases_apart_as_the_split_says(bank):
     assert manifest["labels"] == LABELS
 
 
-def test_bank_holds_truth_perturbation_and_model_queries(bank):
+def test_bank_holds_truth_local_broad_and_model_queries(bank):
     train = load_bank(bank, "train")[0]
-    validation = load_bank(bank, "validation")[0]
-    heads = {s.split(":")[0] for s in train.sources}
-    assert "identity" in heads and "model" in heads and "model_tta" in heads
-    assert any(s.startswith("model:heldout") for s in validation.sources)
+    families = {defect_family(s) for s in train.sources}
+    assert {"identity", "local", "model", "model_tta"} <= families
+    assert {source_segmenter(s) for s in train.sources} - {None} == {"fold0", "weak0"} or \
+        {source_segmenter(s) for s in train.sources} - {None} == {"fold1", "weak1"}
     assert train.queries.shape[1:] == train.truth.shape == train.image.shape
+
+
+def test_validation_queries_come_from_segmenters_and_defect_families_training_never_used(bank):
+    validation = load_bank(bank, "validation")[0]
+    assert {source_segmenter(s) for s in validation.sources} - {None} == {"heldout", "unet2d"}
+    assert "unseen" in {defect_family(s) for s in validation.sources}
+    train_defects = {d for case in load_bank(bank, "train") for s in case.sources for d in source_defects(s)}
+    assert train_defects and not train_defects & {d.value for d in HELD_OUT_FAMILIES}
+    unseen = [s for s in validation.sources if defect_family(s) == "unseen"]
+    assert all(set(source_defects(s)) <= {d.value for d in HELD_OUT_FAMILIES} for s in unseen)
 
 
 def test_bank_case_round_trips_through_npz(bank, tmp_path):
@@ -103,30 +114,33 @@ def test_mask_only_samples_have_a_zero_image(bank):
     assert not dataset.sample(0, None).image.any()
 
 
-def test_balanced_epochs_draw_every_occupied_dice_bin_equally(dataset):
-    indices = dataset.balanced_indices(60, np.random.default_rng(0))
-    counts = np.bincount(dataset.bins[indices], minlength=DICE_BINS)
-    occupied = counts[np.bincount(dataset.bins, minlength=DICE_BINS) > 0]
-    assert occupied.min() >= occupied.max() - 1
+def test_sampling_weights_temper_the_dice_bin_balance_cap_repeats_and_give_the_truth_its_share():
+    dice = np.array([0.05] * 2 + [0.55] * 18 + [0.97] * 180 + [1.0] * 10)
+    identity = np.array([False] * 200 + [True] * 10)
+    weights = sampling_weights(dice, identity, alpha=0.5, max_ratio=4.0, identity_share=0.1)
+    assert weights.sum() == pytest.approx(1.0)
+    assert weights[identity].sum() == pytest.approx(0.1)
+    others = weights[~identity]
+    assert others.max() <= 4.0 * others.mean() * (1 + 1e-6)  # a sparse bin's queries are not repeated without bound
+    assert others[0] > others[2] > others[-1]  # sparser bins still weigh more per query
+    assert others[-180:].sum() > 0.5  # but the dense good-quality bin keeps most of the epoch
     assert dice_bins(np.array([0.0, 0.05, 0.55, 1.0])).tolist() == [0, 0, 5, 9]
 
 
-def test_replacing_the_heldout_segmenter_swaps_only_its_validation_queries(bank, tmp_path):
-    import shutil
+def test_epochs_draw_the_truth_at_its_share(dataset):
+    indices = dataset.epoch_indices(4000, np.random.default_rng(0))
+    assert dataset.identity[indices].mean() == pytest.approx(0.1, abs=0.02)
 
-    from SegQCLib.io.datasets import hippocampus_dir
-    from training.bank import replace_heldout
 
-    copy = tmp_path / "bank"
-    shutil.copytree(bank, copy)
-    before = {c.case_id: c for c in load_bank(copy, "validation")}
-    replace_heldout(copy, hippocampus_dir(), iterations=3)
-    for case in load_bank(copy, "validation"):
-        old = before[case.case_id]
-        kept = [s for s in old.sources if ":heldout" not in s]
-        assert [s for s in case.sources if ":heldout" not in s] == kept
-        assert {s for s in case.sources if ":heldout" in s} == {"model:heldout@1", "model:heldout@3",
-                                                                 "model_tta:heldout@3"}
-        np.testing.assert_array_equal(case.queries[: len(kept)],
-                                      old.queries[[i for i, s in enumerate(old.sources) if ":heldout" not in s]])
-    assert json.loads((copy / BANK_MANIFEST).read_text())["heldout_iterations"] == 3
+def test_a_blanked_query_shows_no_segmentation_and_every_truth_voxel_is_an_error(bank):
+    always_blank = QueryDataset(load_bank(bank, "train"), ModelConfig(), NO_AUGMENTATION, empty_query_probability=1.0)
+    sample = always_blank.sample(1, np.random.default_rng(0))
+    assert not sample.query.any() and sample.dice == 0.0
+    for index, label in enumerate(LABELS):
+        np.testing.assert_array_equal(sample.error_maps[index] > 0, sample.truth == label)
+
+
+def test_epoch_shares_report_where_the_errors_are(dataset):
+    shares = dataset.error_voxel_shares()
+    assert shares["error_inside_query"] + shares["error_outside_query"] == pytest.approx(1.0)
+    assert shares["identity_share"] == pytest.approx(0.1)

@@ -11,6 +11,7 @@ from training.segmenter import (
     TTA_FLIPS,
     SegmenterConfig,
     SegmenterTraining,
+    UNet3D,
     load_segmenter,
     predict_labels,
     predict_probabilities,
@@ -64,3 +65,19 @@ def test_saved_segmenter_predicts_like_the_original(trained, hippocampus_sample,
 def test_missing_segmenter_files_raise_a_model_error(tmp_path):
     with pytest.raises(ModelError, match="missing"):
         load_segmenter(tmp_path)
+
+
+def test_the_slice_wise_2d_segmenter_segments_every_slice_on_its_own(hippocampus_sample):
+    config = SegmenterConfig(base_channels=4, levels=2, architecture="unet2d")
+    net = UNet3D(config).eval()
+    x = torch.randn(1, 1, 4, 16, 16)
+    with torch.no_grad():
+        whole = net(x)
+        alone = net(x[:, :, 2:3])
+    assert whole.shape == (1, 3, 4, 16, 16)
+    torch.testing.assert_close(whole[:, :, 2:3], alone)
+
+
+def test_an_unknown_segmenter_architecture_is_refused():
+    with pytest.raises(ValueError, match="architecture"):
+        SegmenterConfig(architecture="vnet")

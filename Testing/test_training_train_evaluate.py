@@ -11,8 +11,8 @@ from training_helpers import tiny_bank
 
 from SegQCLib.geometry import Geometry
 from SegQCLib.network.package import load_model_package
-from SegQCLib.network.qcresunet import QCOutput
-from SegQCLib.quality.metrics import case_metrics
+from SegQCLib.network.qcresunet import QCOutput, error_logits_from_truth, one_hot
+from SegQCLib.quality.metrics import case_metrics, multiclass_dice
 from SegQCLib.quality.regions import RegionParams, find_error_boxes
 from training.bank import load_bank
 from training.dataset import Batch
@@ -32,7 +32,16 @@ from training.evaluate import (
     summarize,
     tta_error_prob,
 )
-from training.train import METRICS_FILE, Trainer, TrainSettings, learning_rate_at, multitask_loss, training_progress
+from training.train import (
+    METRICS_FILE,
+    Trainer,
+    TrainSettings,
+    estimated_case_dice,
+    learning_rate_at,
+    multitask_loss,
+    selection_score,
+    training_progress,
+)
 
 LABELS = [1, 2]
 TINY_MODEL = {"widths": [4, 8, 8, 8], "full_res_width": 4, "case_head_hidden": 8}
@@ -63,7 +72,7 @@ def test_training_writes_checkpoint_metrics_and_loadable_best_packages(trained_r
     assert (out / "checkpoint.pt").is_file()
     records = [json.loads(line) for line in (out / METRICS_FILE).read_text().splitlines()]
     assert [r["iteration"] for r in records] == [2, 4]
-    for name in ("best_mae", "best_r", "last"):
+    for name in ("best_mae", "best_r", "best", "last"):
         package = load_model_package(out / name)
         assert package.config.trained and package.config.widths == TINY_MODEL["widths"]
         assert "train_mean_dice" in package.config.validation_metrics
@@ -92,12 +101,51 @@ def test_loss_is_zero_for_a_perfect_prediction_and_grows_with_errors():
     error_maps = torch.zeros(2, 2, 4, 4, 4)
     error_maps[0, 0, :2] = 1
     batch = Batch(torch.zeros(2, 1, 4, 4, 4), torch.zeros(2, 4, 4, 4, dtype=torch.long), error_maps,
-                  torch.tensor([0.5, 1.0]), torch.tensor([0.4, 1.0]))
+                  torch.tensor([0.5, 1.0]), torch.tensor([0.4, 1.0]), torch.zeros(2, 4, 4, 4, dtype=torch.long))
     perfect = QCOutput((error_maps * 2 - 1) * 50, batch.dice.clone(), batch.nsd.clone())
     wrong = QCOutput(-perfect.error_logits, 1 - batch.dice, 1 - batch.nsd)
     settings = TrainSettings(pearson_weight=0.0)
     assert multitask_loss(perfect, batch, settings)[0].item() == pytest.approx(0.0, abs=1e-3)
     assert multitask_loss(wrong, batch, settings)[0].item() > 2.0
+
+
+def _truth_batch() -> Batch:
+    """Two samples on a 6^3 grid: the first query misses half of class 1, the second is the truth."""
+    truth = torch.zeros(2, 6, 6, 6, dtype=torch.long)
+    truth[:, 1:5, 1:5, 1:3] = 1
+    truth[:, 1:5, 1:5, 3:5] = 2
+    query = truth.clone()
+    query[0, 1:3][query[0, 1:3] == 1] = 0
+    errors = torch.stack([torch.stack([(q == c) ^ (t == c) for c in LABELS]) for q, t in zip(query, truth)]).float()
+    dice = torch.tensor([float(multiclass_dice(query[0].numpy(), truth[0].numpy(), LABELS)), 1.0])
+    return Batch(torch.zeros(2, 1, 6, 6, 6), query, errors, dice, dice.clone(), truth)
+
+
+def test_truth_output_loss_is_small_for_the_true_segmentation_and_large_for_the_query_copied():
+    batch = _truth_batch()
+    onehot = torch.nn.functional.one_hot(batch.truth, 3).permute(0, 4, 1, 2, 3).float()
+    copied = torch.nn.functional.one_hot(batch.query, 3).permute(0, 4, 1, 2, 3).float()
+    settings = TrainSettings()
+
+    def loss(truth_logits) -> float:
+        errors = error_logits_from_truth(truth_logits, one_hot(batch.query, LABELS))
+        return multitask_loss(QCOutput(errors, batch.dice, batch.nsd, truth_logits), batch, settings, LABELS)[0].item()
+
+    right, copy = loss((onehot * 2 - 1) * 30), loss((copied * 2 - 1) * 30)
+    assert right < 0.05
+    assert copy > right + 0.5  # copying the query misses its error: a visible price
+
+
+def test_estimated_case_dice_matches_segqc_formula_on_the_true_error_map():
+    batch = _truth_batch()
+    estimate = estimated_case_dice(batch.error_maps, one_hot(batch.query, LABELS))
+    torch.testing.assert_close(estimate, batch.dice, atol=1e-6, rtol=0)
+
+
+def test_selection_prefers_a_model_that_leaves_perfect_queries_alone():
+    good = {"est_dice_mae": 0.05, "error_map_dice": 0.6, "perfect_est_dice": 0.99}
+    flags_everything = {"est_dice_mae": 0.05, "error_map_dice": 0.6, "perfect_est_dice": 0.85}
+    assert selection_score(good) < selection_score(flags_everything)
 
 
 # --- evaluation ---------------------------------------------------------------------------------------
@@ -186,7 +234,8 @@ def test_bundled_package_loads_with_half_size_weights_and_a_card_with_the_licens
 def test_pearson_term_penalises_predictions_that_rank_cases_backwards():
     error_maps = torch.zeros(4, 2, 4, 4, 4)
     batch = Batch(torch.zeros(4, 1, 4, 4, 4), torch.zeros(4, 4, 4, 4, dtype=torch.long), error_maps,
-                  torch.tensor([0.2, 0.4, 0.6, 0.8]), torch.tensor([0.2, 0.4, 0.6, 0.8]))
+                  torch.tensor([0.2, 0.4, 0.6, 0.8]), torch.tensor([0.2, 0.4, 0.6, 0.8]),
+                  torch.zeros(4, 4, 4, 4, dtype=torch.long))
     logits = torch.full_like(error_maps, -50.0)
     same_order = QCOutput(logits, torch.tensor([0.3, 0.4, 0.5, 0.6]), batch.nsd)
     reversed_order = QCOutput(logits, torch.tensor([0.6, 0.5, 0.4, 0.3]), batch.nsd)
@@ -198,3 +247,26 @@ def test_pearson_term_penalises_predictions_that_rank_cases_backwards():
 
     assert added(same_order) == pytest.approx(0.0, abs=1e-4)  # r = 1
     assert added(reversed_order) == pytest.approx(2.0, abs=1e-4)  # r = -1
+
+
+def test_segmentation_pretraining_leaves_the_case_head_out_of_the_loss():
+    batch = _truth_batch()
+    settings = TrainSettings(empty_query_probability=1.0)
+    onehot = torch.nn.functional.one_hot(batch.truth, 3).permute(0, 4, 1, 2, 3).float() * 20
+
+    def loss(dice) -> float:
+        output = QCOutput(error_logits_from_truth(onehot, one_hot(batch.query, LABELS)), dice, dice, onehot)
+        return multitask_loss(output, batch, settings, LABELS)[0].item()
+
+    assert loss(torch.zeros(2)) == pytest.approx(loss(torch.ones(2)))
+
+
+def test_training_only_the_case_head_leaves_every_other_weight_as_it_was(bank, trained_run, tmp_path):
+    out, _ = trained_run
+    settings = _settings(case_head_only=True, init=str(out / "last"))
+    trainer = Trainer(bank, tmp_path / "head", settings)
+    before = {k: v.clone() for k, v in trainer.model.state_dict().items()}
+    trainer.train()
+    after = trainer.model.state_dict()
+    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    assert changed and all(k.startswith("case_head.") for k in changed)

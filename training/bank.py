@@ -1,15 +1,25 @@
 """The query bank: every case's image, truth and query segmentations, one compressed ``.npz`` per case.
 
-``python -m training.bank --data DIR --out DIR`` builds it:
+``python -m training.bank --data DIR --out DIR`` builds it (settings in :class:`BankPlan`):
 
-1. split the dataset by case id (fixed seed, the committed split file);
-2. train three small segmenters (:mod:`training.segmenter`): fold A on half of the training cases, fold
-   B on the other half, and a *held-out* one on all training cases with another seed;
-3. training cases get perturbation queries (``TRAIN_MIX``, seed ``seed``) and the predictions of the
-   fold that did not see them, at every snapshot, plain and with flip TTA;
-4. validation cases get perturbation queries from the held-out ``VALIDATION_MIX`` with seed ``seed + 1``,
-   and the predictions of the held-out segmenter (a training run whose errors the QC network never saw),
-   plus the final fold models' TTA predictions.
+1. split the dataset by case id (the committed split file, extended when the data grew);
+2. train the segmenters (:mod:`training.segmenter`) that make real model errors:
+
+   * ``fold0..foldK-1``: 3D U-Nets, each on the training cases outside its fold, trained to real quality
+     (hippocampus segmenters reach Dice about 0.88) with snapshots along training, so their predictions
+     span poor early masks (heavy over-segmentation) to good final ones;
+   * ``weak0..``: a smaller 3D U-Net per fold, trained briefly (another family of errors);
+   * ``heldout``: a 3D U-Net on all training cases with another seed, for the validation cases only;
+   * ``unet2d``: a slice-wise 2D U-Net on all training cases, for the validation cases only (a second
+     segmenter architecture, whose errors no training query resembles);
+
+3. training cases get the truth itself, local defects (:data:`~training.queries.LOCAL_MIX`: good
+   segmentations with one or two local errors, what reviewers mostly check), broad defects
+   (:data:`~training.queries.TRAIN_MIX`), and the predictions of their fold's segmenters (which never
+   saw them) at every snapshot, plain and with flip TTA;
+4. validation cases get, with other seeds, the truth, the held-out ``VALIDATION_MIX``, local defects,
+   defect families never used in training (:data:`~training.queries.HELD_OUT_MIX`), and the predictions
+   of ``heldout`` and ``unet2d``.
 
 Targets are not stored: training recomputes them after spatial augmentation, evaluation computes them
 from the stored query and truth.  The bank lives outside the repository (it is derived from the data).
@@ -23,7 +33,7 @@ import logging
 import os
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -31,12 +41,23 @@ import numpy as np
 from SegQCLib.io.datasets import hippocampus_dir, list_nnunet_cases
 from SegQCLib.io.image_files import read_image, read_labelmap
 
-from .queries import TRAIN_MIX, VALIDATION_MIX, Defect, Query, QueryMix, perturbation_queries
+from .queries import (
+    HELD_OUT_MIX,
+    LOCAL_MIX,
+    TRAIN_MIX,
+    VALIDATION_MIX,
+    Defect,
+    Query,
+    QueryMix,
+    perturbation_queries,
+)
 from .segmenter import (
+    SEGMENTER_CONFIG_FILE,
     TTA_FLIPS,
     SegmenterConfig,
     SegmenterTraining,
     TrainedSegmenter,
+    load_segmenter,
     predict_labels,
     save_segmenter,
     train_segmenter,
@@ -47,8 +68,31 @@ logger = logging.getLogger(__name__)
 
 BANK_MANIFEST = "manifest.json"
 DEFAULT_SEED = 7
-DEFAULT_TRAIN_QUERIES = 20
-DEFAULT_VALIDATION_QUERIES = 14
+# Snapshots as fractions of a run: early ones make the poor queries, the last the good ones.
+SNAPSHOT_FRACTIONS = (1 / 30, 1 / 10, 1 / 4, 1 / 2, 1.0)
+WEAK_SNAPSHOT_FRACTIONS = (1 / 3, 1.0)
+# TTA predictions only of snapshots from this fraction of the run on (early snapshots are all poor).
+TTA_FROM_FRACTION = 0.25
+
+
+@dataclass(frozen=True)
+class BankPlan:
+    """How many queries of each kind, and how long each segmenter trains."""
+
+    folds: int = 3
+    segmenter_iterations: int = 1500
+    weak_iterations: int = 300
+    heldout_iterations: int = 1500
+    second_architecture_iterations: int = 1500
+    train_local_queries: int = 12
+    train_broad_queries: int = 8
+    validation_queries: int = 12
+    validation_local_queries: int = 6
+    validation_unseen_family_queries: int = 6
+    segmenter: SegmenterConfig = SegmenterConfig()
+    weak_segmenter: SegmenterConfig = SegmenterConfig(base_channels=4, levels=2)
+    second_architecture: SegmenterConfig = SegmenterConfig(architecture="unet2d")
+    max_cases: int | None = None
 
 
 @dataclass
@@ -81,27 +125,48 @@ class BankCase:
 
 
 def source_name(defects: Sequence[Defect], detail: str = "") -> str:
-    """A query's provenance as one string, e.g. ``seggen+boundary`` or ``model:foldA@120``."""
+    """A query's provenance as one string, e.g. ``seggen+boundary``, ``local:missing_part`` or
+    ``model:fold0@1500``."""
     name = "+".join(d.value for d in defects)
     return f"{name}:{detail}" if detail else name
 
 
 def defect_family(source: str) -> str:
-    """Coarse group of a source string for reporting: identity, model, model_tta, perturbation, composed."""
-    head = source.split(":", 1)[0]
+    """Coarse group of a source string for reporting: identity, model, model_tta, local (defects of
+    :data:`~training.queries.LOCAL_MIX`), unseen (families never in training), perturbation, composed."""
+    head, _, detail = source.partition(":")
     if head in (Defect.MODEL.value, Defect.MODEL_TTA.value, Defect.IDENTITY.value):
         return head
+    if detail in ("local", "unseen"):
+        return detail
     return "composed" if "+" in head else "perturbation"
 
 
+def source_segmenter(source: str) -> str | None:
+    """The segmenter run that made a model query (``fold0``, ``heldout``, ``unet2d``...), else None."""
+    head, _, detail = source.partition(":")
+    if head not in (Defect.MODEL.value, Defect.MODEL_TTA.value) or not detail:
+        return None
+    return detail.split("@", 1)[0]
+
+
+def source_defects(source: str) -> tuple[str, ...]:
+    """The defect names of a perturbation query's source (empty for model and identity queries)."""
+    head = source.split(":", 1)[0]
+    if head in (Defect.MODEL.value, Defect.MODEL_TTA.value, Defect.IDENTITY.value):
+        return ()
+    return tuple(head.split("+"))
+
+
 def model_queries(trained: TrainedSegmenter, name: str, image: np.ndarray, with_tta: bool) -> list[Query]:
-    """Predictions of every snapshot (and, if asked, flip-TTA predictions of the later half)."""
+    """Predictions of every snapshot (and, if asked, flip-TTA predictions of the later snapshots)."""
     queries = []
     iterations = sorted(trained.snapshots)
+    last = iterations[-1]
     for iteration in iterations:
         net = trained.model(iteration)
         queries.append(Query(predict_labels(net, image), (Defect.MODEL,), f"{name}@{iteration}"))
-        if with_tta and iteration >= iterations[len(iterations) // 2]:
+        if with_tta and iteration >= TTA_FROM_FRACTION * last:
             queries.append(Query(predict_labels(net, image, TTA_FLIPS), (Defect.MODEL_TTA,), f"{name}@{iteration}"))
     return queries
 
@@ -113,12 +178,48 @@ def _progress_logger(name: str, every: int):
     return report
 
 
+def _snapshots(iterations: int, fractions: Sequence[float]) -> tuple[int, ...]:
+    return tuple(sorted({max(1, int(round(iterations * f))) for f in fractions}))
+
+
+SNAPSHOT_FOLDER = "segmenters"
+
+
+def _train(name: str, cases: Sequence[tuple[np.ndarray, np.ndarray]], iterations: int, fractions: Sequence[float],
+           config: SegmenterConfig, seed: int, folder: Path) -> TrainedSegmenter:
+    """Train one segmenter run and keep its snapshots under ``folder/<name>/<iteration>``; a run whose
+    snapshots are all there already is loaded instead (the bank can be rebuilt without retraining)."""
+    wanted = _snapshots(iterations, fractions)
+    stored = {it: folder / name / str(it) for it in wanted}
+    if all((path / SEGMENTER_CONFIG_FILE).is_file() for path in stored.values()):
+        loaded = {it: load_segmenter(path) for it, path in stored.items()}
+        if all(net.config == config for net in loaded.values()):
+            logger.info("segmenter %s: snapshots %s loaded from %s", name, list(wanted), folder / name)
+            return TrainedSegmenter(config, {it: net.state_dict() for it, net in loaded.items()})
+    settings = SegmenterTraining(iterations=iterations, batch_size=2, seed=seed, snapshot_iterations=wanted)
+    trained = train_segmenter([c[0] for c in cases], [c[1] for c in cases], settings, config,
+                              _progress_logger(name, max(1, iterations // 10)))
+    logger.info("segmenter %s: %d cases, %d iterations, %.0f s", name, len(cases), iterations, trained.seconds)
+    for iteration, path in stored.items():
+        save_segmenter(trained.model(iteration), path)
+    return trained
+
+
+def _perturbations(truth: np.ndarray, labels: Sequence[int], rng: np.random.Generator,
+                   parts: Sequence[tuple[str, QueryMix, int]], with_truth: bool) -> list[tuple[Query, str]]:
+    """The truth (if asked), then each (detail, mix, count) part's perturbation queries with their sources."""
+    out = []
+    if with_truth:
+        out.append((Query(truth.copy(), (Defect.IDENTITY,), "truth"), source_name((Defect.IDENTITY,), "truth")))
+    for detail, mix, count in parts:
+        for query in perturbation_queries(truth, labels, count, rng, mix):
+            identity = query.defects == (Defect.IDENTITY,)
+            out.append((query, source_name(query.defects, "truth" if identity else detail)))
+    return out
+
+
 def build_bank(data_dir: str | os.PathLike, out_dir: str | os.PathLike, split_file: str | os.PathLike,
-               seed: int = DEFAULT_SEED, train_queries: int = DEFAULT_TRAIN_QUERIES,
-               validation_queries: int = DEFAULT_VALIDATION_QUERIES, segmenter_iterations: int = 250,
-               heldout_iterations: int = 400, max_cases: int | None = None,
-               train_mix: QueryMix = TRAIN_MIX, validation_mix: QueryMix = VALIDATION_MIX,
-               segmenter_config: SegmenterConfig | None = None) -> Path:
+               seed: int = DEFAULT_SEED, plan: BankPlan = BankPlan()) -> Path:
     out = Path(out_dir)
     (out / "train").mkdir(parents=True, exist_ok=True)
     (out / "validation").mkdir(parents=True, exist_ok=True)
@@ -126,98 +227,69 @@ def build_bank(data_dir: str | os.PathLike, out_dir: str | os.PathLike, split_fi
     split = load_or_make_split(list(cases), split_file)
     train_ids = list(split.train)
     val_ids = list(split.validation)
-    if max_cases is not None:
-        train_ids, val_ids = train_ids[:max_cases], val_ids[: max(2, max_cases // 2)]
+    if plan.max_cases is not None:
+        train_ids, val_ids = train_ids[: plan.max_cases], val_ids[: max(2, plan.max_cases // 2)]
     loaded = {}
     for case_id in train_ids + val_ids:
         image = read_image(cases[case_id].images[0])
         label = read_labelmap(cases[case_id].label)
         loaded[case_id] = (image.array, label.array, tuple(reversed(image.geometry.spacing_xyz_mm)))
     labels = tuple(sorted({int(v) for cid in train_ids for v in np.unique(loaded[cid][1]) if v != 0}))
-    config = segmenter_config or SegmenterConfig(num_classes=len(labels) + 1)
+    classes = len(labels) + 1
 
-    half = len(train_ids) // 2
-    folds = {"foldA": train_ids[:half], "foldB": train_ids[half:]}
-    step = max(1, segmenter_iterations // 10)
-    snapshots = tuple(sorted({max(1, segmenter_iterations * k // 24) for k in (1, 2, 4, 8, 14, 24)}))
+    def configured(config: SegmenterConfig) -> SegmenterConfig:
+        return SegmenterConfig(**{**asdict(config), "num_classes": classes})
+
+    folds = max(2, min(plan.folds, len(train_ids)))
+    fold_of = {case_id: index % folds for index, case_id in enumerate(train_ids)}
     trained: dict[str, TrainedSegmenter] = {}
-    for index, (name, ids) in enumerate(folds.items()):
-        settings = SegmenterTraining(iterations=segmenter_iterations, batch_size=2, seed=seed + 100 + index,
-                                     snapshot_iterations=snapshots)
-        trained[name] = train_segmenter([loaded[c][0] for c in ids], [loaded[c][1] for c in ids], settings, config,
-                                        _progress_logger(name, step))
-        logger.info("segmenter %s: %d cases, %.0f s", name, len(ids), trained[name].seconds)
-    heldout_snapshots = tuple(sorted({max(1, heldout_iterations * k // 24) for k in (1, 3, 6, 12, 24)}))
-    settings = SegmenterTraining(iterations=heldout_iterations, batch_size=2, seed=seed + 200,
-                                 snapshot_iterations=heldout_snapshots)
-    trained["heldout"] = train_segmenter([loaded[c][0] for c in train_ids], [loaded[c][1] for c in train_ids],
-                                         settings, config, _progress_logger("heldout", step))
-    logger.info("segmenter heldout: %d cases, %.0f s", len(train_ids), trained["heldout"].seconds)
+    started = time.perf_counter()
+    snapshots = out / SNAPSHOT_FOLDER
+    for fold in range(folds):
+        seen = [loaded[c][:2] for c in train_ids if fold_of[c] != fold]
+        trained[f"fold{fold}"] = _train(f"fold{fold}", seen, plan.segmenter_iterations, SNAPSHOT_FRACTIONS,
+                                        configured(plan.segmenter), seed + 100 + fold, snapshots)
+        trained[f"weak{fold}"] = _train(f"weak{fold}", seen, plan.weak_iterations, WEAK_SNAPSHOT_FRACTIONS,
+                                        configured(plan.weak_segmenter), seed + 150 + fold, snapshots)
+    everything = [loaded[c][:2] for c in train_ids]
+    trained["heldout"] = _train("heldout", everything, plan.heldout_iterations, SNAPSHOT_FRACTIONS,
+                                configured(plan.segmenter), seed + 200, snapshots)
+    trained["unet2d"] = _train("unet2d", everything, plan.second_architecture_iterations, SNAPSHOT_FRACTIONS,
+                               configured(plan.second_architecture), seed + 300, snapshots)
     save_segmenter(trained["heldout"].model(), out / "segmenter")
+    save_segmenter(trained["unet2d"].model(), out / "segmenter_unet2d")
+    logger.info("segmenters trained in %.0f s", time.perf_counter() - started)
 
-    other_fold = {c: "foldB" for c in folds["foldA"]} | {c: "foldA" for c in folds["foldB"]}
-    start = time.perf_counter()
-    for subset, ids, mix, n_queries, query_seed in (
-        ("train", train_ids, train_mix, train_queries, seed),
-        ("validation", val_ids, validation_mix, validation_queries, seed + 1),
-    ):
+    started = time.perf_counter()
+    for subset, ids, query_seed in (("train", train_ids, seed), ("validation", val_ids, seed + 1)):
         for case_index, case_id in enumerate(ids):
             image, truth, spacing = loaded[case_id]
             rng = np.random.default_rng([query_seed, case_index])
-            queries = perturbation_queries(truth, labels, n_queries, rng, mix)
-            sources = [source_name(q.defects, q.source if q.source == "truth" else "") for q in queries]
             if subset == "train":
-                model_made = model_queries(trained[other_fold[case_id]], other_fold[case_id], image, with_tta=True)
+                made = _perturbations(truth, labels, rng, (("local", LOCAL_MIX, plan.train_local_queries),
+                                                           ("", TRAIN_MIX, plan.train_broad_queries)), True)
+                fold = fold_of[case_id]
+                runs = [(f"fold{fold}", True), (f"weak{fold}", False)]
             else:
-                model_made = model_queries(trained["heldout"], "heldout", image, with_tta=True)
-                for name in folds:
-                    final = trained[name].model()
-                    model_made.append(Query(predict_labels(final, image, TTA_FLIPS), (Defect.MODEL_TTA,), name))
-            queries += model_made
-            sources += [source_name(q.defects, q.source) for q in model_made]
-            BankCase(case_id, image, truth, np.stack([q.mask for q in queries]), sources, spacing, labels).save(
-                out / subset)
-        logger.info("bank %s: %d cases written (%.0f s so far)", subset, len(ids), time.perf_counter() - start)
+                made = _perturbations(truth, labels, rng, (
+                    ("", VALIDATION_MIX, plan.validation_queries),
+                    ("local", LOCAL_MIX, plan.validation_local_queries),
+                    ("unseen", HELD_OUT_MIX, plan.validation_unseen_family_queries)), False)
+                runs = [("heldout", True), ("unet2d", False)]
+            for name, with_tta in runs:
+                made += [(q, source_name(q.defects, q.source))
+                         for q in model_queries(trained[name], name, image, with_tta)]
+            BankCase(case_id, image, truth, np.stack([q.mask for q, _ in made]), [s for _, s in made], spacing,
+                     labels).save(out / subset)
+        logger.info("bank %s: %d cases written (%.0f s so far)", subset, len(ids), time.perf_counter() - started)
+    plan_data = asdict(plan)
     manifest = {
         "data": str(data_dir), "split_file": str(split_file), "seed": seed, "labels": list(labels),
-        "train_cases": train_ids, "validation_cases": val_ids, "train_queries_per_case": train_queries,
-        "validation_queries_per_case": validation_queries,
+        "train_cases": train_ids, "validation_cases": val_ids, "plan": plan_data,
         "segmenter_seconds": {k: round(v.seconds, 1) for k, v in trained.items()},
     }
     (out / BANK_MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n")
     return out
-
-
-def replace_heldout(bank_dir: str | os.PathLike, data_dir: str | os.PathLike, iterations: int,
-                    seed: int = DEFAULT_SEED) -> Path:
-    """Retrain the held-out segmenter longer and replace its queries in the validation cases.
-
-    The held-out run makes the validation's model-made queries, the TTA baseline and the sample case, so
-    it should reach the quality of a real segmentation model; its snapshots still span the Dice range.
-    """
-    bank = Path(bank_dir)
-    manifest = json.loads((bank / BANK_MANIFEST).read_text())
-    cases = {c.case_id: c for c in list_nnunet_cases(data_dir)}
-    train_ids = manifest["train_cases"]
-    images = [read_image(cases[c].images[0]).array for c in train_ids]
-    labels = [read_labelmap(cases[c].label).array for c in train_ids]
-    snapshots = tuple(sorted({max(1, iterations * k // 24) for k in (1, 3, 6, 12, 24)}))
-    settings = SegmenterTraining(iterations=iterations, batch_size=2, seed=seed + 200, snapshot_iterations=snapshots)
-    config = SegmenterConfig(num_classes=len(manifest["labels"]) + 1)
-    trained = train_segmenter(images, labels, settings, config, _progress_logger("heldout", max(1, iterations // 20)))
-    logger.info("segmenter heldout: %d cases, %.0f s", len(train_ids), trained.seconds)
-    save_segmenter(trained.model(), bank / "segmenter")
-    for path in sorted((bank / "validation").glob("*.npz")):
-        case = BankCase.load(path)
-        keep = [i for i, source in enumerate(case.sources) if ":heldout" not in source]
-        made = model_queries(trained, "heldout", case.image, with_tta=True)
-        case.queries = np.concatenate([case.queries[keep], np.stack([q.mask for q in made])])
-        case.sources = [case.sources[i] for i in keep] + [source_name(q.defects, q.source) for q in made]
-        case.save(bank / "validation")
-    manifest["segmenter_seconds"]["heldout"] = round(trained.seconds, 1)
-    manifest["heldout_iterations"] = iterations
-    (bank / BANK_MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n")
-    return bank
 
 
 def load_bank(folder: str | os.PathLike, subset: str) -> list[BankCase]:
@@ -235,24 +307,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--out", required=True, help="output folder (outside the repository)")
     parser.add_argument("--split", default=str(DEFAULT_SPLIT_FILE), help="split JSON (created if missing)")
     parser.add_argument("--seed", type=int, default=DEFAULT_SEED)
-    parser.add_argument("--train-queries", type=int, default=DEFAULT_TRAIN_QUERIES)
-    parser.add_argument("--validation-queries", type=int, default=DEFAULT_VALIDATION_QUERIES)
-    parser.add_argument("--segmenter-iterations", type=int, default=250)
-    parser.add_argument("--heldout-iterations", type=int, default=400)
+    defaults = BankPlan()
+    parser.add_argument("--folds", type=int, default=defaults.folds)
+    parser.add_argument("--segmenter-iterations", type=int, default=defaults.segmenter_iterations)
+    parser.add_argument("--weak-iterations", type=int, default=defaults.weak_iterations)
+    parser.add_argument("--heldout-iterations", type=int, default=defaults.heldout_iterations)
+    parser.add_argument("--second-architecture-iterations", type=int,
+                        default=defaults.second_architecture_iterations)
     parser.add_argument("--max-cases", type=int, default=None, help="use only the first N training cases")
-    parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--replace-heldout", action="store_true",
-                        help="retrain only the held-out segmenter (--heldout-iterations) in an existing bank")
+    parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     import torch
 
     torch.set_num_threads(args.threads)
-    if args.replace_heldout:
-        replace_heldout(args.out, args.data, args.heldout_iterations, args.seed)
-        return 0
-    build_bank(args.data, args.out, args.split, args.seed, args.train_queries, args.validation_queries,
-               args.segmenter_iterations, args.heldout_iterations, args.max_cases)
+    plan = BankPlan(folds=args.folds, segmenter_iterations=args.segmenter_iterations,
+                    weak_iterations=args.weak_iterations, heldout_iterations=args.heldout_iterations,
+                    second_architecture_iterations=args.second_architecture_iterations, max_cases=args.max_cases)
+    build_bank(args.data, args.out, args.split, args.seed, plan)
     return 0
 
 

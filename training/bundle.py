@@ -2,7 +2,7 @@
 
 ``python -m training.bundle --run RUN --bank BANK [--evaluation EVAL]`` writes
 
-* ``Resources/Models/hippocampus/``: ``config.json``, ``weights.pt`` (float16 tensors: half the size, the
+* ``Resources/Models/hippocampus/``: ``config.json``, ``weights.safetensors`` (float16 tensors: half the size, the
   network runs in float32 after loading), ``MODEL_CARD.md``; with ``--evaluation`` the card and
   ``config.json`` carry the validation table and ``evaluation/`` holds the table and plots;
 * ``Resources/Models/hippocampus-segmenter/``: the small segmenter that makes the README's sample case.
@@ -20,6 +20,7 @@ from pathlib import Path
 
 import torch
 
+from SegQCLib.network.config import OutputKind
 from SegQCLib.network.package import CARD_FILE, WEIGHTS_FILE, file_sha256, load_model_package, save_model_package
 from SegQCLib.network.qcresunet import count_parameters
 
@@ -44,10 +45,23 @@ def _half(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return {k: v.detach().cpu().half() if v.is_floating_point() else v.detach().cpu() for k, v in state.items()}
 
 
+def _loss_text(config, train_settings: dict) -> str:
+    weight = train_settings.get("error_map_weight")
+    if config.output == OutputKind.TRUTH.value:
+        return (f"MAE(Dice) + MAE(NSD) + {weight}·(cross-entropy of the estimated truth near the query and the "
+                f"truth + soft Dice of each class + {train_settings.get('error_dice_weight')}·soft Dice of the "
+                "derived error maps)")
+    return f"MAE(Dice) + MAE(NSD) + {weight}·(soft Dice + BCE) on the error maps"
+
+
 def model_card(package, run: Path, settings: dict, summary: dict, evaluation: dict | None, table: str,
                note: str = "") -> str:
     config = package.config
     train_settings = settings.get("settings", {})
+    shares = settings.get("epoch_shares", {})
+    output = ("the estimated truth (softmax over background and classes; the error map of each class follows "
+              "from it and the query, SegQC eq. 4)" if config.output == OutputKind.TRUTH.value
+              else "one error logit per class")
     lines = [
         f"# {config.name} {config.version}: QC network for hippocampus segmentations (MRI T1)",
         "",
@@ -58,30 +72,44 @@ def model_card(package, run: Path, settings: dict, summary: dict, evaluation: di
         "",
         DATA_ATTRIBUTION,
         "",
-        f"- Split by case id with a fixed seed (`training/splits/hippocampus.json`): "
+        f"- Split by case id with a fixed seed (`training/splits/hippocampus.json`, extended when the data grew): "
         f"{len(settings.get('train_cases', []))} training cases, {len(settings.get('tuning_cases', []))} "
-        "tuning cases (checkpoint choice), validation cases never used in training.",
-        f"- Training queries: {settings.get('train_queries')} segmentations (perturbations of the truth: SegGen "
-        "rotation/scaling/translation/elastic, boundary erosion/dilation, missing parts, false-positive blobs, "
-        "label swaps, slice drop-outs and shifts, coarse resampling; the truth itself; predictions of small "
-        "segmenters sampled along their training, plain and with flip TTA).",
+        "tuning cases (checkpoint choice, calibration), validation cases never used in training.",
+        f"- Training queries: {settings.get('train_queries')} segmentations: the truth itself; local defects "
+        "(a boundary pushed in or out over one patch, small missed parts and extra blobs, border swaps: good "
+        "segmentations with one or two errors); broad defects (QCResUNet's SegGen, erosion/dilation, missing "
+        "parts, label swaps, slice drop-outs); predictions of 3D U-Nets trained on the other folds of the "
+        "training split, at snapshots from poor to real quality (plain and flip-TTA), and of smaller, briefly "
+        "trained ones. Slice shifts, blocky resampling and over-smoothed contours are never used in training "
+        "(they measure generalisation).",
+    ]
+    if shares:
+        lines.append(
+            f"- Epochs: mean true Dice {shares.get('mean_dice', float('nan')):.2f}; the truth itself "
+            f"{100 * shares.get('identity_share', 0):.0f} %, near-perfect (Dice ≥ 0.9) "
+            f"{100 * shares.get('near_perfect_share', 0):.0f} % of the samples; error voxels "
+            f"{100 * shares.get('error_inside_query', 0):.0f} % inside / "
+            f"{100 * shares.get('error_outside_query', 0):.0f} % outside the query mask.")
+    lines += [
         "",
         "## Training",
         "",
         f"- Architecture: QCResUNet-style, widths {config.widths}, {count_parameters(package.model):,} parameters, "
-        f"patch {config.patch_size_zyx} (z, y, x) at {config.target_spacing_zyx_mm} mm; weights stored as "
-        "float16.",
-        f"- Loss: MAE(Dice) + MAE(NSD) + {train_settings.get('error_map_weight')}·(soft Dice + BCE) on the error "
-        f"maps; Pearson weight {train_settings.get('pearson_weight')}; AdamW, lr "
-        f"{train_settings.get('learning_rate')} with warm-up and cosine decay; batch "
-        f"{train_settings.get('batch_size')}; Dice-bin-balanced epochs; joint spatial augmentation with targets "
-        "recomputed, intensity augmentation.",
+        f"patch {config.patch_size_zyx} (z, y, x) at {config.target_spacing_zyx_mm} mm; the voxel head predicts "
+        f"{output}; weights stored as float16.",
+        f"- Loss: {_loss_text(config, train_settings)}; AdamW, lr {train_settings.get('learning_rate')} with "
+        f"warm-up and cosine decay; batch {train_settings.get('batch_size')}; tempered Dice-bin balancing; "
+        "joint spatial augmentation with targets recomputed, intensity augmentation.",
         f"- {summary.get('iterations')} iterations in {summary.get('seconds', 0) / 60:.0f} min on "
-        f"{settings.get('device', 'cpu')} (a shared 2-core CPU). Checkpoint: `{run.name}`.",
-        "- Reproduce: `python -m training.bank --out BANK`, `python -m training.train --data BANK --out RUN "
-        "--model-config training/configs/hippocampus.json`, `python -m training.evaluate ...` (README).",
-        "",
+        f"{settings.get('device', 'cpu')} (a shared 2-core CPU) in the last stage. Checkpoint: `{run.name}`.",
     ]
+    if config.output == OutputKind.TRUTH.value:
+        lines.append(f"- Calibration: temperature {config.truth_temperature:g} on the truth logits, fitted on the "
+                     "tuning cases (`python -m training.calibrate`).")
+    if config.tta_flips:
+        lines.append(f"- Inference: flip test-time augmentation over axes {config.tta_flips} (z, y, x) besides the "
+                     "plain pass, averaged.")
+    lines += ["- Reproduce: `training/README.md`.", ""]
     if note:
         lines += ["## How this checkpoint was made", "", note.strip(), ""]
     if evaluation is not None:
@@ -91,8 +119,9 @@ def model_card(package, run: Path, settings: dict, summary: dict, evaluation: di
         "",
         "- Trained and validated on one dataset (MSD hippocampus crops, 1 mm T1): other structures, "
         "modalities or resolutions need their own training (`training/`).",
-        "- Validation queries are synthetic perturbations and predictions of small segmenters; errors of "
-        "other segmentation methods may look different.",
+        "- Validation queries are perturbations (some of families never seen in training) and predictions "
+        "of segmenters trained here (a 3D U-Net and a slice-wise 2D U-Net); errors of other segmentation "
+        "methods and of human annotators may look different.",
         "- Use the estimates to rank cases and slices for review, not as a substitute for it.",
         "",
     ]
@@ -101,7 +130,7 @@ def model_card(package, run: Path, settings: dict, summary: dict, evaluation: di
 
 def bundle(run: Path, choose: str, bank: Path, out: Path, segmenter_out: Path, evaluation: Path | None,
            note: str = "") -> Path:
-    package = load_model_package(run / choose)
+    package = load_model_package(run / choose)  # a package inside the run (best, best_calibrated, last...)
     settings = json.loads((run / "settings.json").read_text())
     summary = json.loads((run / "summary.json").read_text()) if (run / "summary.json").exists() else {}
     config = package.config
@@ -144,7 +173,8 @@ def bundle(run: Path, choose: str, bank: Path, out: Path, segmenter_out: Path, e
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m training.bundle", description=__doc__.splitlines()[0])
     parser.add_argument("--run", required=True, help="training run folder")
-    parser.add_argument("--choose", default="best_mae", help="package inside the run: best_mae, best_r or last")
+    parser.add_argument("--choose", default="best_calibrated",
+                        help="package inside the run: best_calibrated (default), best, best_mae, best_r or last")
     parser.add_argument("--bank", required=True, help="query bank folder (its segmenter/ is bundled)")
     parser.add_argument("--evaluation", default=None, help="evaluation folder to put into the card")
     parser.add_argument("--note", default="", help="file with a paragraph on how the checkpoint was made")

@@ -6,13 +6,21 @@ volume is cropped around the query's bounding box with the config's margin and z
 
 Augmentation: a rotation/scaling applied jointly to image (linear), query and truth (nearest), then the
 targets (per-class error maps, case Dice and NSD) are recomputed from the augmented query and truth;
-intensity augmentation (gamma, scale, shift, noise) changes the image only.  Epochs draw the same number
-of queries from each of the 10 Dice bins (QCResUNet §2.2) so good queries do not dominate.
+intensity augmentation (gamma, scale, shift, noise) changes the image only.
+
+Epochs: QCResUNet §2.2 draws the same number of queries from each of 10 Dice bins.  Taken literally that
+repeats the few queries of sparse bins (a handful of early-snapshot predictions) many times and starves
+the dense top bins, where the segmentations reviewers check live.  :func:`sampling_weights` tempers the
+balancing (a query's weight is ``1 / n_bin ** alpha``), caps how much more often any query is drawn than
+the average, and gives the perfect queries (the truth itself) a fixed share of every epoch.
+
+With ``empty_query_probability`` a sample's query is blanked (the network sees no segmentation; its
+targets are then those of an empty query: every truth voxel is an error): trained that way first, the
+network learns the anatomy, as a segmenter, before it learns when to trust a query.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -27,6 +35,12 @@ from .bank import BankCase
 from .queries import QueryTargets, _rotation_matrix, compute_targets, warp
 
 DICE_BINS = 10
+# Tempered Dice-bin balancing (1 = fully balanced as QCResUNet, 0 = as the bank holds them), the cap on a
+# query's weight relative to the mean, and the share of every epoch given to the truth itself.
+BALANCE_ALPHA = 0.5
+MAX_WEIGHT_RATIO = 4.0
+IDENTITY_SHARE = 0.1
+IDENTITY_SOURCE_PREFIX = "identity"
 
 
 @dataclass(frozen=True)
@@ -56,6 +70,7 @@ class Sample:
     error_maps: np.ndarray  # (C, Z, Y, X) float32
     dice: float
     nsd: float
+    truth: np.ndarray  # (Z, Y, X) int64
 
 
 @dataclass
@@ -65,11 +80,44 @@ class Batch:
     error_maps: torch.Tensor
     dice: torch.Tensor
     nsd: torch.Tensor
+    truth: torch.Tensor
+
+    def to(self, device: torch.device) -> Batch:
+        return Batch(*(t.to(device) for t in (self.image, self.query, self.error_maps, self.dice, self.nsd,
+                                                 self.truth)))
 
 
 def dice_bins(dice: np.ndarray, bins: int = DICE_BINS) -> np.ndarray:
     """Bin index 0..bins-1 of each Dice value (1.0 falls in the last bin)."""
     return np.clip((np.asarray(dice) * bins).astype(int), 0, bins - 1)
+
+
+def sampling_weights(dice: np.ndarray, identity: np.ndarray, alpha: float = BALANCE_ALPHA,
+                     max_ratio: float = MAX_WEIGHT_RATIO, identity_share: float = IDENTITY_SHARE) -> np.ndarray:
+    """Probability of drawing each query: tempered Dice-bin balance, capped, the truth's fixed share.
+
+    A query in a bin of ``n`` queries weighs ``n ** -alpha``; no weight exceeds ``max_ratio`` times the
+    mean; the identity queries share ``identity_share`` of the total (when there are any).
+    """
+    dice = np.asarray(dice, dtype=float)
+    identity = np.asarray(identity, dtype=bool)
+    bins = dice_bins(dice)
+    counts = np.bincount(bins[~identity], minlength=DICE_BINS)
+    weights = np.zeros(dice.size)
+    others = ~identity
+    if others.any():
+        capped = counts[bins[others]].astype(float) ** -alpha
+        for _ in range(50):  # clipping lowers the mean: repeat until no weight is above the cap
+            limit = max_ratio * capped.mean()
+            if capped.max() <= limit * (1 + 1e-9):
+                break
+            capped = np.minimum(capped, limit)
+        weights[others] = capped / capped.sum()
+    if identity.any():
+        share = identity_share if others.any() else 1.0
+        weights[others] *= 1.0 - share
+        weights[identity] = share / identity.sum()
+    return weights / weights.sum()
 
 
 def crop_box(query: np.ndarray, margin_voxels: Sequence[int]) -> tuple[slice, ...]:
@@ -120,13 +168,14 @@ class QueryDataset:
     """All (case, query) pairs of a list of bank cases, prepared for one model configuration."""
 
     def __init__(self, cases: Sequence[BankCase], config: ModelConfig, augment: AugmentParams = AugmentParams(),
-                 mask_only: bool = False) -> None:
+                 mask_only: bool = False, empty_query_probability: float = 0.0) -> None:
         if not cases:
             raise ValueError("QueryDataset needs at least one bank case")
         self.cases = list(cases)
         self.config = config
         self.augment = augment
         self.mask_only = mask_only
+        self.empty_query_probability = empty_query_probability
         self.labels = list(config.labels)
         self.images = [normalize_intensity(c.image, config.normalization, config.clip_percentiles)
                        for c in self.cases]
@@ -135,7 +184,12 @@ class QueryDataset:
         self.dice = np.array([multiclass_dice(self.cases[ci].queries[qi], self.cases[ci].truth, self.labels)
                               for ci, qi in self.items])
         self.bins = dice_bins(self.dice)
+        self.identity = np.array([self.source(i).startswith(IDENTITY_SOURCE_PREFIX) for i in range(len(self.items))])
         self._plain_scores: dict[int, tuple[float, float]] = {}
+
+    def source(self, index: int) -> str:
+        case_index, query_index = self.items[index]
+        return self.cases[case_index].sources[query_index]
 
     def keep(self, count: int) -> None:
         """Keep ``count`` items spread evenly over the dataset (a cheaper, still mixed tuning set)."""
@@ -145,26 +199,33 @@ class QueryDataset:
         self.items = [self.items[i] for i in chosen]
         self.dice = self.dice[chosen]
         self.bins = self.bins[chosen]
+        self.identity = self.identity[chosen]
         self._plain_scores = {}
 
     def __len__(self) -> int:
         return len(self.items)
 
-    def balanced_indices(self, count: int, rng: np.random.Generator) -> np.ndarray:
-        """``count`` item indices with every non-empty Dice bin equally represented (QCResUNet §2.2).
+    def weights(self) -> np.ndarray:
+        return sampling_weights(self.dice, self.identity)
 
-        Within a bin, items are drawn without replacement while they last, so a big bin is not sampled
-        from the same few items; small bins are repeated (augmentation makes repeats differ).
-        """
-        occupied = [np.flatnonzero(self.bins == b) for b in range(DICE_BINS)]
-        occupied = [members for members in occupied if members.size]
-        per_bin = int(math.ceil(count / len(occupied)))
-        chosen = []
-        for members in occupied:
-            repeats = int(math.ceil(per_bin / members.size))
-            pool = np.concatenate([rng.permutation(members) for _ in range(repeats)])
-            chosen.append(pool[:per_bin])
-        return rng.permutation(np.concatenate(chosen))[:count]
+    def epoch_indices(self, count: int, rng: np.random.Generator) -> np.ndarray:
+        """``count`` item indices drawn by :func:`sampling_weights`."""
+        return rng.choice(len(self.items), size=count, replace=True, p=self.weights())
+
+    def error_voxel_shares(self) -> dict[str, float]:
+        """Of the true error voxels an epoch shows (weighted as drawn), the shares inside and outside the query
+        mask, and the epoch's mean Dice and identity share: what the network is taught to look for."""
+        weights = self.weights()
+        inside = outside = 0.0
+        for w, (ci, qi) in zip(weights, self.items):
+            query, truth = self.cases[ci].queries[qi], self.cases[ci].truth
+            wrong = query != truth
+            inside += w * np.count_nonzero(wrong & (query > 0))
+            outside += w * np.count_nonzero(wrong & (query == 0))
+        total = max(inside + outside, 1e-12)
+        return {"error_inside_query": inside / total, "error_outside_query": outside / total,
+                "mean_dice": float(np.sum(weights * self.dice)), "identity_share": float(weights[self.identity].sum()),
+                "near_perfect_share": float(weights[(self.dice >= 0.9) & ~self.identity].sum())}
 
     def sample(self, index: int, rng: np.random.Generator | None) -> Sample:
         """One prepared sample; ``rng`` None = no augmentation (deterministic, as at inference)."""
@@ -210,7 +271,14 @@ class QueryDataset:
             out_image[(slice(None),) + dst] = image[src]
         out_query[dst] = query[src]
         out_errors[(slice(None),) + dst] = errors[(slice(None),) + src]
-        return Sample(out_image, out_query, out_errors, targets.dice, targets.nsd)
+        out_truth = np.zeros(patch, dtype=np.int64)
+        out_truth[dst] = truth[box][src]
+        dice, nsd = targets.dice, targets.nsd
+        if rng is not None and self.empty_query_probability and rng.random() < self.empty_query_probability:
+            out_query[:] = 0
+            out_errors = np.stack([(out_truth == c) for c in self.labels]).astype(np.float32)
+            dice = nsd = 0.0 if out_errors.any() else 1.0
+        return Sample(out_image, out_query, out_errors, dice, nsd, out_truth)
 
     def batch(self, indices: Sequence[int], rng: np.random.Generator | None) -> Batch:
         samples = [self.sample(int(i), rng) for i in indices]
@@ -220,4 +288,5 @@ class QueryDataset:
             error_maps=torch.from_numpy(np.stack([s.error_maps for s in samples])),
             dice=torch.tensor([s.dice for s in samples], dtype=torch.float32),
             nsd=torch.tensor([s.nsd for s in samples], dtype=torch.float32),
+            truth=torch.from_numpy(np.stack([s.truth for s in samples])),
         )

@@ -173,8 +173,8 @@ def split_by_case(examples: Sequence[CorrectionExample], holdout_fraction: float
 
 
 def _concat(a: Batch, b: Batch) -> Batch:
-    return Batch(*(torch.cat([x, y]) for x, y in zip((a.image, a.query, a.error_maps, a.dice, a.nsd),
-                                                      (b.image, b.query, b.error_maps, b.dice, b.nsd))))
+    fields = ("image", "query", "error_maps", "dice", "nsd", "truth")
+    return Batch(*(torch.cat([getattr(a, name), getattr(b, name)]) for name in fields))
 
 
 def _as_train_settings(settings: FinetuneSettings) -> TrainSettings:
@@ -230,10 +230,10 @@ def finetune(corrections: str | Path, model_dir: str | Path, out_dir: str | Path
     while iteration < settings.iterations:
         batch = train_set.batch(rng.integers(0, len(train_set), n_corrections), rng)
         if n_replay:
-            batch = _concat(batch, replay_set.batch(replay_set.balanced_indices(n_replay, rng), rng))
-        batch = Batch(*(t.to(device) for t in (batch.image, batch.query, batch.error_maps, batch.dice, batch.nsd)))
+            batch = _concat(batch, replay_set.batch(replay_set.epoch_indices(n_replay, rng), rng))
+        batch = batch.to(device)
         output = model(batch.image, one_hot(batch.query, config.mask_labels))
-        loss, parts = multitask_loss(output, batch, train_settings)
+        loss, parts = multitask_loss(output, batch, train_settings, config.labels)
         elapsed = time.perf_counter() - started
         progress = iteration / settings.iterations
         if settings.max_minutes > 0:

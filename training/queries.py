@@ -7,7 +7,12 @@ A *query* is a segmentation the QC network has to judge.  Perturbation queries a
   structure size (Table 2's ±20 voxels are for 240-voxel BraTS volumes);
 * boundary erosion/dilation, missing parts, false-positive blobs, label swaps between classes, slice
   drop-outs, in-plane shifts of slabs of slices and coarse resampling;
-* the ground truth itself (a perfect query: Dice 1, empty error map).
+* *local* defects, what reviewers mostly meet in good segmentations: a boundary pushed out or in by 1-2
+  voxels over one patch of the surface only, a small missed part, a small extra blob;
+* the ground truth itself (a perfect query: Dice 1, empty error map);
+* families held out of training entirely, to measure generalisation to defects the network never saw
+  (:data:`HELD_OUT_FAMILIES`): slice shifts, coarse (blocky) resampling and over-smoothed contours
+  (:func:`smoothed`, made by another kind of generator: blurring and re-thresholding the class masks).
 
 Model-made queries (segmenters sampled along training, TTA) come from :mod:`training.segmenter`.
 
@@ -52,6 +57,10 @@ BLOB_MAX_DISTANCE_VOXELS = 10.0
 MAX_DROPPED_SLICES = 6
 MAX_SHIFT_VOXELS = 4
 COARSE_FACTORS = (2, 3, 4)
+LOCAL_RADIUS_VOXELS = (3.0, 9.0)
+MAX_LOCAL_BOUNDARY_ITERATIONS = 2
+SMOOTH_SIGMA_VOXELS = (1.0, 2.5)
+SMOOTH_THRESHOLD_RANGE = (0.3, 0.7)
 
 DEFAULT_NSD_TOLERANCE_MM = 1.0
 
@@ -66,14 +75,18 @@ class Defect(str, Enum):
     SLICE_DROPOUT = "slice_dropout"
     SLICE_SHIFT = "slice_shift"
     COARSE = "coarse_resample"
+    LOCAL_BOUNDARY = "local_boundary"
+    SMOOTHED = "smoothed"
     MODEL = "model"
     MODEL_TTA = "model_tta"
 
 
 PERTURBATIONS = (
     Defect.SEGGEN, Defect.BOUNDARY, Defect.MISSING_PART, Defect.FALSE_POSITIVE, Defect.LABEL_SWAP,
-    Defect.SLICE_DROPOUT, Defect.SLICE_SHIFT, Defect.COARSE,
+    Defect.SLICE_DROPOUT, Defect.SLICE_SHIFT, Defect.COARSE, Defect.LOCAL_BOUNDARY, Defect.SMOOTHED,
 )
+# Never in a training query: the validation's measure of generalisation to unseen defect families.
+HELD_OUT_FAMILIES = frozenset({Defect.SLICE_SHIFT, Defect.COARSE, Defect.SMOOTHED})
 
 
 @dataclass(frozen=True)
@@ -84,6 +97,8 @@ class QueryMix:
     max_composed: int = 2
     composed_probability: float = 0.35
     identity_fraction: float = 0.05
+    # severity = u ** exponent, u uniform: 1 spreads severities evenly, larger values favour small defects.
+    severity_exponent: float = 1.0
 
     def __post_init__(self) -> None:
         if not self.weights or min(self.weights.values()) < 0 or sum(self.weights.values()) <= 0:
@@ -93,11 +108,23 @@ class QueryMix:
             raise ValueError(f"QueryMix weights name non-perturbation defects: {sorted(d.value for d in unknown)}")
 
 
+# Broad defects of every severity, without the held-out families.
 TRAIN_MIX = QueryMix(
     weights={
         Defect.SEGGEN: 3.0, Defect.BOUNDARY: 1.5, Defect.MISSING_PART: 1.0, Defect.FALSE_POSITIVE: 1.0,
-        Defect.LABEL_SWAP: 0.7, Defect.SLICE_DROPOUT: 0.7, Defect.SLICE_SHIFT: 0.7, Defect.COARSE: 0.7,
+        Defect.LABEL_SWAP: 0.7, Defect.SLICE_DROPOUT: 0.7, Defect.LOCAL_BOUNDARY: 1.0,
     },
+    identity_fraction=0.0,
+)
+# What reviewers mostly check: good segmentations with one or two local errors (true Dice about 0.85-1).
+LOCAL_MIX = QueryMix(
+    weights={
+        Defect.LOCAL_BOUNDARY: 3.0, Defect.MISSING_PART: 1.5, Defect.FALSE_POSITIVE: 1.5, Defect.LABEL_SWAP: 1.0,
+        Defect.SLICE_DROPOUT: 0.5, Defect.BOUNDARY: 0.5, Defect.SEGGEN: 0.5,
+    },
+    composed_probability=0.3,
+    identity_fraction=0.0,
+    severity_exponent=2.5,
 )
 # Held out: other proportions, mostly compositions of two or three defects, so validation queries are
 # combinations the network never saw in these proportions.
@@ -109,6 +136,12 @@ VALIDATION_MIX = QueryMix(
     max_composed=3,
     composed_probability=0.7,
     identity_fraction=0.05,
+)
+# Only the families the training never saw, alone: the unseen-family evaluation.
+HELD_OUT_MIX = QueryMix(
+    weights={Defect.SLICE_SHIFT: 1.0, Defect.COARSE: 1.0, Defect.SMOOTHED: 1.0},
+    composed_probability=0.0,
+    identity_fraction=0.0,
 )
 
 
@@ -336,6 +369,50 @@ def coarse_resample(mask: np.ndarray, labels: Sequence[int], rng: np.random.Gene
     return out
 
 
+def _surface_voxel(region: np.ndarray, rng: np.random.Generator) -> np.ndarray | None:
+    surface = region & ~ndimage.binary_erosion(region)
+    coords = np.argwhere(surface)
+    return coords[rng.integers(len(coords))] if len(coords) else None
+
+
+def local_boundary(mask: np.ndarray, labels: Sequence[int], rng: np.random.Generator, severity: float
+                   ) -> np.ndarray:
+    """Push one class's boundary out (into background) or in by 1-2 voxels over one patch of its surface."""
+    label = int(rng.choice(labels))
+    region = mask == label
+    centre = _surface_voxel(region, rng)
+    if centre is None:
+        return mask.copy()
+    low, high = LOCAL_RADIUS_VOXELS
+    radius = low + (high - low) * severity * rng.random() + rng.random()
+    patch = _ball(mask.shape, centre, np.full(3, radius))
+    iterations = 1 + int(rng.random() < severity * MAX_LOCAL_BOUNDARY_ITERATIONS / 2)
+    out = mask.copy()
+    if rng.random() < 0.5:
+        out[patch & region & ~ndimage.binary_erosion(region, iterations=iterations)] = 0
+    else:
+        grown = ndimage.binary_dilation(region, iterations=iterations)
+        out[patch & grown & (mask == 0)] = label
+    return out
+
+
+def smoothed(mask: np.ndarray, labels: Sequence[int], rng: np.random.Generator, severity: float) -> np.ndarray:
+    """Blur every class's mask with a Gaussian and re-threshold (an over-smoothed, biased contour).
+
+    A different generator from the morphological ones: thin parts vanish, concavities fill, and a
+    threshold off 0.5 grows or shrinks the whole structure smoothly.
+    """
+    low, high = SMOOTH_SIGMA_VOXELS
+    sigma = low + (high - low) * severity * rng.random()
+    threshold = rng.uniform(*SMOOTH_THRESHOLD_RANGE)
+    blurred = np.stack([ndimage.gaussian_filter((mask == c).astype(np.float32), sigma) for c in labels])
+    winner = np.argmax(blurred, axis=0)
+    foreground = blurred.sum(axis=0) >= threshold
+    out = np.zeros_like(mask)
+    out[foreground] = np.asarray(labels, dtype=mask.dtype)[winner[foreground]]
+    return out
+
+
 DEFECT_FUNCTIONS = {
     Defect.SEGGEN: seggen,
     Defect.BOUNDARY: boundary,
@@ -345,6 +422,8 @@ DEFECT_FUNCTIONS = {
     Defect.SLICE_DROPOUT: slice_dropout,
     Defect.SLICE_SHIFT: slice_shift,
     Defect.COARSE: coarse_resample,
+    Defect.LOCAL_BOUNDARY: local_boundary,
+    Defect.SMOOTHED: smoothed,
 }
 
 
@@ -369,7 +448,7 @@ def perturbation_queries(truth: np.ndarray, labels: Sequence[int], count: int, r
         if mix.max_composed > 1 and rng.random() < mix.composed_probability:
             n = int(rng.integers(2, mix.max_composed + 1))
         chosen = tuple(defects[i] for i in rng.choice(len(defects), size=n, p=probabilities))
-        severity = float(rng.random())
+        severity = float(rng.random()) ** mix.severity_exponent
         mask = truth
         for defect in chosen:
             mask = apply_defect(mask, defect, labels, rng, severity)

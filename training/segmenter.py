@@ -5,6 +5,10 @@ along their training: early weights give poor masks, late weights good ones.  He
 trained on part of the training split and snapshots are kept at chosen iterations; their predictions
 (plain and test-time augmented) on cases the segmenter never saw become QC queries.  The same network
 with flip TTA gives SegQC's TTA-agreement baseline, and a bundled copy segments the README's sample case.
+
+Two architectures: the 3D U-Net (``unet3d``) makes the training queries; a *slice-wise 2D* U-Net
+(``unet2d``, every axial slice segmented on its own) makes a second kind of model error, never seen in
+training (slice-to-slice inconsistency), for the evaluation on a second segmenter architecture.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ SEGMENTER_CONFIG_FILE = "segmenter.json"
 # The flip axes of test-time augmentation: identity and the three single-axis flips of (z, y, x).
 TTA_FLIPS: tuple[tuple[int, ...], ...] = ((), (0,), (1,), (2,))
 SOFT_DICE_SMOOTH = 1.0
+ARCHITECTURES = ("unet3d", "unet2d")
 
 
 @dataclass(frozen=True)
@@ -40,6 +45,11 @@ class SegmenterConfig:
     base_channels: int = 8
     levels: int = 3
     crop_zyx: tuple[int, int, int] = DEFAULT_CROP_ZYX
+    architecture: str = "unet3d"
+
+    def __post_init__(self) -> None:
+        if self.architecture not in ARCHITECTURES:
+            raise ValueError(f"Unknown segmenter architecture {self.architecture!r}; use one of {ARCHITECTURES}")
 
     @classmethod
     def from_dict(cls, data: dict) -> SegmenterConfig:
@@ -48,40 +58,56 @@ class SegmenterConfig:
         return cls(**data)
 
 
-def _block(in_ch: int, out_ch: int) -> nn.Sequential:
+def _block(in_ch: int, out_ch: int, dims: int = 3) -> nn.Sequential:
+    conv, norm = (nn.Conv3d, nn.InstanceNorm3d) if dims == 3 else (nn.Conv2d, nn.InstanceNorm2d)
     return nn.Sequential(
-        nn.Conv3d(in_ch, out_ch, 3, padding=1, bias=False), nn.InstanceNorm3d(out_ch, affine=True), nn.LeakyReLU(0.01),
-        nn.Conv3d(out_ch, out_ch, 3, padding=1, bias=False), nn.InstanceNorm3d(out_ch, affine=True), nn.LeakyReLU(0.01),
+        conv(in_ch, out_ch, 3, padding=1, bias=False), norm(out_ch, affine=True), nn.LeakyReLU(0.01),
+        conv(out_ch, out_ch, 3, padding=1, bias=False), norm(out_ch, affine=True), nn.LeakyReLU(0.01),
     )
 
 
 class UNet3D(nn.Module):
-    """Plain 3D U-Net: ``levels`` resolutions, channels doubling, transposed-convolution upsampling."""
+    """Plain U-Net: ``levels`` resolutions, channels doubling, transposed-convolution upsampling.
+
+    Takes and returns (B, channels, Z, Y, X).  With ``architecture == "unet2d"`` the same layout is built
+    from 2D layers and applied to every z slice independently (slices folded into the batch).
+    """
 
     def __init__(self, config: SegmenterConfig) -> None:
         super().__init__()
         self.config = config
+        self.dims = 2 if config.architecture == "unet2d" else 3
+        up_conv = nn.ConvTranspose3d if self.dims == 3 else nn.ConvTranspose2d
         channels = [config.base_channels * 2**i for i in range(config.levels)]
         self.down = nn.ModuleList()
         previous = config.in_channels
         for ch in channels:
-            self.down.append(_block(previous, ch))
+            self.down.append(_block(previous, ch, self.dims))
             previous = ch
         self.up = nn.ModuleList()
         self.decode = nn.ModuleList()
         for ch in reversed(channels[:-1]):
-            self.up.append(nn.ConvTranspose3d(previous, ch, 2, stride=2))
-            self.decode.append(_block(2 * ch, ch))
+            self.up.append(up_conv(previous, ch, 2, stride=2))
+            self.decode.append(_block(2 * ch, ch, self.dims))
             previous = ch
-        self.head = nn.Conv3d(previous, config.num_classes, 1)
+        self.head = (nn.Conv3d if self.dims == 3 else nn.Conv2d)(previous, config.num_classes, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.dims == 2:
+            batch, channels, depth = x.shape[:3]
+            slices = x.permute(0, 2, 1, 3, 4).reshape(batch * depth, channels, *x.shape[3:])
+            out = self._unet(slices)
+            return out.reshape(batch, depth, out.shape[1], *out.shape[2:]).permute(0, 2, 1, 3, 4)
+        return self._unet(x)
+
+    def _unet(self, x: torch.Tensor) -> torch.Tensor:
+        pool = F.max_pool3d if self.dims == 3 else F.max_pool2d
         skips = []
         for i, block in enumerate(self.down):
             x = block(x)
             if i < len(self.down) - 1:
                 skips.append(x)
-                x = F.max_pool3d(x, 2)
+                x = pool(x, 2)
         for up, decode in zip(self.up, self.decode):
             x = decode(torch.cat([up(x), skips.pop()], dim=1))
         return self.head(x)
@@ -184,17 +210,24 @@ def train_segmenter(
 def predict_probabilities(net: UNet3D, image: np.ndarray, flips: Sequence[tuple[int, ...]] = ((),)) -> np.ndarray:
     """Class probabilities (K, Z, Y, X) of a raw image, averaged over the given flip augmentations.
 
-    The image is normalised, centred in the network's crop (padded or cropped), and the result is put back
-    on the image grid; voxels outside the crop get background probability 1.
+    The image is normalised; where it is larger than the network's crop it is cropped at the centre, and
+    the window is padded by reflection only to the next size the U-Net's pooling divides.  Zero padding to
+    a fixed large window would change the instance-norm statistics the network was trained with (it
+    trains on crops inside images) and cost it about 0.2 Dice.  Voxels outside the crop get background
+    probability 1.
     """
     net.eval()
-    crop = net.config.crop_zyx
-    offsets = crop_offsets(image.shape, crop)
-    x = torch.from_numpy(crop_or_pad(normalize_intensity(image), crop, offsets)[None, None])
+    multiple = 2 ** (net.config.levels - 1)
+    window = [min(size, crop) for size, crop in zip(image.shape, net.config.crop_zyx)]
+    offsets = crop_offsets(image.shape, window)
+    cropped = crop_or_pad(normalize_intensity(image), window, offsets)
+    pad = [(0, (-size) % multiple) for size in window]
+    padded = np.pad(cropped, pad, mode="reflect" if all(s > 1 for s in window) else "edge")
+    x = torch.from_numpy(np.ascontiguousarray(padded)[None, None])
     batch = torch.cat([torch.flip(x, [a + 2 for a in f]) if f else x for f in flips])
     probs = torch.softmax(net(batch), dim=1)
     probs = torch.stack([torch.flip(p, [a + 1 for a in f]) if f else p for p, f in zip(probs, flips)]).mean(0)
-    probs = probs.numpy()
+    probs = probs.numpy()[:, : window[0], : window[1], : window[2]]
     background = np.zeros((probs.shape[0], 1, 1, 1), dtype=np.float32)
     background[0] = 1.0
     out = np.broadcast_to(background, (probs.shape[0], *image.shape)).copy()

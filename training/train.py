@@ -1,15 +1,23 @@
 """Train the QC network on a query bank: ``python -m training.train --data BANK --out RUN``.
 
-Loss (QCResUNet §2.4): MAE on the case Dice and NSD + λ·(soft Dice + BCE) on the per-class error maps,
-optionally + a Pearson term (1 - r of predicted vs true Dice over the batch).  Every epoch draws the same
-number of queries from each of the 10 Dice bins.  AdamW with linear warm-up then cosine decay, stepped
+Loss, with a network whose voxel head predicts errors (``output: error``, QCResUNet §2.4): MAE on the
+case Dice and NSD + λ·(soft Dice + BCE) on the per-class error maps, optionally + a Pearson term
+(1 - r of predicted vs true Dice over the batch).  With ``output: truth`` (the head predicts the truth,
+Ê follows from it and the query) the voxel part is a segmentation loss on the truth, cross-entropy
+averaged over the region near the query and the truth (within :data:`NEAR_RADIUS_VOXELS`; far background
+weighs :data:`FAR_WEIGHT`) + soft Dice of each class, + ``error_dice_weight`` · soft Dice of the derived
+error maps (so that finding the errors, not only segmenting, is rewarded).  Epochs draw queries by
+:func:`training.dataset.sampling_weights`.  AdamW with linear warm-up then cosine decay, stepped
 every iteration (with ``--max-minutes`` the schedule runs on the larger of the iteration and the time
 fractions, so a time-capped run still ends annealed); mixed precision on CUDA; seeded.  A checkpoint
 (model, optimiser, scaler,
 random states) is written atomically every ``--checkpoint-every`` iterations and ``--resume`` continues
 from it.  A few training cases are held back as a *tuning* set (never the validation split): the
 checkpoints with the best tuning Dice MAE and the best tuning Pearson r are kept as model packages
-``best_mae/`` and ``best_r/``; ``metrics.jsonl`` logs every evaluation.
+``best_mae/`` and ``best_r/``, and the best *combined* criterion (:func:`selection_score`: the SegQC
+estimate's Dice MAE, the error-map Dice and the Dice estimated for perfect queries together, so a
+collapsed error head cannot ship behind a good Dice head) as ``best/``; ``metrics.jsonl`` logs every
+evaluation.
 """
 
 from __future__ import annotations
@@ -45,6 +53,13 @@ METRICS_FILE = "metrics.jsonl"
 SETTINGS_FILE = "settings.json"
 SOFT_DICE_SMOOTH = 1.0
 MIN_PEARSON_BATCH = 3
+# Truth-output loss: cross-entropy is averaged over voxels within this distance of the query or the truth;
+# the far background (trivially right) weighs FAR_WEIGHT of that.
+NEAR_RADIUS_VOXELS = 3
+FAR_WEIGHT = 0.1
+# selection_score = estimate MAE + w_map * (1 - error-map Dice) + w_perfect * (1 - estimated Dice of perfect queries)
+SELECTION_MAP_WEIGHT = 0.25
+SELECTION_PERFECT_WEIGHT = 0.5
 
 
 @dataclass
@@ -68,23 +83,74 @@ class TrainSettings:
     threads: int = 2
     model_overrides: dict = field(default_factory=dict)
     init: str = ""  # model package whose weights start the run (fine-tuning)
+    empty_query_probability: float = 0.0  # 1.0 = segmentation pre-training (no query shown)
+    error_dice_weight: float = 0.5  # truth output only: soft Dice of the derived error maps
+    # Train only the case (Dice/NSD regression) head, the rest frozen, on the case losses alone: a head left
+    # saturated by segmentation pre-training (every target 0 there) is re-learnt on the trained features.
+    case_head_only: bool = False
 
 
-def multitask_loss(output, batch: Batch, settings: TrainSettings) -> tuple[torch.Tensor, dict[str, float]]:
-    """MAE(Dice) + MAE(NSD) + λ(soft Dice + BCE on error maps) [+ w·(1 - Pearson r of Dice)]."""
+def _soft_dice(prob: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """1 - batch-level soft Dice per channel, averaged (defined even when a sample has no positive voxel)."""
+    dims = (0, 2, 3, 4)
+    return 1.0 - ((2 * (prob * target).sum(dims) + SOFT_DICE_SMOOTH)
+                  / (prob.sum(dims) + target.sum(dims) + SOFT_DICE_SMOOTH)).mean()
+
+
+def near_region(query: torch.Tensor, truth: torch.Tensor, radius: int = NEAR_RADIUS_VOXELS) -> torch.Tensor:
+    """(B, Z, Y, X) bool: voxels within ``radius`` (chessboard) of the query's or the truth's foreground."""
+    foreground = ((query > 0) | (truth > 0)).float().unsqueeze(1)
+    return torch.nn.functional.max_pool3d(foreground, 2 * radius + 1, stride=1, padding=radius)[:, 0] > 0
+
+
+def truth_loss(output, batch: Batch, labels: Sequence[int], settings: TrainSettings
+               ) -> tuple[torch.Tensor, dict[str, float]]:
+    """Region-weighted cross-entropy + soft Dice on the truth, + soft Dice of the derived error maps."""
+    logits = output.truth_logits.float()
+    target = torch.zeros_like(batch.truth)
+    for index, label in enumerate(labels):  # label values -> channel indices (0 = background)
+        target[batch.truth == label] = index + 1
+    ce = F.cross_entropy(logits, target, reduction="none")
+    near = near_region(batch.query, batch.truth).float()
+    ce = (ce * near).sum() / near.sum().clamp_min(1.0) + FAR_WEIGHT * (ce * (1 - near)).sum() / (
+        (1 - near).sum().clamp_min(1.0))
+    prob = torch.softmax(logits, dim=1)[:, 1:]
+    onehot = F.one_hot(target, len(labels) + 1).permute(0, 4, 1, 2, 3)[:, 1:].float()
+    seg_dice = _soft_dice(prob, onehot)
+    error_dice = _soft_dice(torch.sigmoid(output.error_logits.float()), batch.error_maps)
+    loss = ce + seg_dice + settings.error_dice_weight * error_dice
+    return loss, {"ce": ce.item(), "seg_dice": seg_dice.item(), "error_dice": error_dice.item()}
+
+
+def error_loss(output, batch: Batch) -> tuple[torch.Tensor, dict[str, float]]:
+    """QCResUNet's voxel loss: batch soft Dice + BCE on the error maps."""
     logits = output.error_logits.float()
-    target = batch.error_maps
-    bce = F.binary_cross_entropy_with_logits(logits, target)
-    prob = torch.sigmoid(logits)
-    dims = (0, 2, 3, 4)  # batch-level soft Dice per class: defined even when a query has no error
-    soft_dice = 1.0 - ((2 * (prob * target).sum(dims) + SOFT_DICE_SMOOTH)
-                       / (prob.sum(dims) + target.sum(dims) + SOFT_DICE_SMOOTH)).mean()
+    bce = F.binary_cross_entropy_with_logits(logits, batch.error_maps)
+    soft_dice = _soft_dice(torch.sigmoid(logits), batch.error_maps)
+    return soft_dice + bce, {"soft_dice": soft_dice.item(), "bce": bce.item()}
+
+
+def multitask_loss(output, batch: Batch, settings: TrainSettings, labels: Sequence[int] = (1, 2)
+                   ) -> tuple[torch.Tensor, dict[str, float]]:
+    """MAE(Dice) + MAE(NSD) + λ·(voxel loss of the output kind) [+ w·(1 - Pearson r of Dice)].
+
+    In segmentation pre-training (every query blanked) the case terms are left out: their targets are all
+    0 there, which would only saturate the case head.  With ``case_head_only`` the voxel terms are left out.
+    """
     dice_mae = (output.dice.float() - batch.dice).abs().mean()
-    loss = dice_mae + settings.error_map_weight * (soft_dice + bce)
-    parts = {"dice_mae": dice_mae.item(), "soft_dice": soft_dice.item(), "bce": bce.item()}
+    case_weight = 0.0 if settings.empty_query_probability >= 1.0 else 1.0
+    if settings.case_head_only:
+        loss, parts = case_weight * dice_mae, {}
+    else:
+        if output.truth_logits is not None:
+            voxel, parts = truth_loss(output, batch, labels, settings)
+        else:
+            voxel, parts = error_loss(output, batch)
+        loss = case_weight * dice_mae + settings.error_map_weight * voxel
+    parts["dice_mae"] = dice_mae.item()
     if output.nsd is not None:
         nsd_mae = (output.nsd.float() - batch.nsd).abs().mean()
-        loss = loss + nsd_mae
+        loss = loss + case_weight * nsd_mae
         parts["nsd_mae"] = nsd_mae.item()
     if settings.pearson_weight > 0 and batch.dice.numel() >= MIN_PEARSON_BATCH:
         pred = output.dice.float() - output.dice.float().mean()
@@ -94,6 +160,24 @@ def multitask_loss(output, batch: Batch, settings: TrainSettings) -> tuple[torch
         parts["pearson"] = r.item()
     parts["loss"] = loss.item()
     return loss, parts
+
+
+def estimated_case_dice(error_prob: torch.Tensor, query_onehot: torch.Tensor) -> torch.Tensor:
+    """SegQC's pooled multi-class Dice estimate per sample, from Ê (B, C, ...) and the one-hot query (B, C, ...)."""
+    dims = tuple(range(2, error_prob.dim()))
+    m = query_onehot.sum(dims)
+    s_in = (query_onehot * error_prob).sum(dims)
+    e = error_prob.sum(dims)
+    intersection = (m - s_in).sum(1)
+    total = (2 * m + e - 2 * s_in).sum(1)
+    return torch.where(total > 1e-9, 2 * intersection / total.clamp_min(1e-9), torch.ones_like(total))
+
+
+def selection_score(metrics: dict[str, float]) -> float:
+    """Lower is better: estimate MAE + weighted (1 - error-map Dice) + weighted (1 - est. Dice of perfect queries)."""
+    perfect = metrics.get("perfect_est_dice", math.nan)
+    perfect_term = SELECTION_PERFECT_WEIGHT * (1.0 - perfect) if np.isfinite(perfect) else 0.0
+    return (metrics["est_dice_mae"] + SELECTION_MAP_WEIGHT * (1.0 - metrics["error_map_dice"]) + perfect_term)
 
 
 def training_progress(iteration: int, elapsed_s: float, settings: TrainSettings) -> float:
@@ -116,21 +200,31 @@ def learning_rate_at(iteration: int, progress: float, settings: TrainSettings) -
 
 @torch.no_grad()
 def evaluate_dataset(model, dataset: QueryDataset, device: torch.device, batch_size: int = 8) -> dict[str, float]:
-    """Dice MAE / Pearson r and error-map Dice on every query of ``dataset``, without augmentation."""
+    """On every query of ``dataset``, without augmentation: the head's Dice MAE / r, the SegQC estimate's
+    Dice MAE / r, the error-map Dice, the estimated Dice of perfect queries, and :func:`selection_score`."""
     model.eval()
-    preds, trues, intersection, total = [], [], 0.0, 0.0
+    preds, estimates, trues, intersection, total = [], [], [], 0.0, 0.0
+    labels = model.config.labels
     for start in range(0, len(dataset), batch_size):
         batch = dataset.batch(range(start, min(len(dataset), start + batch_size)), None)
-        output = model(batch.image.to(device), one_hot(batch.query.to(device), model.config.mask_labels))
+        query = one_hot(batch.query.to(device), model.config.mask_labels)
+        output = model(batch.image.to(device), query)
         preds.append(output.dice.float().cpu().numpy())
         trues.append(batch.dice.numpy())
-        binary = (output.error_logits.float().cpu() > 0).float()
+        error_prob = torch.sigmoid(output.error_logits.float()).cpu()
+        estimates.append(estimated_case_dice(error_prob, one_hot(batch.query, labels)).numpy())
+        binary = (error_prob > 0.5).float()
         intersection += float((binary * batch.error_maps).sum())
         total += float(binary.sum() + batch.error_maps.sum())
-    model.train()
-    pred, true = np.concatenate(preds), np.concatenate(trues)
-    return {"dice_mae": mae(pred, true), "dice_r": pearson_r(pred, true),
-            "error_map_dice": 2 * intersection / total if total else 1.0, "queries": int(len(true))}
+    pred, estimate, true = np.concatenate(preds), np.concatenate(estimates), np.concatenate(trues)
+    perfect = dataset.identity[: len(true)]
+    metrics = {"dice_mae": mae(pred, true), "dice_r": pearson_r(pred, true), "est_dice_mae": mae(estimate, true),
+               "est_dice_r": pearson_r(estimate, true),
+               "error_map_dice": 2 * intersection / total if total else 1.0,
+               "perfect_est_dice": float(estimate[perfect].mean()) if perfect.any() else math.nan,
+               "queries": int(len(true))}
+    metrics["selection"] = selection_score(metrics)
+    return metrics
 
 
 def _atomic_torch_save(obj, path: Path) -> None:
@@ -161,10 +255,16 @@ class Trainer:
         self.config = config or ModelConfig.from_dict(settings.model_overrides, base=ModelConfig(),
                                                       require_complete=False)
         self.config.training_data = str(bank_dir)
-        self.train_set = QueryDataset(training, self.config, AugmentParams(), mask_only=settings.mask_only)
+        self.train_set = QueryDataset(training, self.config, AugmentParams(), mask_only=settings.mask_only,
+                                      empty_query_probability=settings.empty_query_probability)
         self.tune_set = QueryDataset(tuning, self.config, mask_only=settings.mask_only)
         self.tune_set.keep(settings.tuning_queries)
-        self.train_mean_dice = float(self.train_set.dice.mean())
+        shares = self.train_set.error_voxel_shares()
+        self.train_mean_dice = shares["mean_dice"]
+        logger.info("Training epochs: mean Dice %.3f, truth %.1f %%, near-perfect %.1f %%; error voxels %.1f %% "
+                    "inside / %.1f %% outside the query mask", shares["mean_dice"], 100 * shares["identity_share"],
+                    100 * shares["near_perfect_share"], 100 * shares["error_inside_query"],
+                    100 * shares["error_outside_query"])
         torch.manual_seed(settings.seed)
         self.model = build_model(self.config).to(self.device)
         if settings.init:
@@ -172,7 +272,14 @@ class Trainer:
             check_state_dict(self.model, start.model.state_dict(), settings.init)
             self.model.load_state_dict(start.model.state_dict())
             logger.info("Initialised from %s", settings.init)
-        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=settings.learning_rate,
+        if settings.case_head_only:
+            for name, parameter in self.model.named_parameters():
+                parameter.requires_grad_(name.startswith("case_head."))
+            for layer in self.model.case_head:
+                if isinstance(layer, torch.nn.Linear):
+                    layer.reset_parameters()
+        trainable = [p for p in self.model.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.AdamW(trainable, lr=settings.learning_rate,
                                            weight_decay=settings.weight_decay)
         self.use_amp = self.device.type == "cuda"
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp)
@@ -180,12 +287,13 @@ class Trainer:
         self.iteration = 0
         self.elapsed_before = 0.0
         self.started = 0.0
-        self.best = {"dice_mae": math.inf, "dice_r": -math.inf}
+        self.best = {"dice_mae": math.inf, "dice_r": -math.inf, "selection": math.inf}
         self.history: list[dict] = []
         (self.out / SETTINGS_FILE).write_text(json.dumps(
             {"settings": asdict(settings), "train_cases": [c.case_id for c in training],
              "tuning_cases": [c.case_id for c in tuning], "train_queries": len(self.train_set),
-             "train_mean_dice": self.train_mean_dice, "parameters": count_parameters(self.model),
+             "train_mean_dice": self.train_mean_dice, "epoch_shares": shares,
+             "parameters": count_parameters(self.model),
              "device": str(self.device)}, indent=1) + "\n")
 
     # --- checkpoints ------------------------------------------------------------------------------
@@ -228,8 +336,15 @@ class Trainer:
         """Training wall time in seconds, including the runs this one resumed."""
         return self.elapsed_before + (time.perf_counter() - self.started if self.started else 0.0)
 
+    def _train_mode(self) -> None:
+        """Training mode, except with a frozen backbone: its dropout and norms then behave as at inference."""
+        self.model.train(not self.settings.case_head_only)
+
     def _evaluate(self) -> dict:
         metrics = evaluate_dataset(self.model, self.tune_set, self.device)
+        self._train_mode()
+        if self.settings.case_head_only:  # the maps are frozen: only the head's own Dice error can still change
+            metrics["selection"] = metrics["dice_mae"]
         record = {"iteration": self.iteration, "elapsed_s": round(self.elapsed(), 1),
                   "lr": self.optimizer.param_groups[0]["lr"], **{k: round(v, 5) for k, v in metrics.items()}}
         if metrics["dice_mae"] < self.best["dice_mae"]:
@@ -240,6 +355,10 @@ class Trainer:
             self.best["dice_r"] = metrics["dice_r"]
             self.save_package("best_r", metrics)
             record["best_r"] = True
+        if metrics["selection"] < self.best.get("selection", math.inf):
+            self.best["selection"] = metrics["selection"]
+            self.save_package("best", metrics)
+            record["best"] = True
         self.history.append({"iteration": self.iteration, "metrics": metrics})
         with open(self.out / METRICS_FILE, "a") as stream:
             stream.write(json.dumps(record) + "\n")
@@ -251,17 +370,15 @@ class Trainer:
         self.started = time.perf_counter()
         running: dict[str, float] = {}
         epoch: list[int] = []
-        self.model.train()
+        self._train_mode()
         while self.iteration < settings.iterations:
             if not epoch:
-                epoch = list(self.train_set.balanced_indices(settings.epoch_size, self.rng))
+                epoch = list(self.train_set.epoch_indices(settings.epoch_size, self.rng))
             indices, epoch = epoch[: settings.batch_size], epoch[settings.batch_size:]
-            batch = self.train_set.batch(indices, self.rng)
-            batch = Batch(*(t.to(self.device) for t in (batch.image, batch.query, batch.error_maps, batch.dice,
-                                                        batch.nsd)))
+            batch = self.train_set.batch(indices, self.rng).to(self.device)
             with torch.autocast(self.device.type, dtype=torch.float16, enabled=self.use_amp):
                 output = self.model(batch.image, one_hot(batch.query, self.config.mask_labels))
-            loss, parts = multitask_loss(output, batch, settings)
+            loss, parts = multitask_loss(output, batch, settings, self.config.labels)
             lr = learning_rate_at(self.iteration, training_progress(self.iteration, self.elapsed(), settings), settings)
             for group in self.optimizer.param_groups:
                 group["lr"] = lr
@@ -325,6 +442,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
     parser.add_argument("--init", default=None, help="start from this model package's weights (same architecture)")
     parser.add_argument("--warmup", type=int, default=TrainSettings.warmup_iterations, help="warm-up iterations")
+    parser.add_argument("--empty-query-probability", type=float, default=0.0,
+                        help="share of samples shown without their query (1 = segmentation pre-training)")
+    parser.add_argument("--error-dice-weight", type=float, default=TrainSettings.error_dice_weight,
+                        help="truth-output models: weight of the derived error maps' soft Dice")
+    parser.add_argument("--tuning-queries", type=int, default=TrainSettings.tuning_queries)
+    parser.add_argument("--case-head-only", action="store_true",
+                        help="re-initialise and train only the case Dice/NSD head (the rest frozen)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     overrides = json.loads(Path(args.model_config).read_text()) if args.model_config else {}
@@ -333,7 +457,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         error_map_weight=args.error_map_weight, pearson_weight=args.pearson_weight,
         evaluate_every=args.evaluate_every, checkpoint_every=args.checkpoint_every, tuning_cases=args.tuning_cases,
         seed=args.seed, mask_only=args.mask_only, max_minutes=args.max_minutes, threads=args.threads,
-        warmup_iterations=args.warmup, init=args.init or "",
+        warmup_iterations=args.warmup, init=args.init or "", empty_query_probability=args.empty_query_probability,
+        error_dice_weight=args.error_dice_weight, tuning_queries=args.tuning_queries,
+        case_head_only=args.case_head_only,
         model_overrides=overrides)
     random.seed(settings.seed)
     np.random.seed(settings.seed)

@@ -18,11 +18,13 @@ def add_region_options(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("error regions")
     group.add_argument("--threshold", type=probability_below_one, default=defaults.threshold,
                        help="error probability above which a voxel counts as wrong, in [0, 1) (default %(default)s)")
-    group.add_argument("--band-width-px", type=non_negative_int, default=defaults.band_width_px,
-                       help="band (pixels) removed around each slice's error contour, SegQC's error extraction "
-                            "(default %(default)s)")
+    group.add_argument("--band-width-mm", type=non_negative_float, default=defaults.band_width_mm,
+                       help="error extraction: an error region needs a part wider than this band around its "
+                            "contour to get a box (default %(default)s mm, at least one pixel)")
+    group.add_argument("--band-width-px", type=non_negative_int, default=None,
+                       help="the same band in pixels on both in-plane axes (overrides --band-width-mm)")
     group.add_argument("--no-error-extraction", action="store_true",
-                       help="keep the thresholded error map as is, without band removal (default: remove the band)")
+                       help="box every thresholded error region, however thin (default: extract)")
     group.add_argument("--merge-distance-mm", type=non_negative_float, default=defaults.merge_distance_mm,
                        help="unify boxes on a slice closer than this; 0 never unifies (default %(default)s)")
     group.add_argument("--min-box-area-mm2", type=non_negative_float, default=defaults.min_box_area_mm2,
@@ -53,6 +55,7 @@ def postprocess_params_from_args(args: argparse.Namespace) -> PostprocessParams:
     regions = RegionParams(
         threshold=args.threshold,
         extract_errors=not args.no_error_extraction,
+        band_width_mm=args.band_width_mm,
         band_width_px=args.band_width_px,
         min_component_area_mm2=defaults.min_component_area_mm2,
         merge_distance_mm=args.merge_distance_mm,

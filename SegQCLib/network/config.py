@@ -21,6 +21,13 @@ CONFIG_FILE = "config.json"
 HIPPOCAMPUS_CLASSES = {1: "anterior", 2: "posterior"}
 
 
+class OutputKind(str, Enum):
+    """What the voxel head predicts (see :mod:`SegQCLib.network.qcresunet`)."""
+
+    ERROR = "error"
+    TRUTH = "truth"
+
+
 class Normalization(str, Enum):
     """Per-case intensity normalisation applied to every modality before the network."""
 
@@ -64,6 +71,8 @@ class ModelConfig:
     eca_kernel_size: int = 3
     dropout: float = 0.1
     case_head_hidden: int = 64
+    output: str = OutputKind.ERROR.value
+    truth_temperature: float = 1.0
     predict_nsd: bool = True
     nsd_tolerance_mm: float = 1.0
     # input preparation and inference
@@ -73,6 +82,9 @@ class ModelConfig:
     clip_percentiles: list[float] = field(default_factory=lambda: [0.5, 99.5])
     crop_margin_mm: float = 10.0
     window_overlap: float = 0.25
+    # Test-time augmentation: the (z, y, x) axes of each extra flipped pass averaged with the plain one
+    # (e.g. [[2]] adds a left-right flip); empty = a single pass.
+    tta_flips: list[list[int]] = field(default_factory=list)
     # provenance
     trained: bool = False
     training_data: str = ""
@@ -142,6 +154,15 @@ class ModelConfig:
             problems.append(f"window_overlap must be in [0, 1), got {self.window_overlap}")
         if self.full_res_kernel not in (1, 3):
             problems.append(f"full_res_kernel must be 1 or 3, got {self.full_res_kernel}")
+        if not isinstance(self.tta_flips, list) or any(
+                not isinstance(f, list) or not f or any(a not in (0, 1, 2) for a in f) or len(set(f)) != len(f)
+                for f in self.tta_flips):
+            problems.append(f"tta_flips must be a list of non-empty lists of distinct axes 0, 1, 2, got "
+                            f"{self.tta_flips!r}")
+        if self.output not in {k.value for k in OutputKind}:
+            problems.append(f"output {self.output!r} is not one of {[k.value for k in OutputKind]}")
+        if not (isinstance(self.truth_temperature, (int, float)) and 0.05 <= self.truth_temperature <= 20):
+            problems.append(f"truth_temperature must be a number in [0.05, 20], got {self.truth_temperature!r}")
         if self.eca_kernel_size < 1 or self.eca_kernel_size % 2 == 0:
             problems.append(f"eca_kernel_size must be odd and positive, got {self.eca_kernel_size}")
         if problems:
@@ -194,6 +215,8 @@ class ModelConfig:
                     values[key] = [int(v) for v in values[key]]
             if "strides" in values:
                 values["strides"] = [[int(v) for v in s] for s in values["strides"]]
+            if values.get("tta_flips"):
+                values["tta_flips"] = [[int(v) for v in f] for f in values["tta_flips"]]
             if values.get("target_spacing_zyx_mm") is not None:
                 values["target_spacing_zyx_mm"] = [float(v) for v in values["target_spacing_zyx_mm"]]
             if "modalities" in values:

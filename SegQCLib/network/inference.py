@@ -10,7 +10,8 @@ Steps of :func:`predict_case`:
 4. optional resampling of the crop to ``config.target_spacing_zyx_mm`` (image linear, mask nearest),
    skipped when every axis is within :data:`RESAMPLE_RELATIVE_TOLERANCE` of the target;
 5. zero padding (after normalisation) to at least the patch size;
-6. sliding-window prediction with Gaussian importance blending, windows batched on the device,
+6. sliding-window prediction (each window also flipped and averaged when ``config.tta_flips`` asks for
+   test-time augmentation) with Gaussian importance blending, windows batched on the device,
    autocast (float16) on CUDA only, ``torch.inference_mode``, progress and cancellation between
    batches; out-of-memory halves the batch and retries, then raises :class:`ResourceError`;
 7. back to the crop grid (linear) and into full-size maps: the error probability outside the crop is 0.
@@ -41,6 +42,7 @@ from ..geometry import Geometry
 from .config import ModelConfig
 from .crop import CropBox, crop_box_around
 from .normalization import normalize_intensity
+from .qcresunet import with_test_time_augmentation
 from .uncertainty import FlipProbe, FlipUncertainty, flip_uncertainty, left_right_axis, mirror
 
 logger = logging.getLogger(__name__)
@@ -473,8 +475,9 @@ def _predict_case(model, config, images, seg, geometry, device, overlap, window_
         window_batch = choose_window_batch(device, estimate_window_bytes(model, config, patch))
     foreground = [i for i, label in enumerate(config.mask_labels) if label != 0]
     prediction = sliding_window_predict(
-        runner if runner is not None else model, image_tensor, mask_tensor, patch,
-        config.window_overlap if overlap is None else overlap, device,
+        # Test-time flips wrap the PyTorch model; an OpenVINO runner runs the plain network (no flips).
+        with_test_time_augmentation(model) if runner is None or runner is model else runner,
+        image_tensor, mask_tensor, patch, config.window_overlap if overlap is None else overlap, device,
         window_batch, foreground, _stage_progress(progress, PROGRESS_PREPARED, PROGRESS_WINDOWS_DONE), cancel,
         left_right_axis(geometry) if flip_check else None)
     timing["network"] = time.perf_counter() - started

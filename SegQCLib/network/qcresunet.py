@@ -25,6 +25,17 @@ parameters and 64 GFLOPs (2 x conv MACs) at 160x192x160, against 16.35 M and 762
 :func:`~SegQCLib.network.config.reference_qcresunet_config`, the published size (paper: 16.6 M).
 ``benchmarks/bench_inference.py`` measures both.  The patch 48x64x48 fits the hippocampus crops (about
 40x56x40 at 1 mm); bigger volumes go through the sliding window of :mod:`SegQCLib.network.inference`.
+
+Two output parameterisations (``ModelConfig.output``):
+
+* ``error`` (QCResUNet): one sigmoid error logit per class, learnt directly;
+* ``truth``: the head predicts the *estimated truth* as a softmax over background + classes, P, and the
+  error probability of class c follows from it and the query mask M (SegQC eq. 4 read backwards):
+  Ê_c = M_c (1 − P_c) + (1 − M_c) P_c.  Classes stay mutually consistent (a voxel cannot be "missing"
+  from two classes at once), a network that knows the anatomy (trained as a segmenter first) only has
+  to learn when to trust the query, and flagging the whole mask is no longer a cheap answer.  The error
+  logits are still returned (logit Ê_c), so inference and everything after it are unchanged;
+  ``truth_temperature`` (calibrated on tuning cases) divides the truth logits.
 """
 
 from __future__ import annotations
@@ -37,15 +48,32 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .config import ModelConfig
+from .config import ModelConfig, OutputKind
 
 LEAKY_SLOPE = 0.01
+
+
+# Ê is clamped away from 0 and 1 before its logit is taken, so the logit stays finite in float32.
+ERROR_PROB_EPSILON = 1e-6
 
 
 class QCOutput(NamedTuple):
     error_logits: torch.Tensor  # (B, C, Z, Y, X)
     dice: torch.Tensor  # (B,) in [0, 1]
     nsd: Optional[torch.Tensor]  # (B,) in [0, 1], None when the config does not predict NSD
+    truth_logits: Optional[torch.Tensor] = None  # (B, 1 + C, Z, Y, X) with output "truth", else None
+
+
+def error_logits_from_truth(truth_logits: torch.Tensor, mask_onehot: torch.Tensor) -> torch.Tensor:
+    """logit Ê_c with Ê_c = M_c (1 − P_c) + (1 − M_c) P_c, P = softmax(truth logits) (channel 0 background).
+
+    ``mask_onehot`` holds one channel per foreground class (a background channel, if any, stripped).
+    """
+    prob = torch.softmax(truth_logits.float(), dim=1)[:, 1:]
+    mask = mask_onehot.float()
+    error = mask * (1 - prob) + (1 - mask) * prob
+    error = error.clamp(ERROR_PROB_EPSILON, 1 - ERROR_PROB_EPSILON)
+    return torch.log(error) - torch.log1p(-error)
 
 
 def one_hot(seg: torch.Tensor, labels: Sequence[int]) -> torch.Tensor:
@@ -176,7 +204,8 @@ class QCResUNet(nn.Module):
         self.full_res = DecoderStep(widths[0], modalities, mask_ch, config.full_res_width, strides[0],
                                     config.decoder_convs, config.eca_kernel_size, config.full_res_kernel)
         self.head_eca = ECA(config.eca_kernel_size)
-        self.error_head = nn.Conv3d(config.full_res_width + mask_ch, classes, 1)
+        head_channels = classes + 1 if config.output == OutputKind.TRUTH.value else classes
+        self.error_head = nn.Conv3d(config.full_res_width + mask_ch, head_channels, 1)
         outputs = 2 if config.predict_nsd else 1
         self.case_head = nn.Sequential(nn.Linear(widths[-1], config.case_head_hidden),
                                        nn.LeakyReLU(LEAKY_SLOPE, inplace=True),
@@ -208,7 +237,47 @@ class QCResUNet(nn.Module):
         logits = self.error_head(self.head_eca(torch.cat([x, mask_onehot], dim=1)))
         case = torch.sigmoid(self.case_head(bottleneck.mean(dim=(2, 3, 4))).float())
         nsd = case[:, 1] if config.predict_nsd else None
+        if config.output == OutputKind.TRUTH.value:
+            truth_logits = logits.float() / config.truth_temperature
+            foreground_mask = mask_onehot[:, 1:] if config.include_background_channel else mask_onehot
+            return QCOutput(error_logits_from_truth(truth_logits, foreground_mask), case[:, 0], nsd, truth_logits)
         return QCOutput(logits, case[:, 0], nsd)
+
+
+class FlipAveraged(nn.Module):
+    """A QC network run on the input and on flipped copies of it, outputs flipped back and averaged.
+
+    Error probabilities are averaged (and returned as logits), as are the case Dice and NSD; the truth
+    logits, when present, become the log of the averaged truth probabilities.
+    """
+
+    def __init__(self, model: QCResUNet, flips: Sequence[Sequence[int]]) -> None:
+        super().__init__()
+        self.model = model
+        self.config = model.config
+        self.flips = [tuple(int(a) + 2 for a in f) for f in flips]  # spatial axes of (B, C, Z, Y, X)
+
+    def forward(self, image: torch.Tensor, mask_onehot: torch.Tensor) -> QCOutput:
+        outputs = [self.model(image, mask_onehot)]
+        for dims in self.flips:
+            flipped = self.model(torch.flip(image, dims), torch.flip(mask_onehot, dims))
+            outputs.append(QCOutput(torch.flip(flipped.error_logits, dims), flipped.dice, flipped.nsd,
+                                    torch.flip(flipped.truth_logits, dims) if flipped.truth_logits is not None
+                                    else None))
+        error = torch.stack([torch.sigmoid(o.error_logits.float()) for o in outputs]).mean(0)
+        error = error.clamp(ERROR_PROB_EPSILON, 1 - ERROR_PROB_EPSILON)
+        dice = torch.stack([o.dice.float() for o in outputs]).mean(0)
+        nsd = torch.stack([o.nsd.float() for o in outputs]).mean(0) if outputs[0].nsd is not None else None
+        truth = None
+        if outputs[0].truth_logits is not None:
+            truth = torch.log(torch.stack([torch.softmax(o.truth_logits.float(), 1) for o in outputs]).mean(0))
+        return QCOutput(torch.log(error) - torch.log1p(-error), dice, nsd, truth)
+
+
+def with_test_time_augmentation(model: nn.Module) -> nn.Module:
+    """``model`` wrapped in :class:`FlipAveraged` when its config asks for flips, else ``model`` itself."""
+    flips = getattr(model.config, "tta_flips", None)
+    return FlipAveraged(model, flips) if flips else model
 
 
 def build_model(config: ModelConfig) -> QCResUNet:

@@ -71,7 +71,8 @@ def framed_errors(error_prob: np.ndarray, geometry: Geometry, slice_axis: int, p
     binary = np.asarray(error_prob) > params.threshold
     if not params.extract_errors:
         return binary
-    return extract_errors(binary, slice_axis, geometry.spacing_zyx_mm, int(params.band_width_px),
+    spacing = geometry.spacing_zyx_mm
+    return extract_errors(binary, slice_axis, spacing, params.band_px(spacing, slice_axis),
                           float(params.min_component_area_mm2))
 
 

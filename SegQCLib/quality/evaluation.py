@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Union
 
 import numpy as np
-from scipy import sparse, stats
+from scipy import ndimage, sparse, stats
 from scipy.sparse.csgraph import maximum_bipartite_matching
 
 from ..errors import InputError
@@ -252,6 +252,118 @@ def box_pr_curve_over_thresholds(
         precision=np.array([v[0] for v in values]),
         recall=np.array([v[1] for v in values]),
     )
+
+
+# ----------------------------------------------------------------------------------------------------
+# Localisation as a reviewer meets it: substantive true error regions found, predicted boxes that are right
+
+# A true error region is a 2D component (8-connected) of a class's true error on one slice, of at least
+# this area, holding a part that survives an in-plane opening with a square of OPENING_SIZE_PX pixels:
+# thin one-pixel boundary bands alone are observer variability, not errors a reviewer must be shown.
+REGION_MIN_AREA_MM2 = 10.0
+OPENING_SIZE_PX = 3
+REGION_IOU = 0.1
+REGION_COVERED_FRACTION = 0.5  # predicted boxes together cover at least this share of the surviving part
+BOX_TRUE_ERROR_FRACTION = 0.3  # a box at least this full of its class's true error is right
+
+
+@dataclass(frozen=True)
+class LocalisationCounts:
+    """Counts of one class (or summed over classes and queries): true regions found / all, boxes right / all."""
+
+    found: int
+    regions: int
+    right: int
+    boxes: int
+
+    def __add__(self, other: LocalisationCounts) -> LocalisationCounts:
+        return LocalisationCounts(self.found + other.found, self.regions + other.regions, self.right + other.right,
+                                  self.boxes + other.boxes)
+
+    @property
+    def recall(self) -> float:
+        return self.found / self.regions if self.regions else math.nan
+
+    @property
+    def precision(self) -> float:
+        return self.right / self.boxes if self.boxes else math.nan
+
+
+def _flat(slice_axis: int, connectivity: int, size: int = 3) -> np.ndarray:
+    structure = np.zeros((size, size, size), dtype=bool)
+    index: list = [slice(None)] * 3
+    index[slice_axis] = size // 2
+    structure[tuple(index)] = (ndimage.generate_binary_structure(2, connectivity) if size == 3 and connectivity < 2
+                               else np.ones((size, size), dtype=bool))
+    return structure
+
+
+def _boxes_of(objects: Sequence, slice_axis: int) -> np.ndarray:
+    """(N, 5) [slice, a0, b0, a1, b1] rows of find_objects slices (None entries give empty rows of -1)."""
+    a, b = [x for x in range(3) if x != slice_axis]
+    rows = [[s[slice_axis].start, s[a].start, s[b].start, s[a].stop, s[b].stop] if s is not None else [-1] * 5
+            for s in objects]
+    return np.asarray(rows, dtype=np.float64).reshape(-1, 5)
+
+
+def _box_pixel_sums(volume: np.ndarray, boxes: np.ndarray, slice_axis: int) -> np.ndarray:
+    """Sum of ``volume`` inside each (slice, a0, b0, a1, b1) box, from one in-plane summed-area table."""
+    moved = np.moveaxis(volume.astype(np.int64), slice_axis, 0)
+    table = np.zeros((moved.shape[0], moved.shape[1] + 1, moved.shape[2] + 1), dtype=np.int64)
+    table[:, 1:, 1:] = moved.cumsum(1).cumsum(2)
+    s, a0, b0, a1, b1 = (boxes[:, i].astype(np.int64) for i in range(5))
+    return table[s, a1, b1] - table[s, a0, b1] - table[s, a1, b0] + table[s, a0, b0]
+
+
+def localisation_counts(pred_boxes: ArrayLike, true_error: np.ndarray, slice_axis: int,
+                        spacing_zyx_mm: Sequence[float]) -> LocalisationCounts:
+    """Found true error regions and right predicted boxes of one class (the rule of the model-v2 issue).
+
+    ``pred_boxes``: (N, 5) [slice, a0, b0, a1, b1] of the class's predicted boxes (in-plane axes in array
+    order, end exclusive); ``true_error``: the class's true error (query XOR truth), a 3D bool array.
+
+    A true region (see :data:`REGION_MIN_AREA_MM2`) is found when a predicted box on its slice has IoU
+    >= 0.1 with the region's box or with the box of its surviving part, or when the predicted boxes
+    together cover at least half of that part.  A predicted box is right when its IoU with the box of
+    some true error component of its class (any size) is >= 0.1, or when at least 30 % of its pixels are
+    true error of its class.
+    """
+    pred = _as_boxes(pred_boxes)
+    true_error = np.asarray(true_error, dtype=bool)
+    a, b = [x for x in range(3) if x != slice_axis]
+    pixel_mm2 = float(spacing_zyx_mm[a]) * float(spacing_zyx_mm[b])
+    labels, count = ndimage.label(true_error, structure=_flat(slice_axis, 2))
+    components = _boxes_of(ndimage.find_objects(labels), slice_axis)
+    core = ndimage.binary_opening(true_error, structure=_flat(slice_axis, 2, OPENING_SIZE_PX))
+    area = np.bincount(labels[true_error], minlength=count + 1)[1:] * pixel_mm2
+    core_pixels = np.bincount(labels[core], minlength=count + 1)[1:]
+    substantive = (area >= REGION_MIN_AREA_MM2) & (core_pixels > 0)
+    core_boxes = _boxes_of(ndimage.find_objects(np.where(core, labels, 0), max_label=count), slice_axis)
+
+    found = np.zeros(count, dtype=bool)
+    if pred.shape[0] and substantive.any():
+        for boxes in (components, core_boxes):
+            candidates = np.flatnonzero(substantive)
+            pred_index, true_index = _same_slice_pairs(pred, boxes[candidates])
+            hits = box_iou_pairs(pred, boxes[candidates], pred_index, true_index) >= REGION_IOU
+            found[candidates[true_index[hits]]] = True
+        covered = np.zeros(true_error.shape, dtype=bool)
+        moved = np.moveaxis(covered, slice_axis, 0)  # a view: painting it paints ``covered``
+        for s, a0, b0, a1, b1 in pred.astype(np.int64):  # one rectangle per predicted box
+            moved[s, a0:a1, b0:b1] = True
+        covered_core = np.bincount(labels[core & covered], minlength=count + 1)[1:]
+        found |= substantive & (covered_core >= REGION_COVERED_FRACTION * np.maximum(core_pixels, 1))
+
+    right = np.zeros(pred.shape[0], dtype=bool)
+    if pred.shape[0]:
+        if count:
+            pred_index, true_index = _same_slice_pairs(pred, components)
+            hits = box_iou_pairs(pred, components, pred_index, true_index) >= REGION_IOU
+            right[pred_index[hits]] = True
+        box_area = (pred[:, 3] - pred[:, 1]) * (pred[:, 4] - pred[:, 2])
+        error_inside = _box_pixel_sums(true_error, pred, slice_axis)
+        right |= error_inside >= BOX_TRUE_ERROR_FRACTION * np.maximum(box_area, 1)
+    return LocalisationCounts(int(found.sum()), int(substantive.sum()), int(right.sum()), int(pred.shape[0]))
 
 
 # ----------------------------------------------------------------------------------------------------

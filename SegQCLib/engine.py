@@ -206,8 +206,9 @@ class QCEngine:
         notify(PROGRESS_NETWORK_END, "Estimating quality, finding error regions")
         class_names = {**self.config.classes, **segmentation.names}
         report = build_report(segmentation, inference.error_prob, postprocess_params, class_names)
-        report.case.dice_pred = inference.dice_pred
-        report.case.nsd_pred = inference.nsd_pred
+        if self.config.report_case_head:
+            report.case.dice_pred = inference.dice_pred
+            report.case.nsd_pred = inference.nsd_pred
         suggestion = None
         suggestion_notices: list[str] = []
         if suggest_edits:

@@ -113,6 +113,18 @@ def test_run_writes_report_and_error_maps_in_the_image_geometry(default_package,
     assert "report:" in capsys.readouterr().out
 
 
+def test_a_model_whose_case_head_is_not_reported_leaves_dice_pred_and_nsd_pred_out(hippocampus_cases, tmp_path):
+    overrides = tmp_path / "cfg.json"
+    overrides.write_text(json.dumps({"report_case_head": False}))
+    assert main(["model", "init", "--out", str(tmp_path / "pkg"), "--config", str(overrides)]) == 0
+    case = hippocampus_cases[0]
+    assert run_cli("--image", str(case.images[0]), "--seg", str(case.label), "--out", str(tmp_path / "out"),
+                   "--model", str(tmp_path / "pkg"), "--device", "cpu") == 0
+    report = Report.load(tmp_path / "out" / "report.json")
+    assert report.case.dice_pred is None and report.case.nsd_pred is None
+    assert report.case.dice_est is not None
+
+
 def test_empty_segmentation_is_checked_over_the_whole_image(default_package, hippocampus_cases, tmp_path):
     case = hippocampus_cases[0]
     empty = np.zeros_like(sitk.GetArrayFromImage(sitk.ReadImage(str(case.label))))

@@ -74,6 +74,9 @@ class ModelConfig:
     output: str = OutputKind.ERROR.value
     truth_temperature: float = 1.0
     predict_nsd: bool = True
+    # False when the case head's Dice/NSD did not hold up in validation: reports then leave dice_pred and
+    # nsd_pred out (null) rather than show a number that only looks like an estimate.
+    report_case_head: bool = True
     nsd_tolerance_mm: float = 1.0
     # input preparation and inference
     patch_size_zyx: list[int] = field(default_factory=lambda: [48, 64, 48])

@@ -11,137 +11,57 @@ from __future__ import annotations
 import json
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 try:
     import slicer
-    import vtk
 except ImportError as exc:  # slicer-core wheels exist for a few platforms and Python versions only
     pytest.skip(f"slicer-core cannot be imported ({exc}); pip install slicer-core to test the Slicer logic",
                 allow_module_level=True)
 
-from scipy import ndimage
+from SegQCModuleLib.logic import ItemKind, ItemStatus, NodeRole, SegQCLogic  # noqa: E402
+from SegQCModuleLib.process import QCProcess  # noqa: E402
+from slicer_scene import (  # noqa: E402  (after the slicer-core check)
+    CLASS_NAMES,
+    add_segmentation,
+    add_volume,
+    apply_true_error,
+    build_review,
+    matrix_of,
+    node_count,
+    reopen_scene,
+    save_scene,
+    segmentation_arrays,
+    set_segment,
+    slice_nodes,
+    slice_to_ras,
+    true_error,
+)
 
 from SegQCLib.errors import CancelledError, InputError, ModelError
 from SegQCLib.geometry import Geometry
 from SegQCLib.io.image_files import read_image, read_labelmap
 from SegQCLib.quality.postprocess import build_report
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "SegQC"))
-from SegQCModuleLib.logic import ItemKind, ItemStatus, NodeRole, SegQCLogic  # noqa: E402
-from SegQCModuleLib.process import QCProcess  # noqa: E402
-
-CLASS_NAMES = {1: "anterior", 2: "posterior"}
-SLICE_VIEWS = (("Red", "Axial"), ("Yellow", "Sagittal"), ("Green", "Coronal"))
 PROCESS_TIMEOUT_S = 300.0
 
 
 # ----------------------------------------------------------------------------------------------
-# Scene building helpers (what loading files in Slicer does)
-
-
-def make_scene():
-    scene = slicer.vtkMRMLScene()
-    logics = [slicer.vtkMRMLApplicationLogic(), slicer.vtkMRMLColorLogic(),
-              slicer.vtkSlicerSegmentationsModuleLogic(), slicer.vtkSlicerMarkupsLogic()]
-    for logic in logics:
-        logic.SetMRMLScene(scene)
-    for name, orientation in SLICE_VIEWS:
-        sliceLogic = slicer.vtkMRMLSliceLogic()
-        sliceLogic.SetMRMLScene(scene)
-        sliceLogic.AddSliceNode(name).SetOrientation(orientation)
-        logics.append(sliceLogic)
-    scene.logics = logics  # keep the logics alive as long as the scene
-    return scene
-
-
-def add_volume(scene, array: np.ndarray, geometry: Geometry, name: str, class_name="vtkMRMLScalarVolumeNode"):
-    node = scene.AddNewNodeByClass(class_name, name)
-    node.SetIJKToRASMatrix(slicer.util.vtkMatrixFromArray(geometry.ijk_to_ras_matrix()))
-    slicer.util.updateVolumeFromArray(node, np.ascontiguousarray(array))
-    node.CreateDefaultDisplayNodes()
-    return node
-
-
-def set_segment(scene, segmentation_node, segment_id: str, mask: np.ndarray, geometry: Geometry) -> None:
-    labelmap = add_volume(scene, mask.astype(np.uint8), geometry, "__mask__", "vtkMRMLLabelMapVolumeNode")
-    ids = vtk.vtkStringArray()
-    ids.InsertNextValue(segment_id)
-    assert slicer.vtkSlicerSegmentationsModuleLogic.ImportLabelmapToSegmentationNode(labelmap, segmentation_node, ids)
-    scene.RemoveNode(labelmap)
-
-
-def add_segmentation(scene, labels: np.ndarray, geometry: Geometry, names: dict[int, str], reference_node):
-    node = scene.AddNewNodeByClass("vtkMRMLSegmentationNode", "Segmentation")
-    node.CreateDefaultDisplayNodes()
-    node.SetReferenceImageGeometryParameterFromVolumeNode(reference_node)
-    for label, name in names.items():
-        segment_id = node.GetSegmentation().AddEmptySegment(f"segment_{label}", name)
-        set_segment(scene, node, segment_id, labels == label, geometry)
-    return node
-
-
-def segmentation_arrays(logic: SegQCLogic, segmentation_node, reference_node) -> dict[str, np.ndarray]:
-    """Every segment of a segmentation node as a mask on the reference grid (to prove it is untouched)."""
-    names = logic.segmentNames(segmentation_node)
-    return {sid: logic.exportLabelArray(segmentation_node, {sid: 1}, reference_node) for sid in names}
-
-
-def perturbed(truth: np.ndarray) -> np.ndarray:
-    """A plausible wrong segmentation: class 1 eroded, class 2 shifted two voxels along x."""
-    wrong = np.zeros_like(truth)
-    wrong[ndimage.binary_erosion(truth == 1)] = 1
-    wrong[np.roll(truth == 2, 2, axis=2) & (wrong == 0)] = 2
-    return wrong
-
-
-def true_error(segmentation: np.ndarray, truth: np.ndarray) -> dict[int, np.ndarray]:
-    return {label: ((segmentation == label) != (truth == label)).astype(np.float32) for label in CLASS_NAMES}
-
-
-def node_count(scene) -> int:
-    return scene.GetNumberOfNodes()
+# Fixtures
 
 
 @pytest.fixture
 def review(hippocampus_case):
     """A scene holding a real image and a perturbed segmentation of it, and a logic bound to the scene."""
-    image, truth = hippocampus_case
-    scene = make_scene()
-    volume = add_volume(scene, image.array, image.geometry, "hippocampus")
-    wrong = perturbed(truth.array)
-    segmentation = add_segmentation(scene, wrong, image.geometry, CLASS_NAMES, volume)
-    return {"scene": scene, "logic": SegQCLogic(scene), "volume": volume, "segmentation": segmentation,
-            "image": image, "truth": truth.array, "wrong": wrong}
+    return build_review(*hippocampus_case)
 
 
 @pytest.fixture
 def reviewed(review):
     """The review scene after results from the true error of the perturbed segmentation were applied."""
-    logic = review["logic"]
-    prepared = logic.prepareInputs([review["volume"]], review["segmentation"], CLASS_NAMES)
-    error = true_error(prepared.case.segmentation.array, review["truth"])
-    report = build_report(prepared.case.segmentation, error, class_names=CLASS_NAMES).to_dict()
-    review.update(prepared=prepared, error=error, report=report, result=logic.applyResult(prepared, report, error))
-    return review
-
-
-def matrix_of(volume_node) -> np.ndarray:
-    matrix = vtk.vtkMatrix4x4()
-    volume_node.GetIJKToRASMatrix(matrix)
-    return slicer.util.arrayFromVTKMatrix(matrix)
-
-
-def slice_nodes(scene) -> dict[str, object]:
-    count = scene.GetNumberOfNodesByClass("vtkMRMLSliceNode")
-    return {node.GetName(): node for node in (scene.GetNthNodeByClass(i, "vtkMRMLSliceNode") for i in range(count))}
-
-
-def slice_to_ras(scene) -> dict[str, np.ndarray]:
-    return {name: slicer.util.arrayFromVTKMatrix(node.GetSliceToRAS()) for name, node in slice_nodes(scene).items()}
+    return apply_true_error(review)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -268,6 +188,15 @@ def test_slices_and_boxes_tables_follow_the_report_ranking_with_a_status(reviewe
     assert {boxes.GetCellText(r, status) for r in range(boxes.GetNumberOfRows())} == {"pending"}
 
 
+def test_result_tables_show_column_names_as_headers_without_deprecation_warnings(review, capfd):
+    capfd.readouterr()
+    result = apply_true_error(review)["result"]
+    warnings = capfd.readouterr().err
+    assert "deprecated" not in warnings
+    for table in (result.summaryTableNode, result.slicesTableNode, result.boxesTableNode):
+        assert table.GetUseColumnTitleAsColumnHeader()
+
+
 def test_rerunning_updates_the_same_nodes(reviewed):
     scene, logic = reviewed["scene"], reviewed["logic"]
     before = node_count(scene)
@@ -326,32 +255,11 @@ def test_a_new_logic_resumes_the_review_from_the_scene(reviewed):
     assert fresh.reportData()["report"]["case"] == reviewed["report"]["case"]
 
 
-def save_scene(scene, folder: Path) -> Path:
-    """Save every node and the scene file, as Slicer's Save dialog does."""
-    scene.SetRootDirectory(str(folder))
-    nodes = scene.GetNodes()
-    for index in range(nodes.GetNumberOfItems()):
-        node = nodes.GetItemAsObject(index)
-        if not node.IsA("vtkMRMLStorableNode") or not node.GetSaveWithScene():
-            continue
-        if node.GetStorageNode() is None:
-            node.AddDefaultStorageNode()
-        storage = node.GetStorageNode()
-        if storage is not None:
-            storage.SetFileName(str(folder / f"{node.GetID()}.{storage.GetDefaultWriteFileExtension()}"))
-            assert storage.WriteData(node), node.GetName()
-    scene.SetURL(str(folder / "review.mrml"))
-    assert scene.Commit()
-    return folder / "review.mrml"
-
-
 def test_a_saved_review_reopens_where_it_was_left(reviewed, tmp_path):
     logic, report = reviewed["logic"], reviewed["report"]
     logic.setItemStatus(ItemKind.BOX, 0, ItemStatus.FIXED)
     scene_file = save_scene(reviewed["scene"], tmp_path / "saved")
-    reopened = make_scene()
-    reopened.SetURL(str(scene_file))
-    assert reopened.Connect()
+    reopened = reopen_scene(scene_file)
     resumed = SegQCLogic(reopened)
     assert resumed.itemCount(ItemKind.BOX) == len(report["boxes"])
     assert resumed.itemStatus(ItemKind.BOX, 0) is ItemStatus.FIXED

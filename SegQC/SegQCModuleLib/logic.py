@@ -115,6 +115,19 @@ class SegQCResult:
     notices: list[str] = field(default_factory=list)
 
 
+def useColumnHeaders(tableNode: Any) -> None:
+    """Show column names as the table's header row.
+
+    Slicer 5.6.1 renamed the switch to ``SetUseColumnTitleAsColumnHeader`` (a column's title falls back to its
+    name, Libs/MRML/Widgets/qMRMLTableModel.cxx) and made ``SetUseColumnNameAsColumnHeader`` warn on every call;
+    Slicer 5.6.0 has only the old name.
+    """
+    if hasattr(tableNode, "SetUseColumnTitleAsColumnHeader"):
+        tableNode.SetUseColumnTitleAsColumnHeader(True)
+    else:
+        tableNode.SetUseColumnNameAsColumnHeader(True)
+
+
 class SegQCLogic(_LogicBase):
     """MRML side of SegQC; see the module docstring.  ``scene`` defaults to ``slicer.mrmlScene``."""
 
@@ -511,7 +524,7 @@ class SegQCLogic(_LogicBase):
     def _tableNode(self, role: NodeRole, sourceID: str, name: str, created: list[Any]) -> Any:
         node = self._getOrCreate("vtkMRMLTableNode", role, sourceID, name, created)
         node.RemoveAllColumns()
-        node.SetUseColumnNameAsColumnHeader(True)
+        useColumnHeaders(node)
         return node
 
     @staticmethod

@@ -30,6 +30,7 @@ from SegQCModuleLib.logic import (
     SegQCLogic,
 )
 from SegQCModuleLib.process import QCProcess
+from SegQCModuleLib.shortcuts import SHORTCUTS, ShortcutAction, shortcutFor, shortcutsHelpText
 from slicer import vtkMRMLScalarVolumeNode, vtkMRMLSegmentationNode
 from slicer.parameterNodeWrapper import WithinRange, parameterNodeWrapper
 from slicer.ScriptedLoadableModule import (
@@ -65,9 +66,8 @@ class SegQC(ScriptedLoadableModule):
 Segmentation quality control without ground truth: a QC network predicts where a segmentation is wrong.
 Run QC on an image and its segmentation, then walk through the ranked error boxes and slices, fix each error
 in the Segment Editor and record the correction as training data.<br>
-Keys while the module is shown: <b>n</b>/<b>p</b> next/previous box, <b>Shift+N</b>/<b>Shift+P</b>
-next/previous slice, <b>r</b> reviewed, <b>f</b> fixed, <b>e</b> Segment Editor on the box's segment.
-"""
+Keys while the module is shown (none of them is a key of the slice views or the Segment Editor):<br>
+""" + "<br>".join(f"<b>{s.keys}</b>: {s.description}" for s in SHORTCUTS)
         self.parent.acknowledgementText = """
 Method after QCResUNet (Qiu et al.), SegQC (Specktor-Fadida et al.) and Zhang &amp; Chung. Default model trained on
 the Medical Segmentation Decathlon hippocampus task (CC-BY-SA 4.0).
@@ -212,6 +212,7 @@ class SegQCWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             view.setSelectionBehavior(qt.QAbstractItemView.SelectRows)
             view.setEditTriggers(qt.QAbstractItemView.NoEditTriggers)
         self.ui.mappingTable.horizontalHeader().setSectionResizeMode(0, qt.QHeaderView.Stretch)
+        self.showShortcutsInPanel()
 
         self.initializeParameterNode()
         self.restoreResults()
@@ -564,22 +565,43 @@ class SegQCWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             slicer.util.showStatusMessage(f"SegQC: correction recorded in {record}", 5000)
 
     # --- keyboard shortcuts (only while the module is shown) --------------------------------------
+    def shortcutCallbacks(self) -> dict[ShortcutAction, Callable[[], None]]:
+        return {
+            ShortcutAction.NEXT_BOX: lambda: self.stepItem(ReviewItem.box, 1),
+            ShortcutAction.PREVIOUS_BOX: lambda: self.stepItem(ReviewItem.box, -1),
+            ShortcutAction.NEXT_SLICE: lambda: self.stepItem(ReviewItem.slice, 1),
+            ShortcutAction.PREVIOUS_SLICE: lambda: self.stepItem(ReviewItem.slice, -1),
+            ShortcutAction.MARK_REVIEWED: lambda: self.markCurrentItem(ItemStatus.REVIEWED),
+            ShortcutAction.MARK_FIXED: lambda: self.markCurrentItem(ItemStatus.FIXED),
+            ShortcutAction.SEGMENT_EDITOR: self.onSegmentEditorButton,
+        }
+
     def installShortcuts(self) -> None:
+        """One QShortcut per entry of SHORTCUTS on the main window (keys checked against Slicer's in shortcuts.py)."""
         if self._shortcuts:
             return
-        bindings = (
-            ("n", lambda: self.stepItem(ReviewItem.box, 1)),
-            ("p", lambda: self.stepItem(ReviewItem.box, -1)),
-            ("Shift+N", lambda: self.stepItem(ReviewItem.slice, 1)),
-            ("Shift+P", lambda: self.stepItem(ReviewItem.slice, -1)),
-            ("r", lambda: self.markCurrentItem(ItemStatus.REVIEWED)),
-            ("f", lambda: self.markCurrentItem(ItemStatus.FIXED)),
-            ("e", self.onSegmentEditorButton),
-        )
-        for keys, callback in bindings:
-            shortcut = qt.QShortcut(qt.QKeySequence(keys), slicer.util.mainWindow())
+        callbacks = self.shortcutCallbacks()
+        for entry in SHORTCUTS:
+            callback = callbacks.get(entry.action)
+            if callback is None:
+                continue
+            shortcut = qt.QShortcut(qt.QKeySequence(entry.keys), slicer.util.mainWindow())
             shortcut.connect("activated()", lambda callback=callback: self._onShortcut(callback))
             self._shortcuts.append(shortcut)
+
+    def showShortcutsInPanel(self) -> None:
+        """Tooltips and the keys line of the panel from the one table of shortcuts."""
+        buttons = {ShortcutAction.NEXT_BOX: self.ui.nextBoxButton,
+                   ShortcutAction.PREVIOUS_BOX: self.ui.previousBoxButton,
+                   ShortcutAction.NEXT_SLICE: self.ui.nextSliceButton,
+                   ShortcutAction.PREVIOUS_SLICE: self.ui.previousSliceButton,
+                   ShortcutAction.MARK_REVIEWED: self.ui.markReviewedButton,
+                   ShortcutAction.MARK_FIXED: self.ui.markFixedButton,
+                   ShortcutAction.SEGMENT_EDITOR: self.ui.segmentEditorButton}
+        for action, button in buttons.items():
+            entry = shortcutFor(action)
+            button.toolTip = f"{entry.description[0].upper()}{entry.description[1:]} (key: {entry.keys})"
+        self.ui.shortcutsLabel.text = "Keys while this module is shown: " + shortcutsHelpText()
 
     def _onShortcut(self, callback: Callable[[], None]) -> None:
         if self._hasResults() and self._process is None:

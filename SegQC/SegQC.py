@@ -320,13 +320,10 @@ class SegQCWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             return {}
 
     def currentMapping(self, segmentation=None) -> Optional[dict[str, int]]:
-        """The edited mapping, or None (match by name) when there is none or it is for other segments."""
+        """The edited mapping, or None (match by name) when there is none or it no longer applies."""
         text = self._parameterNode.segmentMapping if self._parameterNode else ""
         segmentation = segmentation or (self._parameterNode.segmentation if self._parameterNode else None)
-        if not text or segmentation is None:
-            return None
-        mapping = {str(k): int(v) for k, v in json.loads(text).items()}
-        return mapping if set(mapping) == set(self.logic.segmentNames(segmentation)) else None
+        return self.logic.storedMapping(text, segmentation)
 
     def updateMappingTable(self, _node=None) -> None:
         table = self.ui.mappingTable
@@ -359,6 +356,8 @@ class SegQCWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def onMappingEdited(self, _index=None) -> None:
         table = self.ui.mappingTable
+        if not self.modelClassNames():  # a table without classes offers only "(ignore)": never save that
+            return
         mapping = {table.item(row, 0).data(qt.Qt.UserRole): int(table.cellWidget(row, 1).currentData)
                    for row in range(table.rowCount)}
         self._parameterNode.segmentMapping = json.dumps(mapping)
@@ -383,6 +382,7 @@ class SegQCWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         with slicer.util.tryWithErrorDisplay("SegQC could not start QC.", waitCursor=True):
             if not ensureDependencies():
                 return
+            self.updateMappingTable()  # classes may have been unreadable before the dependencies were installed
             modelPath = self._parameterNode.modelPath or None
             classNames = self.logic.modelClassNames(modelPath)
             self._prepared = self.logic.prepareInputs(self.imageNodes(), self._parameterNode.segmentation,

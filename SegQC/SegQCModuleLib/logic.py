@@ -156,8 +156,8 @@ class SegQCLogic(_LogicBase):
 
     @staticmethod
     def modelConfig(modelPath: Optional[str] = None) -> Any:
-        """The model package's configuration (classes, modalities) without loading its weights."""
-        from SegQCLib.network.package import default_model_path, read_config
+        """The model package's configuration (classes, modalities) without its weights and without torch."""
+        from SegQCLib.network.model_files import default_model_path, read_config
 
         return read_config(modelPath or default_model_path())
 
@@ -205,6 +205,24 @@ class SegQCLogic(_LogicBase):
             pairs = ", ".join(f"'{names[s]}' -> {classNames[label]}" for s, label in mapping.items())
             notices.append(f"No segment is named like a model class; mapped by order: {pairs}. Check the mapping.")
         return mapping, notices
+
+    def storedMapping(self, text: str, segmentationNode: Any) -> Optional[dict[str, int]]:
+        """The segment-to-class mapping saved in the parameter node (JSON), if it still applies.
+
+        None (match by name) when there is none, when it is unreadable, when it is for other segments, or when it
+        maps every segment to 0: such a mapping was saved from a table that offered no class (the model's
+        classes could not be read) and would make QC fail.
+        """
+        if not text or segmentationNode is None:
+            return None
+        try:
+            mapping = {str(k): int(v) for k, v in json.loads(text).items()}
+        except (ValueError, TypeError, AttributeError):
+            logger.warning("SegQC: ignoring an unreadable segment-to-class mapping: %r", text)
+            return None
+        if set(mapping) != set(self.segmentNames(segmentationNode)) or not any(mapping.values()):
+            return None
+        return mapping
 
     def checkMapping(self, segmentationNode: Any, mapping: dict[str, int], classNames: dict[int, str]) -> None:
         """Raise InputError unless every segment maps to exactly one model class and no class twice."""

@@ -1,0 +1,99 @@
+"""Where model packages are and what their ``config.json`` says, without importing torch.
+
+The Slicer module reads a model's classes and modalities to fill its panel; importing torch for that
+took 2.2 s in Slicer's GUI process, and torch may not be installed yet.  :mod:`.package` (weights, the
+network) imports torch and builds on this module.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Optional, Union
+
+from ..errors import ModelError
+from .config import ModelConfig
+
+PathLike = Union[str, os.PathLike]
+
+CONFIG_FILE = "config.json"
+WEIGHTS_FILE = "weights.safetensors"
+# Weights of packages written before safetensors: read (restricted unpickler), never written.
+LEGACY_WEIGHTS_FILE = "weights.pt"
+WEIGHTS_FILES = (WEIGHTS_FILE, LEGACY_WEIGHTS_FILE)
+CARD_FILE = "MODEL_CARD.md"
+MODEL_ENV = "SEGQC_MODEL"
+DEFAULT_MODEL_SUBDIR = ("Resources", "Models", "hippocampus")
+# Wheel installs carry the default model inside the package.
+PACKAGED_MODEL_DIRS = ("_models", "models")
+DEFAULT_MODEL_NAME = "hippocampus"
+
+
+def _package_dir(path: PathLike) -> Path:
+    """Accept the package folder or a file inside it (config.json, the weights, the card)."""
+    path = Path(path).expanduser()
+    if not path.exists():
+        raise ModelError(f"Model package not found: {path}")
+    if path.is_file() and path.name in (CONFIG_FILE, CARD_FILE, *WEIGHTS_FILES):
+        path = path.parent
+    if not path.is_dir():
+        raise ModelError(f"Model package {path} is not a folder; expected a folder with {CONFIG_FILE} and "
+                         f"{WEIGHTS_FILE}")
+    return path
+
+
+def weights_path(folder: Path) -> Path:
+    """The package's weights file: ``weights.safetensors``, or ``weights.pt`` in an older package."""
+    present = [folder / name for name in WEIGHTS_FILES if (folder / name).is_file()]
+    if len(present) > 1:
+        raise ModelError(f"Model package {folder} has both {WEIGHTS_FILE} and {LEGACY_WEIGHTS_FILE}: which one "
+                         "the config belongs to is unclear. If a conversion was interrupted, `segqc model convert "
+                         "PATH` finishes it; otherwise remove the file that does not belong to the config.")
+    return present[0] if present else folder / WEIGHTS_FILE
+
+
+def read_config(path: PathLike, base: Optional[ModelConfig] = None, require_complete: bool = True) -> ModelConfig:
+    """Read and validate a package's config.json (or a standalone config file).
+
+    ``base`` and ``require_complete`` are passed to :meth:`ModelConfig.from_dict` (a partial file
+    overriding ``base``)."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / CONFIG_FILE
+    if not path.is_file():
+        raise ModelError(f"Model configuration not found: {path}")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ModelError(f"Model configuration {path} is not valid JSON ({exc})") from exc
+    try:
+        return ModelConfig.from_dict(data, base=base, require_complete=require_complete)
+    except ModelError as exc:
+        raise ModelError(f"{path}: {exc}") from exc
+
+
+def _repository_default_dirs() -> list[Path]:
+    package_root = Path(__file__).resolve().parents[1]  # SegQCLib/ (this file: SegQCLib/network/model_files.py)
+    candidates = [package_root.parent.joinpath(*DEFAULT_MODEL_SUBDIR)]
+    candidates += [package_root / sub / DEFAULT_MODEL_NAME for sub in PACKAGED_MODEL_DIRS]
+    return candidates
+
+
+def default_model_path() -> Path:
+    """``$SEGQC_MODEL`` if set, else the bundled hippocampus model; ModelError when none is installed."""
+    env = os.environ.get(MODEL_ENV)
+    if env:
+        path = Path(env).expanduser()
+        if not path.exists():
+            raise ModelError(f"${MODEL_ENV} points to {path}, which does not exist")
+        return path
+    candidates = _repository_default_dirs()
+    for candidate in candidates:
+        if (candidate / CONFIG_FILE).is_file() and any((candidate / name).is_file() for name in WEIGHTS_FILES):
+            return candidate
+    raise ModelError(
+        "No default QC model is installed (looked in " + ", ".join(str(c) for c in candidates) + "). "
+        f"Pass a model package with --model PATH (or set ${MODEL_ENV}); `segqc model init --out PATH` writes an "
+        "untrained one for testing."
+    )

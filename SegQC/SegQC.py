@@ -1,9 +1,10 @@
 """SegQC 3D Slicer module: segmentation quality control with interactive review.
 
 Module / Widget / Test.  The scene logic (everything MRML, nothing Qt) is ``SegQCLogic`` in
-``SegQCModuleLib/logic.py``, the QC process ``QCProcess`` in ``SegQCModuleLib/process.py`` (a package, so that
-Slicer does not load them as modules); all computation is in ``SegQCLib``.  QC runs in a ``PythonSlicer`` process
-(``segqc run --progress json``) so the GUI stays responsive and Cancel can stop it at once.
+``SegQCModuleLib/logic.py``, one QC run (inputs written and results read on a worker thread, ``segqc run
+--progress json`` in a ``PythonSlicer`` process) ``QCRun`` in ``SegQCModuleLib/qc_run.py`` (a package, so that
+Slicer does not load them as modules); all computation is in ``SegQCLib``.  The GUI stays responsive and Cancel
+stops a run at once.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from SegQCModuleLib.logic import (
     NodeRole,
     SegQCLogic,
 )
-from SegQCModuleLib.process import QCProcess
+from SegQCModuleLib.qc_run import QCRun, QCRunSettings, RunState
 from SegQCModuleLib.shortcuts import SHORTCUTS, ShortcutAction, shortcutFor, shortcutsHelpText
 from slicer import vtkMRMLScalarVolumeNode, vtkMRMLSegmentationNode
 from slicer.parameterNodeWrapper import WithinRange, parameterNodeWrapper
@@ -166,16 +167,12 @@ class SegQCWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.logic: Optional[SegQCLogic] = None
         self._parameterNode: Optional[SegQCParameterNode] = None
         self._parameterNodeGuiTag = None
-        self._process: Optional[QCProcess] = None
-        self._processTimer = qt.QTimer()
-        self._processTimer.setInterval(PROCESS_POLL_INTERVAL_MS)
-        self._processTimer.connect("timeout()", self.onProcessTimer)
-        self._prepared = None
-        self._workDir: Optional[Path] = None
-        self._processError: Optional[str] = None
+        self._run: Optional[QCRun] = None
+        self._runTimer = qt.QTimer()
+        self._runTimer.setInterval(PROCESS_POLL_INTERVAL_MS)
+        self._runTimer.connect("timeout()", self.onRunTimer)
         self._shortcuts: list[Any] = []
         self._updatingGui = False
-        self._keepSnapshot = False
         self._shownOverlay: Optional[tuple] = None
 
     # --- set-up ------------------------------------------------------------------------------
@@ -219,7 +216,7 @@ class SegQCWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def cleanup(self) -> None:
         self.cancelProcess()
-        self._processTimer.stop()
+        self._runTimer.stop()
         self.removeShortcuts()
         self.removeObservers()
 
@@ -273,7 +270,7 @@ class SegQCWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._onParameterNodeModified()
 
     def _onParameterNodeModified(self, caller=None, event=None) -> None:
-        running = self._process is not None
+        running = self._run is not None
         ready = bool(self._parameterNode and self._parameterNode.imageVolume and self._parameterNode.segmentation)
         self.ui.applyButton.enabled = running or ready
         self.ui.applyButton.text = "Cancel" if running else "Run QC"
@@ -367,7 +364,7 @@ class SegQCWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         return [self._parameterNode.imageVolume, *self._parameterNode.extraImageVolumes]
 
     def onApplyButton(self) -> None:
-        if self._process is not None:
+        if self._run is not None:
             self.cancelProcess()
             return
         self.runQC()
@@ -377,7 +374,8 @@ class SegQCWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.runQC(keepSnapshot=True)
 
     def runQC(self, wait: bool = False, keepSnapshot: bool = False) -> None:
-        if self._process is not None:
+        """Prepare the inputs from the scene, then let a QCRun write them, run segqc and read the results back."""
+        if self._run is not None:
             return
         with slicer.util.tryWithErrorDisplay("SegQC could not start QC.", waitCursor=True):
             if not ensureDependencies():
@@ -385,76 +383,59 @@ class SegQCWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.updateMappingTable()  # classes may have been unreadable before the dependencies were installed
             modelPath = self._parameterNode.modelPath or None
             classNames = self.logic.modelClassNames(modelPath)
-            self._prepared = self.logic.prepareInputs(self.imageNodes(), self._parameterNode.segmentation,
-                                                      classNames, self.currentMapping(),
-                                                      self.logic.modelModalityCount(modelPath))
-            self._keepSnapshot = keepSnapshot
-            self._workDir = Path(slicer.util.tempDirectory("SegQC"))
-            images, segmentation = self.logic.writeProcessInputs(self._prepared, str(self._workDir / "input"))
-            command = self.logic.processCommand(pythonExecutable(), images, segmentation,
-                                                str(self._workDir / "output"), modelPath,
-                                                self._parameterNode.device.value)
-            self._processError = None
+            prepared = self.logic.prepareInputs(self.imageNodes(), self._parameterNode.segmentation, classNames,
+                                                self.currentMapping(), self.logic.modelModalityCount(modelPath))
             # PythonSlicer adds Slicer's own paths; SegQCLib may live elsewhere (extension or source checkout).
-            self._process = QCProcess(command, {"PYTHONPATH": segqcLibRoot()}, slicer.util.launchConsoleProcess)
-            self.ui.statusLabel.text = "\n".join(self._prepared.notices) or "Starting QC..."
+            settings = QCRunSettings(pythonExecutable(), modelPath, self._parameterNode.device.value,
+                                     {"PYTHONPATH": segqcLibRoot()}, slicer.util.launchConsoleProcess, keepSnapshot)
+            self._run = QCRun(self.logic, prepared, slicer.util.tempDirectory("SegQC"), settings)
+            self.ui.processLogTextEdit.clear()
             self.ui.progressBar.setMaximum(PROGRESS_BAR_MAXIMUM)
             self.ui.progressBar.setValue(0)
             self.ui.progressBar.visible = True
-            self._process.start()
-            self._processTimer.start()
+            self._run.start()
+            self.showRunUpdate(self._run.poll())
+            for notice in prepared.notices:
+                self.ui.processLogTextEdit.appendPlainText(f"Note: {notice}")
+            self._runTimer.start()
             self._onParameterNodeModified()
-        if self._process is None and self._workDir is not None:  # failed before the process started
-            shutil.rmtree(self._workDir, ignore_errors=True)
-            self._workDir = None
-        if wait and self._process is not None:
-            self._process.wait()
-            self.onProcessTimer()
+        if wait and self._run is not None:
+            self._run.wait()
+            self.onRunTimer()
 
-    def onProcessTimer(self) -> None:
-        process = self._process
-        if process is None:
-            self._processTimer.stop()
+    def onRunTimer(self) -> None:
+        run = self._run
+        if run is None:
+            self._runTimer.stop()
             return
-        for event in process.poll():
-            self.onProcessEvent(event)
-        if process.finished:
-            self._processTimer.stop()
-            self.onProcessFinished(process.returncode, process.cancelled, process.outputTail)
+        self.showRunUpdate(run.poll())
+        if run.finished:
+            self._runTimer.stop()
+            self.onRunFinished(run)
 
-    def onProcessEvent(self, event: dict) -> None:
-        kind = event.get("event")
-        if kind == "progress":
-            self.ui.progressBar.setValue(int(float(event.get("fraction", 0.0)) * PROGRESS_BAR_MAXIMUM))
-            self.ui.statusLabel.text = str(event.get("message", ""))
-        elif kind == "error":
-            self._processError = str(event.get("message", "unknown error"))
+    def showRunUpdate(self, update) -> None:
+        if update.fraction is not None:
+            self.ui.progressBar.setValue(int(update.fraction * PROGRESS_BAR_MAXIMUM))
+        if update.message:
+            self.ui.statusLabel.text = update.message
+        for line in update.logLines:
+            self.ui.processLogTextEdit.appendPlainText(line)
 
-    def onProcessFinished(self, returnCode: int, cancelled: bool, outputTail: list[str]) -> None:
-        self._process = None
+    def onRunFinished(self, run: QCRun) -> None:
+        self._run = None
         self.ui.progressBar.visible = False
         try:
-            if cancelled:
-                self.ui.statusLabel.text = "QC cancelled: the scene and the segmentation are unchanged."
-                return
-            if returnCode != 0 or self._processError:
-                message = self._processError or f"the QC process stopped with exit code {returnCode}"
-                self.ui.statusLabel.text = f"QC failed: {message}"
-                slicer.util.errorDisplay(f"QC failed: {message}", detailedText="\n".join(outputTail))
-                return
-            with slicer.util.tryWithErrorDisplay("SegQC could not load the QC results.", waitCursor=True):
-                result = self.logic.loadProcessResult(self._prepared, str(self._workDir / "output"),
-                                                      keepSnapshot=self._keepSnapshot)
-                self.showResults(result.report)
+            if run.state is RunState.DONE:
+                self._shownOverlay = None  # the new overlay nodes show what the panel says (see showResults)
+                self.showResults(run.result.report)
+            elif run.state is RunState.FAILED:
+                slicer.util.errorDisplay(f"QC failed: {run.error}", detailedText="\n".join(run.errorDetails))
         finally:
-            if self._workDir is not None:
-                shutil.rmtree(self._workDir, ignore_errors=True)
-                self._workDir = None
             self._onParameterNodeModified()
 
     def cancelProcess(self) -> None:
-        if self._process is not None:
-            self._process.cancel()
+        if self._run is not None:
+            self._run.cancel()
             self.ui.statusLabel.text = "Cancelling QC..."
 
     # --- results -----------------------------------------------------------------------------
@@ -604,7 +585,7 @@ class SegQCWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.shortcutsLabel.text = "Keys while this module is shown: " + shortcutsHelpText()
 
     def _onShortcut(self, callback: Callable[[], None]) -> None:
-        if self._hasResults() and self._process is None:
+        if self._hasResults() and self._run is None:
             callback()
 
     def removeShortcuts(self) -> None:

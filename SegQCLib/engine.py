@@ -132,8 +132,8 @@ class QCEngine:
 def run_qc_files(image_paths: Sequence[PathLike], seg_path: PathLike, out_dir: PathLike,
                  model_path: Optional[PathLike] = None, device: str = "auto", resample_seg: bool = False,
                  progress: Optional[ProgressCallback] = None, cancel: CancelCheck = None,
-                 engine: Optional[QCEngine] = None, postprocess_params: Optional[PostprocessParams] = None
-                 ) -> QCResult:
+                 engine: Optional[QCEngine] = None, postprocess_params: Optional[PostprocessParams] = None,
+                 compress: bool = True) -> QCResult:
     """Read a case from files, run QC and write ``report.json`` + ``error_prob_<label>.nii.gz`` to ``out_dir``.
 
     Nothing is written when reading, the network or the report fails or the run is cancelled.  Pass
@@ -143,5 +143,5 @@ def run_qc_files(image_paths: Sequence[PathLike], seg_path: PathLike, out_dir: P
     case = load_case(image_paths, seg_path, resample_seg=resample_seg)
     result = engine.run_case(case, progress=progress, cancel=cancel, postprocess_params=postprocess_params)
     check_cancelled(cancel)
-    result.write(out_dir)
+    result.write(out_dir, compress=compress)
     return result

@@ -9,8 +9,6 @@ itself (end to end, cancellation, a model that does not load).
 from __future__ import annotations
 
 import json
-import sys
-import time
 
 import numpy as np
 import pytest
@@ -22,7 +20,6 @@ except ImportError as exc:  # slicer-core wheels exist for a few platforms and P
                 allow_module_level=True)
 
 from SegQCModuleLib.logic import ItemKind, ItemStatus, NodeRole, SegQCLogic  # noqa: E402
-from SegQCModuleLib.process import QCProcess  # noqa: E402
 from slicer_scene import (  # noqa: E402  (after the slicer-core check)
     CLASS_NAMES,
     add_segmentation,
@@ -44,9 +41,6 @@ from SegQCLib.errors import CancelledError, InputError, ModelError
 from SegQCLib.geometry import Geometry
 from SegQCLib.io.image_files import read_image, read_labelmap
 from SegQCLib.quality.postprocess import build_report
-
-PROCESS_TIMEOUT_S = 300.0
-
 
 # ----------------------------------------------------------------------------------------------
 # Fixtures
@@ -356,56 +350,6 @@ def test_the_class_of_a_box_leads_back_to_its_segment(reviewed):
     name = reviewed["segmentation"].GetSegmentation().GetSegment(segment_id).GetName()
     assert name == CLASS_NAMES[label]
 
-
-
-def test_the_widgets_background_process_path_gives_the_same_nodes(review, model_path, tmp_path):
-    """What the widget does: inputs written to files, `segqc run --progress json` in a process, results loaded."""
-    logic = review["logic"]
-    prepared = logic.prepareInputs([review["volume"]], review["segmentation"], logic.modelClassNames(model_path))
-    images, seg = logic.writeProcessInputs(prepared, str(tmp_path / "in"))
-    command = logic.processCommand(sys.executable, images, seg, str(tmp_path / "out"), model_path, "cpu")
-    process = QCProcess(command, {"OMP_NUM_THREADS": "1"})
-    process.start()
-    events = poll_until(process, lambda events: False)
-    assert process.finished and process.returncode == 0, "\n".join(process.outputTail)
-    fractions = [e["fraction"] for e in events if e["event"] == "progress"]
-    assert fractions and fractions == sorted(fractions)
-    assert events[-1]["event"] == "done"
-    result = logic.loadProcessResult(prepared, str(tmp_path / "out"))
-    report = json.loads((tmp_path / "out" / "report.json").read_text())
-    assert result.report["case"] == report["case"]
-    assert result.boxesTableNode.GetNumberOfRows() == len(report["boxes"])
-    for label, node in result.overlayNodes.items():
-        np.testing.assert_allclose(matrix_of(node), matrix_of(review["volume"]))
-        expected = read_image(tmp_path / "out" / f"error_prob_{label}.nii.gz").array
-        np.testing.assert_allclose(slicer.util.arrayFromVolume(node), expected, atol=1e-6)
-
-
-def poll_until(process: QCProcess, stop, timeout_s: float = PROCESS_TIMEOUT_S) -> list[dict]:
-    """Poll like the widget's timer until the process finished or ``stop(events)`` is true."""
-    events: list[dict] = []
-    deadline = time.monotonic() + timeout_s
-    while not process.finished and not stop(events):
-        assert time.monotonic() < deadline, "QC process did not finish in time"
-        events += process.poll()
-        time.sleep(0.05)
-    return events
-
-
-def test_cancelling_the_process_midway_stops_it_and_leaves_no_results(review, model_path, tmp_path):
-    logic, scene = review["logic"], review["scene"]
-    prepared = logic.prepareInputs([review["volume"]], review["segmentation"], logic.modelClassNames(model_path))
-    images, seg = logic.writeProcessInputs(prepared, str(tmp_path / "in"))
-    before = node_count(scene)
-    process = QCProcess(logic.processCommand(sys.executable, images, seg, str(tmp_path / "out"), model_path, "cpu"))
-    process.start()
-    events = poll_until(process, lambda events: any(e["event"] == "progress" for e in events))
-    assert not process.finished and events
-    process.cancel()
-    poll_until(process, lambda events: False)
-    assert process.cancelled and process.returncode != 0
-    assert not (tmp_path / "out" / "report.json").exists()
-    assert node_count(scene) == before
 
 
 def test_process_output_lines_that_are_not_events_are_ignored():

@@ -367,22 +367,30 @@ class SegQCLogic(_LogicBase):
 
     @staticmethod
     def writeProcessInputs(prepared: PreparedInputs, workDir: str) -> tuple[list[str], str]:
-        """Write the prepared case as files for a ``segqc run`` process; returns (image paths, seg path)."""
+        """Write the prepared case as files for a ``segqc run`` process; returns (image paths, seg path).
+
+        Touches no MRML node, so it runs on a worker thread.  The files are uncompressed NIfTI: writing a
+        300x512x512 float volume took 33 s with gzip and 0.7 s plain (``benchmarks/bench_slicer_io.py``).
+        """
         work = Path(workDir)
-        images = [str(write_array(work / f"image_{index:04d}.nii.gz", volume.array, volume.geometry))
+        images = [str(write_array(work / f"image_{index:04d}.nii", volume.array, volume.geometry, compress=False))
                   for index, volume in enumerate(prepared.case.images)]
         segmentation = prepared.case.segmentation
-        return images, str(write_array(work / "segmentation.nii.gz", segmentation.array, segmentation.geometry))
+        return images, str(write_array(work / "segmentation.nii", segmentation.array, segmentation.geometry,
+                                       compress=False))
 
     @staticmethod
     def processCommand(python: str, imagePaths: Sequence[str], segmentationPath: str, outputDir: str,
                        modelPath: Optional[str] = None, device: str = "auto") -> list[str]:
-        """Command line of a ``segqc run`` process that reports progress as JSON lines on stdout."""
+        """Command line of a ``segqc run`` process that reports progress as JSON lines on stdout.
+
+        The error maps come back uncompressed (``--no-compress``): they are read once, at once.
+        """
         command = [python, "-m", "SegQCLib.commands.cli", "run"]
         for path in imagePaths:
             command += ["--image", str(path)]
         command += ["--seg", str(segmentationPath), "--out", str(outputDir), "--device", str(device),
-                    "--progress", "json"]
+                    "--progress", "json", "--no-compress"]
         if modelPath:
             command += ["--model", str(modelPath)]
         return command
@@ -399,14 +407,21 @@ class SegQCLogic(_LogicBase):
             return None
         return event if isinstance(event, dict) and "event" in event else None
 
-    def loadProcessResult(self, prepared: PreparedInputs, outputDir: str, keepSnapshot: bool = False) -> SegQCResult:
-        """Create the result nodes from a ``segqc run`` output folder (the widget's background process)."""
+    @staticmethod
+    def readProcessResult(outputDir: str, geometry: Geometry) -> tuple[dict[str, Any], dict[int, np.ndarray]]:
+        """The report (as its JSON dict) and error maps of a ``segqc run`` output folder.
+
+        Touches no MRML node, so it runs on a worker thread; :meth:`applyResult` then makes the nodes.
+        """
         from SegQCLib.quality.outputs import read_error_probs
         from SegQCLib.quality.report import Report
 
-        report = Report.load(outputDir)
-        errorProb = read_error_probs(outputDir, prepared.case.geometry)
-        return self.applyResult(prepared, report.to_dict(), errorProb, keepSnapshot)
+        return Report.load(outputDir).to_dict(), read_error_probs(outputDir, geometry)
+
+    def loadProcessResult(self, prepared: PreparedInputs, outputDir: str, keepSnapshot: bool = False) -> SegQCResult:
+        """Create the result nodes from a ``segqc run`` output folder, reading it on the calling thread."""
+        report, errorProb = self.readProcessResult(outputDir, prepared.case.geometry)
+        return self.applyResult(prepared, report, errorProb, keepSnapshot)
 
     def applyResult(self, prepared: PreparedInputs, report: dict[str, Any], errorProb: dict[int, np.ndarray],
                     keepSnapshot: bool = False) -> SegQCResult:

@@ -72,6 +72,8 @@ def register(subparsers) -> None:
                         help="sliding-window overlap in [0, 1) (default: the model's)")
     parser.add_argument("--window-batch", type=int, default=None,
                         help="windows per forward pass (default: as many as fit in memory)")
+    parser.add_argument("--no-compress", dest="compress", action="store_false",
+                        help="write error_prob_<label>.nii uncompressed (faster for a program that reads them at once)")
     parser.add_argument("--threads", type=int, default=None,
                         help="CPU threads for the network (default: PyTorch's choice, usually all cores)")
     add_region_options(parser)
@@ -228,7 +230,7 @@ def _run_manifest(args: argparse.Namespace, engine: QCEngine, reporter: Reporter
         case_dir = out_dir / case.case_id
         try:
             result = run_qc_files(case.images, case.seg, case_dir, resample_seg=args.resample_seg, progress=progress,
-                                  engine=engine, postprocess_params=params)
+                                  engine=engine, postprocess_params=params, compress=args.compress)
         except CancelledError:
             raise
         except SegQCError as exc:
@@ -257,7 +259,7 @@ def _run_manifest(args: argparse.Namespace, engine: QCEngine, reporter: Reporter
 def _run_single(args: argparse.Namespace, engine: QCEngine, reporter: Reporter) -> int:
     result = run_qc_files(args.image, args.seg, args.out, resample_seg=args.resample_seg,
                           progress=lambda fraction, message: reporter.progress(fraction, message), engine=engine,
-                          postprocess_params=postprocess_params_from_args(args))
+                          postprocess_params=postprocess_params_from_args(args), compress=args.compress)
     report_path = (Path(args.out) / REPORT_FILE_NAME).resolve()
     reporter.event("done", report=str(report_path))
     reporter.text(format_summary(result.report))

@@ -32,16 +32,23 @@ class QCResult:
     error_prob: dict[int, np.ndarray]
     geometry: Geometry
 
-    def write(self, out_dir: Union[str, Path]) -> Path:
-        """Write ``error_prob_<label>.nii.gz`` then ``report.json`` (last, so its presence means complete)."""
+    def write(self, out_dir: Union[str, Path], compress: bool = True) -> Path:
+        """Write ``error_prob_<label>.nii.gz`` then ``report.json`` (last, so its presence means complete).
+
+        ``compress=False`` writes ``error_prob_<label>.nii``: gzip of a 300x512x512 float map takes seconds, which
+        a program reading the maps back at once (the Slicer module) need not wait for.
+        """
         out_dir = Path(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
         # A report from an earlier run must not vouch for maps that this run is half-way through replacing.
         (out_dir / REPORT_FILE_NAME).unlink(missing_ok=True)
         started = time.perf_counter()
         for label, prob in self.error_prob.items():
-            write_array(out_dir / ERROR_PROB_PATTERN.format(label=label), prob.astype(np.float32, copy=False),
-                        self.geometry)
+            compressed = out_dir / ERROR_PROB_PATTERN.format(label=label)
+            plain = compressed.with_suffix("")  # error_prob_<label>.nii
+            target, other = (compressed, plain) if compress else (plain, compressed)
+            other.unlink(missing_ok=True)  # an earlier run's map in the other format would be read back too
+            write_array(target, prob.astype(np.float32, copy=False), self.geometry, compress=compress)
         self.report.timing_s["write"] = round(time.perf_counter() - started, 4)
         return self.report.save(out_dir / REPORT_FILE_NAME)
 

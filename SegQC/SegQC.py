@@ -28,6 +28,7 @@ from SegQCModuleLib.logic import (
     ItemKind,
     ItemStatus,
     NodeRole,
+    OverlaySettings,
     SegQCLogic,
 )
 from SegQCModuleLib.qc_run import QCRun, QCRunSettings, RunState
@@ -173,7 +174,7 @@ class SegQCWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._runTimer.connect("timeout()", self.onRunTimer)
         self._shortcuts: list[Any] = []
         self._updatingGui = False
-        self._shownOverlay: Optional[tuple] = None
+        self._shownOverlay: Optional[OverlaySettings] = None  # what the views show, as far as this widget knows
 
     # --- set-up ------------------------------------------------------------------------------
     def setup(self) -> None:
@@ -283,9 +284,7 @@ class SegQCWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             button.enabled = hasResults and not running
         self.ui.rerunButton.enabled = hasResults and ready and not running
         if hasResults and self._parameterNode and self._parameterNode.overlayLabel and not self._updatingGui:
-            overlay = (self._parameterNode.overlayLabel, self._parameterNode.overlayOpacity,
-                       self._parameterNode.overlayThreshold)
-            if overlay != self._shownOverlay:  # only display changes touch the views (keeps user's layers)
+            if self.overlaySettings() != self._shownOverlay:  # only display changes touch the views (keeps layers)
                 self.showOverlay()
 
     def _hasResults(self) -> bool:
@@ -387,7 +386,8 @@ class SegQCWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                                                 self.currentMapping(), self.logic.modelModalityCount(modelPath))
             # PythonSlicer adds Slicer's own paths; SegQCLib may live elsewhere (extension or source checkout).
             settings = QCRunSettings(pythonExecutable(), modelPath, self._parameterNode.device.value,
-                                     {"PYTHONPATH": segqcLibRoot()}, slicer.util.launchConsoleProcess, keepSnapshot)
+                                     {"PYTHONPATH": segqcLibRoot()}, slicer.util.launchConsoleProcess, keepSnapshot,
+                                     self.overlaySettings())
             self._run = QCRun(self.logic, prepared, slicer.util.tempDirectory("SegQC"), settings)
             self.ui.processLogTextEdit.clear()
             self.ui.progressBar.setMaximum(PROGRESS_BAR_MAXIMUM)
@@ -441,6 +441,7 @@ class SegQCWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     # --- results -----------------------------------------------------------------------------
     def restoreResults(self) -> None:
         """Show the results of a review saved in the scene (reopened scene, or module re-entered)."""
+        self._shownOverlay = None  # the views of a reopened scene show what was saved, not what this panel showed
         if self._hasResults():
             self.showResults(self.logic.reportData()["report"], jump=False)
         else:
@@ -479,12 +480,18 @@ class SegQCWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             return
         self._parameterNode.overlayLabel = int(self.ui.overlayClassComboBox.itemData(index))
 
+    def overlaySettings(self) -> Optional[OverlaySettings]:
+        """The overlay the panel shows (None before the first run: the logic picks the first class)."""
+        parameters = self._parameterNode
+        if not parameters or not parameters.overlayLabel:
+            return None
+        return OverlaySettings(parameters.overlayLabel, parameters.overlayOpacity, parameters.overlayThreshold)
+
     def showOverlay(self) -> None:
         with slicer.util.tryWithErrorDisplay("SegQC could not show the error overlay."):
-            overlay = (self._parameterNode.overlayLabel, self._parameterNode.overlayOpacity,
-                       self._parameterNode.overlayThreshold)
-            self._shownOverlay = overlay
-            self.logic.showOverlay(*overlay)
+            settings = self.overlaySettings()
+            self._shownOverlay = settings
+            self.logic.showOverlay(settings.label, settings.opacity, settings.threshold)
 
     # --- review ------------------------------------------------------------------------------------
     def goToItem(self, kind: ReviewItem, index: int) -> None:

@@ -19,7 +19,7 @@ except ImportError as exc:  # slicer-core wheels exist for a few platforms and P
     pytest.skip(f"slicer-core cannot be imported ({exc}); pip install slicer-core to test the Slicer logic",
                 allow_module_level=True)
 
-from SegQCModuleLib.logic import ItemKind, ItemStatus, NodeRole, SegQCLogic  # noqa: E402
+from SegQCModuleLib.logic import ItemKind, ItemStatus, NodeRole, OverlaySettings, SegQCLogic  # noqa: E402
 from slicer_scene import (  # noqa: E402  (after the slicer-core check)
     CLASS_NAMES,
     add_segmentation,
@@ -189,6 +189,35 @@ def test_result_tables_show_column_names_as_headers_without_deprecation_warnings
     assert "deprecated" not in warnings
     for table in (result.summaryTableNode, result.slicesTableNode, result.boxesTableNode):
         assert table.GetUseColumnTitleAsColumnHeader()
+
+
+def composite_overlay_state(scene, logic) -> set:
+    composites = [scene.GetNthNodeByClass(i, "vtkMRMLSliceCompositeNode") for i in range(3)]
+    labels = {node.GetID(): int(node.GetAttribute("SegQC.Label")) for node in logic.findNodes(NodeRole.OVERLAY)}
+    return {(labels.get(c.GetForegroundVolumeID()), round(c.GetForegroundOpacity(), 6)) for c in composites}
+
+
+def test_rerunning_keeps_the_overlay_class_opacity_and_threshold_the_reviewer_chose(reviewed):
+    scene, logic = reviewed["scene"], reviewed["logic"]
+    logic.showOverlay(2, opacity=0.3, threshold=0.2)
+    again = logic.applyResult(reviewed["prepared"], reviewed["report"], reviewed["error"], keepSnapshot=True)
+    assert composite_overlay_state(scene, logic) == {(2, 0.3)}
+    assert again.overlayNodes[2].GetDisplayNode().GetLowerThreshold() == pytest.approx(0.2)
+    assert logic.shownOverlaySettings() == OverlaySettings(2, pytest.approx(0.3), pytest.approx(0.2))
+
+
+def test_results_are_shown_with_the_panels_overlay_settings_when_given(reviewed):
+    scene, logic = reviewed["scene"], reviewed["logic"]
+    logic.applyResult(reviewed["prepared"], reviewed["report"], reviewed["error"],
+                      overlay=OverlaySettings(2, opacity=0.8, threshold=0.65))
+    assert composite_overlay_state(scene, logic) == {(2, 0.8)}
+    assert logic.shownOverlaySettings().threshold == pytest.approx(0.65)
+
+
+def test_a_first_run_shows_the_first_class_with_the_default_settings(review):
+    result = apply_true_error(review)["result"]
+    assert composite_overlay_state(review["scene"], review["logic"]) == {(1, 0.5)}
+    assert result.overlayNodes[1].GetDisplayNode().GetLowerThreshold() == pytest.approx(0.5)
 
 
 def test_rerunning_updates_the_same_nodes(reviewed):

@@ -88,6 +88,16 @@ BOXES_COLUMNS = ("Rank", "Class", "Label", "Slice", "Score", "Max prob", "Area (
 SUMMARY_COLUMNS = ("Class", "Label", "Dice est", "IoU est", "ARVD est", "Volume (mm3)", "Est. volume (mm3)")
 
 
+@dataclass(frozen=True)
+class OverlaySettings:
+    """What the slice views show of the error overlays: one class, its opacity, the threshold below which nothing
+    is drawn."""
+
+    label: int
+    opacity: float = DEFAULT_OVERLAY_OPACITY
+    threshold: float = DEFAULT_OVERLAY_THRESHOLD
+
+
 @dataclass
 class PreparedInputs:
     """The scene's inputs as arrays on one voxel grid, ready for the engine."""
@@ -424,15 +434,18 @@ class SegQCLogic(_LogicBase):
         return self.applyResult(prepared, report, errorProb, keepSnapshot)
 
     def applyResult(self, prepared: PreparedInputs, report: dict[str, Any], errorProb: dict[int, np.ndarray],
-                    keepSnapshot: bool = False) -> SegQCResult:
+                    keepSnapshot: bool = False, overlay: Optional[OverlaySettings] = None) -> SegQCResult:
         """Create or update overlays, tables, ROI, report and snapshot nodes; on failure remove what it added.
 
         ``keepSnapshot`` (Re-run QC after edits) keeps the segmentation snapshot of the earlier run, so a
-        recorded correction covers every edit since the review began.
+        recorded correction covers every edit since the review began.  The overlay is shown with ``overlay``'s
+        settings, else with those the views showed before (a re-run keeps the reviewer's class, opacity and
+        threshold), else the first class with the default opacity and threshold.
         """
         report = dict(report)
         report["notices"] = list(dict.fromkeys([*report.get("notices", []), *prepared.notices]))
         sourceID = prepared.segmentationNodeID
+        overlay = overlay or self.shownOverlaySettings(sourceID)
         created: list[Any] = []
         try:
             colorNode = self._overlayColorNode(created)
@@ -460,7 +473,9 @@ class SegQCLogic(_LogicBase):
             self.jumpToBox(0, sourceID)
         labels = sorted(overlays)
         if labels:
-            self.showOverlay(labels[0], sourceID=sourceID, backgroundNodeID=prepared.imageNodeIDs[0])
+            settings = overlay if overlay is not None and overlay.label in overlays else OverlaySettings(labels[0])
+            self.showOverlay(settings.label, settings.opacity, settings.threshold, sourceID=sourceID,
+                             backgroundNodeID=prepared.imageNodeIDs[0])
         return result
 
     # ------------------------------------------------------------------------------------------
@@ -697,6 +712,17 @@ class SegQCLogic(_LogicBase):
             composite.SetForegroundVolumeID(overlay.GetID())
             composite.SetForegroundOpacity(float(opacity))
         return overlay
+
+    def shownOverlaySettings(self, sourceID: Optional[str] = None) -> Optional[OverlaySettings]:
+        """The overlay of a reviewed segmentation that the slice views show now, with its opacity and threshold."""
+        sourceID = sourceID or self.reviewedSegmentationID()
+        overlays = {node.GetID(): node for node in self.findNodes(NodeRole.OVERLAY, sourceID)} if sourceID else {}
+        for composite in self._nodesByClass("vtkMRMLSliceCompositeNode"):
+            node = overlays.get(composite.GetForegroundVolumeID())
+            if node is not None and node.GetDisplayNode() is not None:
+                return OverlaySettings(int(node.GetAttribute(LABEL_ATTRIBUTE)), float(composite.GetForegroundOpacity()),
+                                       float(node.GetDisplayNode().GetLowerThreshold()))
+        return None
 
     def _nodesByClass(self, className: str) -> list[Any]:
         count = self.scene.GetNumberOfNodesByClass(className)

@@ -25,7 +25,7 @@ from enum import Enum
 from pathlib import Path
 from typing import Any, Optional
 
-from .logic import PreparedInputs, SegQCLogic, SegQCResult
+from .logic import OverlaySettings, PreparedInputs, SegQCLogic, SegQCResult
 from .process import Launcher, QCProcess
 
 logger = logging.getLogger(__name__)
@@ -66,6 +66,7 @@ class QCRunSettings:
     environment: dict[str, str] = field(default_factory=dict)
     launcher: Optional[Launcher] = None
     keepSnapshot: bool = False
+    overlay: Optional[OverlaySettings] = None  # what the panel shows; None: what the views show now
 
 
 InputWriter = Callable[[PreparedInputs, str], tuple[list[str], str]]
@@ -191,7 +192,8 @@ class QCRun:
         if self._cancelRequested:
             self._end(RunState.CANCELLED, "QC cancelled: the scene and the segmentation are unchanged")
             return
-        self.result = self.logic.applyResult(self.prepared, report, errorProb, self.settings.keepSnapshot)
+        self.result = self.logic.applyResult(self.prepared, report, errorProb, self.settings.keepSnapshot,
+                                             self.settings.overlay)
         self._end(RunState.DONE, "QC done")
 
     # --- bookkeeping ---------------------------------------------------------------------------

@@ -187,6 +187,7 @@ class SegQCWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
+        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndImportEvent, self.onSceneEndImport)
 
         self.ui.applyButton.connect("clicked(bool)", self.onApplyButton)
         self.ui.rerunButton.connect("clicked(bool)", self.onRerunButton)
@@ -241,6 +242,12 @@ class SegQCWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.initializeParameterNode()
         self.restoreResults()
 
+    def onSceneEndImport(self, caller, event) -> None:
+        """A scene (.mrb) was loaded: its parameter node and review replace what the panel showed."""
+        if self.parent.isEntered:
+            self.initializeParameterNode()
+        self.restoreResults()
+
     # --- parameter node ------------------------------------------------------------------------
     def initializeParameterNode(self) -> None:
         self.setParameterNode(SegQCParameterNode(self.logic.getParameterNode()))
@@ -271,6 +278,7 @@ class SegQCWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._onParameterNodeModified()
 
     def _onParameterNodeModified(self, caller=None, event=None) -> None:
+        self.showExtraImages()
         running = self._run is not None
         ready = bool(self._parameterNode and self._parameterNode.imageVolume and self._parameterNode.segmentation)
         self.ui.applyButton.enabled = running or ready
@@ -301,8 +309,34 @@ class SegQCWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self._parameterNode.correctionsDir = path
 
     def onExtraImagesChanged(self) -> None:
-        if self._parameterNode:
+        if self._parameterNode and not self._updatingGui:
             self._parameterNode.extraImageVolumes = list(self.ui.extraImagesSelector.checkedNodes())
+
+    def showExtraImages(self) -> None:
+        """Check the parameter node's extra images in the selector.
+
+        parameterNodeWrapper has no GUI connector for qMRMLCheckableNodeComboBox
+        (Base/Python/slicer/parameterNodeWrapper/guiConnectors.py), so a reopened scene's extra images were in the
+        parameter node but not checked; qMRMLCheckableNodeComboBox::setCheckState (Libs/MRML/Widgets/
+        qMRMLCheckableNodeComboBox.h) shows them.
+        """
+        if not self._parameterNode:
+            return
+        wanted = {node.GetID() for node in self._parameterNode.extraImageVolumes if node is not None}
+        selector = self.ui.extraImagesSelector
+        shown = {node.GetID() for node in selector.checkedNodes()}
+        if wanted == shown:
+            return
+        updating, self._updatingGui = self._updatingGui, True
+        try:
+            for node in selector.checkedNodes():
+                if node.GetID() not in wanted:
+                    selector.setCheckState(node, qt.Qt.Unchecked)
+            for node in self._parameterNode.extraImageVolumes:
+                if node is not None:
+                    selector.setCheckState(node, qt.Qt.Checked)
+        finally:
+            self._updatingGui = updating
 
     # --- segment-to-class mapping -----------------------------------------------------------
     def modelClassNames(self) -> dict[int, str]:
@@ -442,6 +476,12 @@ class SegQCWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def restoreResults(self) -> None:
         """Show the results of a review saved in the scene (reopened scene, or module re-entered)."""
         self._shownOverlay = None  # the views of a reopened scene show what was saved, not what this panel showed
+        if self._hasResults() and self._parameterNode and not self._parameterNode.imageVolume:
+            # A scene saved without the module's parameters: the inputs of its review are in the report node.
+            images = self.logic.reviewImageNodes()
+            if images:
+                self._parameterNode.imageVolume = images[0]
+                self._parameterNode.extraImageVolumes = images[1:]
         if self._hasResults():
             self.showResults(self.logic.reportData()["report"], jump=False)
         else:

@@ -292,6 +292,24 @@ def test_a_saved_review_reopens_where_it_was_left(reviewed, tmp_path):
     np.testing.assert_array_equal(read_labelmap(record / "original.nii.gz").array, reviewed["wrong"])
 
 
+def test_a_reopened_review_knows_every_image_volume_qc_ran_on(review, tmp_path):
+    """Two modalities (the second one a transformed copy): both come back in order after save and reopen."""
+    scene, logic, image = review["scene"], review["logic"], review["image"]
+    second = add_volume(scene, image.array * 2.0 + 5.0, image.geometry, "second modality")
+    prepared = logic.prepareInputs([review["volume"], second], review["segmentation"], CLASS_NAMES)
+    error = true_error(prepared.case.segmentation.array, review["truth"])
+    logic.applyResult(prepared, build_report(prepared.case.segmentation, error, class_names=CLASS_NAMES).to_dict(),
+                      error)
+    assert [n.GetName() for n in logic.reviewImageNodes()] == ["hippocampus", "second modality"]
+    resumed = SegQCLogic(reopen_scene(save_scene(scene, tmp_path / "saved")))
+    assert [n.GetName() for n in resumed.reviewImageNodes()] == ["hippocampus", "second modality"]
+    np.testing.assert_array_equal(slicer.util.arrayFromVolume(resumed.reviewImageNodes()[1]), image.array * 2.0 + 5.0)
+
+
+def test_a_scene_without_a_review_has_no_review_images(review):
+    assert review["logic"].reviewImageNodes() == []
+
+
 # ----------------------------------------------------------------------------------------------
 # Corrections
 

@@ -509,6 +509,13 @@ class SegQCLogic(_LogicBase):
             raise InputError("No QC results in the scene: run QC first")
         return sourceID
 
+    def reviewImageNodes(self, sourceID: Optional[str] = None) -> list[Any]:
+        """The image volume nodes QC ran on (first image, then the other modalities) that are still in the scene."""
+        if not (sourceID or self.reviewedSegmentationID()):
+            return []
+        nodes = [self.scene.GetNodeByID(nodeID) for nodeID in self.reportData(sourceID).get("imageNodeIDs", [])]
+        return [node for node in nodes if node is not None]
+
     def reportData(self, sourceID: Optional[str] = None) -> dict[str, Any]:
         """The stored report, segment mapping and input node IDs of a QC run."""
         node = self.findNode(NodeRole.REPORT, self._sourceID(sourceID))

@@ -5,6 +5,16 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
 TORCH_SPEC=${SEGQC_TORCH_SPEC:-torch==2.13.0}
+# The Slicer rendering tests draw slice views off-screen with OpenGL (EGL + Mesa); without it they skip.
+if ! ldconfig -p 2>/dev/null | grep -q "libEGL_mesa.so.0"; then
+  packages="libegl1 libegl-mesa0 libgl1-mesa-dri"
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $packages >/dev/null) \
+      || echo "warning: could not install $packages; the Slicer rendering tests will be skipped" >&2
+  else
+    echo "note: for the Slicer rendering tests install $packages (sudo apt-get install $packages)" >&2
+  fi
+fi
 if [ ! -x .venv/bin/python ]; then
   "$PYTHON" -m venv .venv
 fi

@@ -574,6 +574,7 @@ class SegQCLogic(_LogicBase):
         display.SetAutoThreshold(False)
         display.SetApplyThreshold(True)
         display.SetThreshold(DEFAULT_OVERLAY_THRESHOLD, 1.0)
+        display.SetInterpolate(False)  # one colour per voxel: the reviewer sees which voxels are predicted wrong
         return node
 
     def _tableNode(self, role: NodeRole, sourceID: str, name: str, created: list[Any]) -> Any:
@@ -647,7 +648,18 @@ class SegQCLogic(_LogicBase):
         if node.GetDisplayNode() is None:
             node.CreateDefaultDisplayNodes()
         node.SetLocked(True)  # a reviewer drags the ROI by accident far more often than on purpose
+        display = node.GetDisplayNode()
+        display.SetFillVisibility(False)  # the ROI frames the overlay: a fill would hide what it points at
+        display.SetHandlesInteractive(False)
+        display.SetPropertiesLabelVisibility(False)
+        display.SetPointLabelsVisibility(False)
         return node
+
+    @staticmethod
+    def _hideRoiCentre(roi: Any) -> None:
+        """An ROI's one control point is its centre, drawn as a disc that would cover the error it frames."""
+        for index in range(roi.GetNumberOfControlPoints()):
+            roi.SetNthControlPointVisibility(index, False)
 
     def _snapshotNode(self, prepared: PreparedInputs, created: list[Any], keep: bool = False) -> Any:
         node = self._getOrCreate("vtkMRMLLabelMapVolumeNode", NodeRole.SNAPSHOT, prepared.segmentationNodeID,
@@ -794,6 +806,7 @@ class SegQCLogic(_LogicBase):
                 roi.SetAndObserveObjectToNodeMatrix(slicer.util.vtkMatrixFromArray(objectToNode))
                 roi.SetCenter(*[float(v) for v in centre])
                 roi.SetSize(*[float(v) for v in size_xyz])
+                self._hideRoiCentre(roi)
             roi.SetDisplayVisibility(True)
         self.jumpToPoint(centre)
         return centre

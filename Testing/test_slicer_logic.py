@@ -314,6 +314,22 @@ def test_a_scene_without_a_review_has_no_review_images(review):
 # Corrections
 
 
+def test_the_case_rating_is_kept_in_the_scene_and_survives_save_and_reopen(reviewed, tmp_path):
+    logic = reviewed["logic"]
+    assert logic.caseRating() is None
+    logic.setCaseRating("Major fixes")
+    assert logic.caseRating() == "major_fixes"
+    resumed = SegQCLogic(reopen_scene(save_scene(reviewed["scene"], tmp_path / "saved")))
+    assert resumed.caseRating() == "major_fixes"
+    resumed.setCaseRating(None)
+    assert resumed.caseRating() is None
+
+
+def test_an_unknown_rating_is_a_clear_error(reviewed):
+    with pytest.raises(InputError, match="Unknown case rating 'great'.*accept, minor_fixes, major_fixes, reject"):
+        reviewed["logic"].setCaseRating("great")
+
+
 def test_record_correction_stores_snapshot_corrected_and_error(reviewed, tmp_path):
     scene, logic, segmentation = reviewed["scene"], reviewed["logic"], reviewed["segmentation"]
     logic.setItemStatus(ItemKind.BOX, 0, ItemStatus.FIXED)

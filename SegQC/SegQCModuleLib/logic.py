@@ -32,7 +32,7 @@ from SegQCLib.errors import CancelledError, GeometryMismatchError, InputError, M
 from SegQCLib.geometry import Geometry
 from SegQCLib.io.case import Case
 from SegQCLib.io.image_files import write_array
-from SegQCLib.io.volumes import LabelMap, Volume
+from SegQCLib.io.volumes import LabelMap, SegmentStyle, Volume
 
 try:  # inside Slicer the logic also provides the module's parameter node (ScriptedLoadableModuleLogic)
     from slicer.ScriptedLoadableModule import ScriptedLoadableModuleLogic as _LogicBase
@@ -44,6 +44,7 @@ logger = logging.getLogger(__name__)
 ROLE_ATTRIBUTE = "SegQC.Role"
 SOURCE_ATTRIBUTE = "SegQC.Segmentation"
 LABEL_ATTRIBUTE = "SegQC.Label"
+RATING_ATTRIBUTE = "SegQC.Rating"  # on the report node: the reviewer's CaseRating value
 
 # Overlay display defaults: error probabilities are in [0, 1]; below the threshold the overlay is transparent.
 DEFAULT_OVERLAY_OPACITY = 0.5
@@ -199,6 +200,22 @@ class SegQCLogic(_LogicBase):
         ids = [segmentation.GetNthSegmentID(i) for i in range(segmentation.GetNumberOfSegments())]
         return {segmentId: segmentation.GetSegment(segmentId).GetName() for segmentId in ids}
 
+    @staticmethod
+    def segmentStyles(segmentationNode: Any, mapping: dict[str, int]) -> dict[int, SegmentStyle]:
+        """Colour and terminology of each mapped segment, by class label (kept in any .seg.nrrd SegQC writes)."""
+        segmentation = segmentationNode.GetSegmentation()
+        styles = {}
+        for segmentId, label in mapping.items():
+            segment = segmentation.GetSegment(segmentId)
+            if segment is None or not label:
+                continue
+            terminology = vtk.reference("")
+            # The tag, not GetTerminology(): Slicer 5.6/5.8 have only the tag (Libs/vtkSegmentationCore/vtkSegment.h)
+            found = segment.GetTag(slicer.vtkSegment.GetTerminologyEntryTagName(), terminology)
+            styles[int(label)] = SegmentStyle(tuple(float(c) for c in segment.GetColor()),
+                                              str(terminology.get()) if found and terminology.get() else None)
+        return styles
+
     def defaultSegmentMapping(self, segmentationNode: Any,
                               classNames: dict[int, str]) -> tuple[dict[str, int], list[str]]:
         """Segment ID -> class label by name (case-insensitive); by order when no name matches and counts agree.
@@ -350,7 +367,8 @@ class SegQCLogic(_LogicBase):
             notices.append(notice)
         labels = self.exportLabelArray(segmentationNode, mapping, imageNodes[0])
         names = {label: classNames[label] for label in sorted(set(mapping.values())) if label}
-        case = Case(images, LabelMap(labels, reference, names, segmentationNode.GetID()), notices=list(notices))
+        styles = self.segmentStyles(segmentationNode, mapping)
+        case = Case(images, LabelMap(labels, reference, names, segmentationNode.GetID(), styles), notices=list(notices))
         return PreparedInputs(case, [n.GetID() for n in imageNodes], segmentationNode.GetID(), mapping,
                               dict(classNames), notices)
 
@@ -889,8 +907,10 @@ class SegQCLogic(_LogicBase):
             raise InputError(f"Segments {missing} were deleted since QC ran; re-run QC to record a correction")
         classNames = {int(k): v for k, v in data.get("classNames", {}).items()}
         names = {label: classNames.get(label, f"label_{label}") for label in set(mapping.values()) if label}
-        original = LabelMap(np.array(slicer.util.arrayFromVolume(snapshot)), geometry, names)
-        corrected = LabelMap(self.exportLabelArray(segmentationNode, mapping, imageNodes[0]), geometry, names)
+        styles = self.segmentStyles(segmentationNode, mapping)
+        original = LabelMap(np.array(slicer.util.arrayFromVolume(snapshot)), geometry, names, styles=styles)
+        corrected = LabelMap(self.exportLabelArray(segmentationNode, mapping, imageNodes[0]), geometry, names,
+                             styles=styles)
         images = [Volume(np.array(slicer.util.arrayFromVolume(n), dtype=np.float32), geometry, n.GetName())
                   for n in imageNodes]
         report = data.get("report", {})
@@ -898,10 +918,26 @@ class SegQCLogic(_LogicBase):
             caseId or imageNodes[0].GetName(), images, original, corrected, reviewer=reviewer,
             qc_report=report, model_info=report.get("model"), reviewed_boxes=self.reviewedBoxes(sourceID),
             review_duration_s=max(0.0, time.time() - float(data.get("epoch", time.time()))),
+            rating=self.caseRating(sourceID),
         )
         logger.info("Correction recorded as %s (%d voxels changed)", record.record_id,
                     int(np.count_nonzero(original.array != corrected.array)))
         return Path(record.path)
+
+    def setCaseRating(self, rating: Any, sourceID: Optional[str] = None) -> None:
+        """The reviewer's verdict on the case (a CaseRating, its value, or None to clear), kept in the scene."""
+        from SegQCLib.review.rating import parse_rating
+
+        node = self.findNode(NodeRole.REPORT, self._sourceID(sourceID))
+        if node is None:
+            raise InputError("No QC results in the scene: run QC first")
+        parsed = parse_rating(rating)
+        node.SetAttribute(RATING_ATTRIBUTE, parsed.value if parsed is not None else "")
+
+    def caseRating(self, sourceID: Optional[str] = None) -> Optional[str]:
+        """The case's rating value (``"minor_fixes"``), or None when the reviewer gave none."""
+        node = self.findNode(NodeRole.REPORT, self._sourceID(sourceID))
+        return (node.GetAttribute(RATING_ATTRIBUTE) or None) if node is not None else None
 
     def reviewedBoxes(self, sourceID: Optional[str] = None) -> list[dict[str, Any]]:
         """Boxes of the report that the reviewer marked (with their status), for the correction record."""

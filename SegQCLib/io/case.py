@@ -56,7 +56,8 @@ def resample_labelmap(labelmap: LabelMap, reference: Geometry) -> LabelMap:
                         source.GetPixelID())
     reference.apply_to(target)
     resampled = sitk.Resample(source, target, sitk.Transform(), sitk.sitkNearestNeighbor, 0, source.GetPixelID())
-    return LabelMap(sitk.GetArrayFromImage(resampled), reference, dict(labelmap.names), labelmap.path)
+    return LabelMap(sitk.GetArrayFromImage(resampled), reference, dict(labelmap.names), labelmap.path,
+                    dict(labelmap.styles))
 
 
 def load_case(image_paths: Sequence[PathLike], seg_path: PathLike, resample_seg: bool = False) -> Case:

@@ -127,6 +127,7 @@ def slice_to_ras(scene) -> dict[str, np.ndarray]:
 
 def save_scene(scene, folder: Path) -> Path:
     """Save every node and the scene file, as Slicer's Save dialog does."""
+    folder.mkdir(parents=True, exist_ok=True)
     scene.SetRootDirectory(str(folder))
     nodes = scene.GetNodes()
     for index in range(nodes.GetNumberOfItems()):

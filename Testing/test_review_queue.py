@@ -11,9 +11,8 @@ import shutil
 from pathlib import Path
 
 import pytest
+from ranked_folder import make_ranked_folder
 
-from SegQCLib.batch.cases import BatchCase
-from SegQCLib.batch.runner import run_batch
 from SegQCLib.errors import InputError, SegQCError
 from SegQCLib.review import status_file as status_module
 from SegQCLib.review.queue import ReviewQueue
@@ -21,22 +20,10 @@ from SegQCLib.review.ranking_file import case_files, read_ranking
 from SegQCLib.review.rating import CaseRating
 from SegQCLib.review.status_file import STATUS_FILE, ReviewStatus, ReviewStatusFile
 
-SMALL_MODEL = dict(widths=[4, 8], blocks_per_stage=[1, 1], strides=[[2, 2, 2], [2, 2, 2]], decoder_from_stage=1,
-                   full_res_width=4, case_head_hidden=8, patch_size_zyx=[32, 32, 32])
-
 
 @pytest.fixture(scope="module")
 def ranked(tmp_path_factory, hippocampus_cases) -> Path:
-    """A real `segqc rank` output folder over three real cases (small untrained model: the queue is the subject)."""
-    from SegQCLib.engine import QCEngine
-    from SegQCLib.network.config import ModelConfig
-    from SegQCLib.network.package import init_model_package
-
-    root = tmp_path_factory.mktemp("ranked")
-    model = init_model_package(root / "model", ModelConfig(**SMALL_MODEL), seed=3)
-    cases = [BatchCase(c.case_id, (c.images[0],), c.label) for c in hippocampus_cases[:3]]
-    run_batch(cases, root / "out", QCEngine(model, "cpu"), thumbnails_per_case=1)
-    return root / "out"
+    return make_ranked_folder(tmp_path_factory.mktemp("ranked"), hippocampus_cases)
 
 
 @pytest.fixture
@@ -70,7 +57,8 @@ def test_case_files_are_the_image_and_segmentation_the_report_was_made_from(fold
     for case in ranking.cases:
         files = case_files(case, folder)
         assert files.images == (by_id[case.case_id].images[0].resolve(),)
-        assert files.segmentation == by_id[case.case_id].label.resolve()
+        assert files.segmentation.name == f"{case.case_id}.nii.gz" and files.segmentation.parent.name == "segs"
+        assert files.segmentation.is_file()
         assert sorted(p.name for p in files.result_dir.glob("error_prob_*")) == ["error_prob_1.nii.gz",
                                                                                  "error_prob_2.nii.gz"]
 

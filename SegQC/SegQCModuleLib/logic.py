@@ -66,6 +66,7 @@ class NodeRole(str, Enum):
     SNAPSHOT = "snapshot"
     REPORT = "report"
     COLORS = "colors"
+    QUEUE = "queue"
 
 
 class ItemKind(str, Enum):
@@ -705,17 +706,22 @@ class SegQCLogic(_LogicBase):
         return node
 
     def _removeNodeAndDisplay(self, node: Any) -> None:
+        """Remove a node with its display and storage nodes.
+
+        The node goes first: a volume shown in a slice view whose display node disappears gets a new default
+        one from the slice layer logic, which would then be left behind.
+        """
         if node is None or self.scene.GetNodeByID(node.GetID()) is None:
             return
+        attached = []
         if hasattr(node, "GetNumberOfDisplayNodes"):
-            for index in reversed(range(node.GetNumberOfDisplayNodes())):
-                display = node.GetNthDisplayNode(index)
-                if display is not None:
-                    self.scene.RemoveNode(display)
-        storage = node.GetStorageNode() if hasattr(node, "GetStorageNode") else None
-        if storage is not None:
-            self.scene.RemoveNode(storage)
+            attached += [node.GetNthDisplayNode(i) for i in range(node.GetNumberOfDisplayNodes())]
+        if hasattr(node, "GetStorageNode"):
+            attached.append(node.GetStorageNode())
         self.scene.RemoveNode(node)
+        for other in attached:
+            if other is not None and self.scene.GetNodeByID(other.GetID()) is not None:
+                self.scene.RemoveNode(other)
 
     def removeResults(self, sourceID: Optional[str] = None) -> None:
         """Remove every SegQC node of a reviewed segmentation (the segmentation itself is untouched)."""
@@ -860,6 +866,41 @@ class SegQCLogic(_LogicBase):
         table = self._table(kind, sourceID)
         row = self._checkIndex(table, index, kind.value)
         table.SetCellText(row, table.GetColumnIndex(STATUS_COLUMN), status.value)
+
+    def itemStatuses(self, kind: ItemKind, sourceID: Optional[str] = None) -> dict[int, ItemStatus]:
+        """The items of a ranked list that the reviewer marked (0-based rank -> status)."""
+        table = self._table(ItemKind(kind), sourceID)
+        column = table.GetColumnIndex(STATUS_COLUMN)
+        marked = {row: ItemStatus(table.GetCellText(row, column)) for row in range(table.GetNumberOfRows())}
+        return {row: status for row, status in marked.items() if status is not ItemStatus.PENDING}
+
+    def reviewState(self, sourceID: Optional[str] = None) -> dict[str, dict[str, str]]:
+        """The reviewer's marks on boxes and slices, as the case queue's status file keeps them."""
+        return {kind.value: {str(row): status.value for row, status in self.itemStatuses(kind, sourceID).items()}
+                for kind in ItemKind}
+
+    def restoreReviewState(self, items: dict[str, dict[str, str]], sourceID: Optional[str] = None) -> None:
+        """Put marks saved by :meth:`reviewState` back into the tables (marks beyond a list's end are dropped)."""
+        for kind in ItemKind:
+            count = self.itemCount(kind, sourceID)
+            for row, status in (items.get(kind.value) or {}).items():
+                if 0 <= int(row) < count:
+                    self.setItemStatus(kind, int(row), ItemStatus(status), sourceID)
+
+    def segmentationChangedSinceQC(self, sourceID: Optional[str] = None) -> bool:
+        """Whether the reviewed segmentation differs from the snapshot taken when QC ran (unrecorded edits)."""
+        sourceID = self._sourceID(sourceID)
+        data = self.reportData(sourceID)
+        segmentationNode = self.scene.GetNodeByID(sourceID)
+        snapshot = self.findNode(NodeRole.SNAPSHOT, sourceID)
+        images = [self.scene.GetNodeByID(i) for i in data.get("imageNodeIDs", [])]
+        if segmentationNode is None or snapshot is None or not images or images[0] is None:
+            return False
+        mapping = {str(k): int(v) for k, v in data["mapping"].items()}
+        if any(segmentationNode.GetSegmentation().GetSegment(s) is None for s in mapping):
+            return True
+        current = self.exportLabelArray(segmentationNode, mapping, images[0])
+        return not np.array_equal(current, slicer.util.arrayFromVolume(snapshot))
 
     def itemStatus(self, kind: ItemKind, index: int, sourceID: Optional[str] = None) -> ItemStatus:
         table = self._table(ItemKind(kind), sourceID)

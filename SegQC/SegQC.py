@@ -9,11 +9,8 @@ stops a run at once.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import logging
-import shutil
-import sys
 from collections.abc import Callable
 from enum import Enum
 from pathlib import Path
@@ -22,6 +19,8 @@ from typing import Annotated, Any, Optional
 import qt
 import slicer
 import vtk
+from SegQCModuleLib.dependencies import ensureDependencies, processEnvironment, pythonExecutable, torchInstalled
+from SegQCModuleLib.device_probe import DeviceProbe
 from SegQCModuleLib.logic import (
     DEFAULT_OVERLAY_OPACITY,
     DEFAULT_OVERLAY_THRESHOLD,
@@ -32,6 +31,8 @@ from SegQCModuleLib.logic import (
     SegQCLogic,
 )
 from SegQCModuleLib.qc_run import QCRun, QCRunSettings, RunState
+from SegQCModuleLib.queue_panel import QueuePanel
+from SegQCModuleLib.report_view import summarizeReport
 from SegQCModuleLib.shortcuts import SHORTCUTS, ShortcutAction, shortcutFor, shortcutsHelpText
 from slicer import vtkMRMLScalarVolumeNode, vtkMRMLSegmentationNode
 from slicer.parameterNodeWrapper import WithinRange, parameterNodeWrapper
@@ -42,13 +43,12 @@ from slicer.ScriptedLoadableModule import (
 )
 from slicer.util import VTKObservationMixin
 
-# Python packages SegQCLib needs beyond what Slicer ships (import name -> pip requirement).
-PIP_REQUIREMENTS = {"scipy": "scipy", "slicerio": "slicerio", "filelock": "filelock", "safetensors": "safetensors",
-                    "psutil": "psutil"}
-MINIMUM_TORCH_VERSION = "2.0"
+from SegQCLib.review.rating import CaseRating
+
 PROCESS_POLL_INTERVAL_MS = 100
 PROGRESS_BAR_MAXIMUM = 1000
 IGNORE_CLASS_TEXT = "(ignore)"
+NOT_RATED_TEXT = "(not rated)"
 DEFAULT_CORRECTIONS_DIR = str(Path.home() / "SegQC" / "corrections")
 
 
@@ -63,7 +63,7 @@ class SegQC(ScriptedLoadableModule):
         self.parent.title = "SegQC"
         self.parent.categories = ["Segmentation"]
         self.parent.dependencies = []
-        self.parent.contributors = ["SegQC developers"]
+        self.parent.contributors = ["SegQC project (segqc organisation)"]
         self.parent.helpText = """
 Segmentation quality control without ground truth: a QC network predicts where a segmentation is wrong.
 Run QC on an image and its segmentation, then walk through the ranked error boxes and slices, fix each error
@@ -72,8 +72,20 @@ Keys while the module is shown (none of them is a key of the slice views or the 
 """ + "<br>".join(f"<b>{s.keys}</b>: {s.description}" for s in SHORTCUTS)
         self.parent.acknowledgementText = """
 Method after QCResUNet (Qiu et al.), SegQC (Specktor-Fadida et al.) and Zhang &amp; Chung. Default model trained on
-the Medical Segmentation Decathlon hippocampus task (CC-BY-SA 4.0).
+the Medical Segmentation Decathlon hippocampus task (CC-BY-SA 4.0). Sample case: a crop of the ICBM 2009a MNI152
+template (Fonov et al., McConnell Brain Imaging Centre) segmented by SegQC's bundled segmenter.
 """
+        slicer.app.connect("startupCompleted()", registerSampleData)
+
+
+def registerSampleData() -> None:
+    """The module's sample case in the Sample Data module (SegQCModuleLib/sample_data.py)."""
+    try:
+        from SegQCModuleLib.sample_data import registerSampleData as register
+
+        register()
+    except Exception:  # Sample Data missing or changed: the module still works
+        logging.exception("SegQC: could not register the sample data")
 
 
 #
@@ -108,52 +120,9 @@ class SegQCParameterNode:
     currentBox: int = 0
     currentSlice: int = 0
     correctionsDir: str = DEFAULT_CORRECTIONS_DIR
-
-
-#
-# Dependencies (installed on request, never at import time)
-#
-
-
-def missingPipPackages() -> list[str]:
-    return [requirement for name, requirement in PIP_REQUIREMENTS.items() if importlib.util.find_spec(name) is None]
-
-
-def ensureDependencies() -> bool:
-    """Install what SegQCLib needs: torch through the PyTorch extension, the rest with pip after one question."""
-    torchMissing = importlib.util.find_spec("torch") is None
-    if torchMissing:
-        try:
-            import PyTorchUtils
-        except ModuleNotFoundError as exc:
-            raise RuntimeError("SegQC needs the PyTorch extension: install it from the Extensions Manager, "
-                               "restart Slicer and try again.") from exc
-    missing = missingPipPackages()
-    if missing:
-        if not slicer.util.confirmOkCancelDisplay(
-                "SegQC needs these Python packages, which are not installed yet:\n\n  " + "\n  ".join(missing)
-                + "\n\nInstall them now? (this takes a minute or two)", "SegQC: install dependencies"):
-            return False
-        with slicer.util.WaitCursor():
-            slicer.util.pip_install(missing)
-    if torchMissing:
-        torch = PyTorchUtils.PyTorchUtilsLogic().installTorch(
-            askConfirmation=True, torchVersionRequirement=f">={MINIMUM_TORCH_VERSION}")
-        if torch is None:
-            slicer.util.errorDisplay("SegQC needs PyTorch; it was not installed.")
-            return False
-    return True
-
-
-def pythonExecutable() -> str:
-    """The Python that runs the QC process: PythonSlicer (Slicer's Python with Slicer's environment)."""
-    return shutil.which("PythonSlicer") or sys.executable
-
-
-def segqcLibRoot() -> str:
-    """Folder holding the SegQCLib package, so the QC process can import it wherever the extension is installed."""
-    spec = importlib.util.find_spec("SegQCLib")
-    return str(Path(spec.origin).resolve().parent.parent)
+    rankingPath: str = ""  # case queue: a segqc rank output folder or its ranking.csv
+    reviewer: str = ""  # written with statuses and corrections; empty: the login name
+    skipDoneCases: bool = True
 
 
 #
@@ -173,6 +142,12 @@ class SegQCWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._runTimer.setInterval(PROCESS_POLL_INTERVAL_MS)
         self._runTimer.connect("timeout()", self.onRunTimer)
         self._shortcuts: list[Any] = []
+        self._deviceProbe: Optional[DeviceProbe] = None
+        self._deviceReport = None
+        self._probeTimer = qt.QTimer()
+        self._probeTimer.setInterval(PROCESS_POLL_INTERVAL_MS)
+        self._probeTimer.connect("timeout()", self.onProbeTimer)
+        self.queuePanel: Optional[QueuePanel] = None
         self._updatingGui = False
         self._shownOverlay: Optional[OverlaySettings] = None  # what the views show, as far as this widget knows
 
@@ -211,20 +186,33 @@ class SegQCWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             view.setSelectionBehavior(qt.QAbstractItemView.SelectRows)
             view.setEditTriggers(qt.QAbstractItemView.NoEditTriggers)
         self.ui.mappingTable.horizontalHeader().setSectionResizeMode(0, qt.QHeaderView.Stretch)
+        self.ui.ratingComboBox.addItem(NOT_RATED_TEXT, "")
+        for rating in CaseRating:
+            self.ui.ratingComboBox.addItem(rating.label, rating.value)
+        self.ui.ratingComboBox.connect("currentIndexChanged(int)", self.onRatingChanged)
+        self.ui.queuePathLineEdit.nameFilters = ["ranking.csv"]
+        self.queuePanel = QueuePanel(self)
         self.showShortcutsInPanel()
 
         self.initializeParameterNode()
         self.restoreResults()
+        self.queuePanel.reopenFromScene()
 
     def cleanup(self) -> None:
         self.cancelProcess()
         self._runTimer.stop()
+        self._probeTimer.stop()
+        if self._deviceProbe is not None:
+            self._deviceProbe.cancel()
+        if self.queuePanel is not None:
+            self.queuePanel.cleanup()
         self.removeShortcuts()
         self.removeObservers()
 
     def enter(self) -> None:
         self.initializeParameterNode()
         self.installShortcuts()
+        self.checkDevices()
 
     def exit(self) -> None:
         self.removeShortcuts()
@@ -243,10 +231,11 @@ class SegQCWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.restoreResults()
 
     def onSceneEndImport(self, caller, event) -> None:
-        """A scene (.mrb) was loaded: its parameter node and review replace what the panel showed."""
+        """A scene (.mrb) was loaded: its parameter node, review and case queue replace what the panel showed."""
         if self.parent.isEntered:
             self.initializeParameterNode()
         self.restoreResults()
+        self.queuePanel.reopenFromScene()
 
     # --- parameter node ------------------------------------------------------------------------
     def initializeParameterNode(self) -> None:
@@ -272,6 +261,7 @@ class SegQCWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             try:
                 self.ui.modelPathLineEdit.currentPath = self._parameterNode.modelPath
                 self.ui.correctionsDirLineEdit.currentPath = self._parameterNode.correctionsDir
+                self.ui.queuePathLineEdit.currentPath = self._parameterNode.rankingPath
             finally:
                 self._updatingGui = False
             self.updateMappingTable()
@@ -291,12 +281,48 @@ class SegQCWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                        self.ui.segmentEditorButton, self.ui.recordCorrectionButton):
             button.enabled = hasResults and not running
         self.ui.rerunButton.enabled = hasResults and ready and not running
+        self.ui.ratingComboBox.enabled = hasResults and not running
+        self.showDeviceInfo()
+        if self.queuePanel is not None:
+            self.queuePanel.updateButtons()
         if hasResults and self._parameterNode and self._parameterNode.overlayLabel and not self._updatingGui:
             if self.overlaySettings() != self._shownOverlay:  # only display changes touch the views (keeps layers)
                 self.showOverlay()
 
     def _hasResults(self) -> bool:
         return self.logic is not None and self.logic.reviewedSegmentationID() is not None
+
+    def isRunning(self) -> bool:
+        return self._run is not None
+
+    # --- device: which one QC will use, asked in a separate process ----------------------------------
+    def checkDevices(self, again: bool = False) -> None:
+        """Ask `segqc devices` (once, or again after PyTorch was installed) without importing torch here."""
+        if self._deviceProbe is not None or (self._deviceReport is not None and not again):
+            return
+        self._deviceProbe = DeviceProbe(pythonExecutable(), processEnvironment(), slicer.util.launchConsoleProcess)
+        self._deviceProbe.start()
+        self._probeTimer.start()
+        self.showDeviceInfo()
+
+    def onProbeTimer(self) -> None:
+        probe = self._deviceProbe
+        if probe is None or probe.poll() is None:
+            return
+        self._probeTimer.stop()
+        self._deviceReport, self._deviceProbe = probe.report, None
+        if self._deviceReport.problem:
+            logging.info("SegQC device check: %s", self._deviceReport.problem)
+        self.showDeviceInfo()
+
+    def showDeviceInfo(self) -> None:
+        device = self._parameterNode.device.value if self._parameterNode else "auto"
+        if self._deviceReport is not None:
+            self.ui.deviceInfoLabel.text = self._deviceReport.summary(device)
+        elif self._deviceProbe is not None:
+            self.ui.deviceInfoLabel.text = "Checking for a GPU..."
+        else:
+            self.ui.deviceInfoLabel.text = ""
 
     def onModelPathChanged(self, path: str) -> None:
         if self._parameterNode and not self._updatingGui:
@@ -411,16 +437,18 @@ class SegQCWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if self._run is not None:
             return
         with slicer.util.tryWithErrorDisplay("SegQC could not start QC.", waitCursor=True):
+            hadTorch = torchInstalled()
             if not ensureDependencies():
                 return
+            if not hadTorch:  # the device check ran without torch: ask again what the new install can use
+                self.checkDevices(again=True)
             self.updateMappingTable()  # classes may have been unreadable before the dependencies were installed
             modelPath = self._parameterNode.modelPath or None
             classNames = self.logic.modelClassNames(modelPath)
             prepared = self.logic.prepareInputs(self.imageNodes(), self._parameterNode.segmentation, classNames,
                                                 self.currentMapping(), self.logic.modelModalityCount(modelPath))
-            # PythonSlicer adds Slicer's own paths; SegQCLib may live elsewhere (extension or source checkout).
             settings = QCRunSettings(pythonExecutable(), modelPath, self._parameterNode.device.value,
-                                     {"PYTHONPATH": segqcLibRoot()}, slicer.util.launchConsoleProcess, keepSnapshot,
+                                     processEnvironment(), slicer.util.launchConsoleProcess, keepSnapshot,
                                      self.overlaySettings())
             self._run = QCRun(self.logic, prepared, slicer.util.tempDirectory("SegQC"), settings)
             self.ui.processLogTextEdit.clear()
@@ -493,17 +521,14 @@ class SegQCWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.summaryTableView.setMRMLTableNode(self.logic.findNode(NodeRole.SUMMARY, sourceID))
         self.ui.slicesTableView.setMRMLTableNode(self.logic.findNode(NodeRole.SLICES, sourceID))
         self.ui.boxesTableView.setMRMLTableNode(self.logic.findNode(NodeRole.BOXES, sourceID))
-        case = report.get("case", {})
-        parts = [f"Estimated Dice (case): {_fmt(case.get('dice_est'))}, QI {_fmt(case.get('qi'))}"]
-        parts += [f"{c['name']}: Dice {_fmt(c.get('dice_est'))}" for c in report.get("classes", [])]
-        parts += [f"{len(report.get('boxes', []))} error boxes; {len(report.get('slices', []))} slices ranked"]
-        parts += [f"Note: {notice}" for notice in report.get("notices", [])]
-        self.ui.caseQualityLabel.text = "\n".join(parts)
+        summary = summarizeReport(report)  # every report field the panel shows goes through this
+        self.ui.caseQualityLabel.text = summary.text()
         self._updatingGui = True
         try:
             self.ui.overlayClassComboBox.clear()
-            for estimate in report.get("classes", []):
-                self.ui.overlayClassComboBox.addItem(estimate["name"], int(estimate["label"]))
+            for label, name in summary.classes:
+                self.ui.overlayClassComboBox.addItem(name, label)
+            self.showRating()
         finally:
             self._updatingGui = False
         if jump:
@@ -514,6 +539,31 @@ class SegQCWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             elif report.get("slices"):
                 self.goToItem(ReviewItem.slice, 0)
         self.onOverlayClassChanged(self.ui.overlayClassComboBox.currentIndex)
+
+    def showQueueCase(self, result, currentBox: Optional[int]) -> None:
+        """A case the queue loaded: the panel follows its nodes, results and the position it was left at."""
+        reportData = self.logic.reportData()
+        images = [slicer.mrmlScene.GetNodeByID(i) for i in reportData.get("imageNodeIDs", [])]
+        self._parameterNode.imageVolume = images[0]
+        self._parameterNode.extraImageVolumes = images[1:]
+        self._parameterNode.segmentation = slicer.mrmlScene.GetNodeByID(self.logic.reviewedSegmentationID())
+        self._parameterNode.segmentMapping = json.dumps(reportData.get("mapping", {}))
+        self._shownOverlay = None
+        slicer.util.resetSliceViews()
+        self.showResults(result.report)
+        if currentBox and self.logic.itemCount(ItemKind.BOX) > currentBox:
+            self.goToItem(ReviewItem.box, currentBox)
+
+    def showRating(self) -> None:
+        rating = self.logic.caseRating() if self._hasResults() else None
+        self.ui.ratingComboBox.setCurrentIndex(max(0, self.ui.ratingComboBox.findData(rating or "")))
+
+    def onRatingChanged(self, index: int) -> None:
+        if self._updatingGui or index < 0 or not self._hasResults():
+            return
+        with slicer.util.tryWithErrorDisplay("SegQC could not store the rating."):
+            self.logic.setCaseRating(self.ui.ratingComboBox.itemData(index) or None)
+            self.queuePanel.saveReviewState()
 
     def onOverlayClassChanged(self, index: int) -> None:
         if self._updatingGui or index < 0 or not self._parameterNode:
@@ -570,6 +620,7 @@ class SegQCWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 self.logic.setItemStatus(ItemKind.BOX, self._parameterNode.currentBox, status)
             else:
                 self.logic.setItemStatus(ItemKind.SLICE, self._parameterNode.currentSlice, status)
+        self.queuePanel.saveReviewState()  # a queued case's marks are written at once
 
     def onSegmentEditorButton(self) -> None:
         with slicer.util.tryWithErrorDisplay("SegQC could not open the Segment Editor."):
@@ -585,12 +636,19 @@ class SegQCWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             if segmentId:
                 editor.setCurrentSegmentID(segmentId)
 
-    def onRecordCorrectionButton(self) -> None:
+    def onRecordCorrectionButton(self) -> bool:
+        """Record the correction (a queued case also becomes `corrected` in the queue); True when recorded."""
         with slicer.util.tryWithErrorDisplay("SegQC could not record the correction.", waitCursor=True):
             folder = self._parameterNode.correctionsDir or DEFAULT_CORRECTIONS_DIR
-            record = self.logic.recordCorrection(folder)
+            if self.queuePanel.showsQueueCase():
+                record = self.queuePanel.logic.recordCorrection(folder)
+                self.queuePanel.showCounts(f"Correction of {self.queuePanel.logic.currentCaseId()} recorded")
+            else:
+                record = self.logic.recordCorrection(folder, reviewer=self._parameterNode.reviewer or None)
             self.ui.statusLabel.text = f"Correction recorded in {record}"
             slicer.util.showStatusMessage(f"SegQC: correction recorded in {record}", 5000)
+            return True
+        return False
 
     # --- keyboard shortcuts (only while the module is shown) --------------------------------------
     def shortcutCallbacks(self) -> dict[ShortcutAction, Callable[[], None]]:
@@ -602,6 +660,8 @@ class SegQCWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             ShortcutAction.MARK_REVIEWED: lambda: self.markCurrentItem(ItemStatus.REVIEWED),
             ShortcutAction.MARK_FIXED: lambda: self.markCurrentItem(ItemStatus.FIXED),
             ShortcutAction.SEGMENT_EDITOR: self.onSegmentEditorButton,
+            ShortcutAction.NEXT_CASE: lambda: self.queuePanel.step(+1),
+            ShortcutAction.PREVIOUS_CASE: lambda: self.queuePanel.step(-1),
         }
 
     def installShortcuts(self) -> None:
@@ -610,11 +670,11 @@ class SegQCWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             return
         callbacks = self.shortcutCallbacks()
         for entry in SHORTCUTS:
-            callback = callbacks.get(entry.action)
-            if callback is None:
-                continue
+            callback = callbacks[entry.action]
+            caseAction = entry.action in (ShortcutAction.NEXT_CASE, ShortcutAction.PREVIOUS_CASE)
             shortcut = qt.QShortcut(qt.QKeySequence(entry.keys), slicer.util.mainWindow())
-            shortcut.connect("activated()", lambda callback=callback: self._onShortcut(callback))
+            shortcut.connect("activated()",
+                             lambda callback=callback, caseAction=caseAction: self._onShortcut(callback, caseAction))
             self._shortcuts.append(shortcut)
 
     def showShortcutsInPanel(self) -> None:
@@ -625,14 +685,18 @@ class SegQCWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                    ShortcutAction.PREVIOUS_SLICE: self.ui.previousSliceButton,
                    ShortcutAction.MARK_REVIEWED: self.ui.markReviewedButton,
                    ShortcutAction.MARK_FIXED: self.ui.markFixedButton,
-                   ShortcutAction.SEGMENT_EDITOR: self.ui.segmentEditorButton}
+                   ShortcutAction.SEGMENT_EDITOR: self.ui.segmentEditorButton,
+                   ShortcutAction.NEXT_CASE: self.ui.nextCaseButton,
+                   ShortcutAction.PREVIOUS_CASE: self.ui.previousCaseButton}
         for action, button in buttons.items():
             entry = shortcutFor(action)
             button.toolTip = f"{entry.description[0].upper()}{entry.description[1:]} (key: {entry.keys})"
         self.ui.shortcutsLabel.text = "Keys while this module is shown: " + shortcutsHelpText()
 
-    def _onShortcut(self, callback: Callable[[], None]) -> None:
-        if self._hasResults() and self._run is None:
+    def _onShortcut(self, callback: Callable[[], None], caseAction: bool = False) -> None:
+        if self._run is not None:
+            return
+        if (self.queuePanel.isOpen if caseAction else self._hasResults()):
             callback()
 
     def removeShortcuts(self) -> None:
@@ -642,12 +706,9 @@ class SegQCWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._shortcuts = []
 
 
-def _fmt(value: Any) -> str:
-    return "n/a" if value is None else f"{float(value):.3f}"
-
-
 #
-# Self-test (the same scenario as Testing/test_slicer_logic.py, through the widget)
+# Self-test: the whole review on the module's sample case, through the widget (Testing/test_slicer_*.py test the
+# same logic under slicer-core)
 #
 
 
@@ -659,46 +720,39 @@ class SegQCTest(ScriptedLoadableModuleTest):
         self.setUp()
         self.test_SegQCReview()
 
-    def _hippocampusCase(self):
-        from SegQCLib.io.datasets import hippocampus_dir, list_nnunet_cases
-
-        root = hippocampus_dir()
-        if not (root / "imagesTr").is_dir():
-            return None
-        return list_nnunet_cases(root)[0]
-
     def test_SegQCReview(self) -> None:
+        import tempfile
+
         import numpy as np
+        from SegQCModuleLib.sample_data import SAMPLE_NAME, loadSampleData
 
-        self.delayDisplay("SegQC: load a hippocampus case")
-        if not ensureDependencies():
-            self.skipTest("SegQC dependencies were not installed")
-        case = self._hippocampusCase()
-        if case is None:
-            self.skipTest("hippocampus data not found (set SEGQC_DATA_DIR to the folder holding hippocampus/)")
-        volume = slicer.util.loadVolume(str(case.images[0]))
-        segmentation = slicer.util.loadSegmentation(str(case.label))
-        names = SegQCLogic.segmentNames(segmentation)
-        for (segmentId, _), className in zip(names.items(), ("anterior", "posterior")):
-            segmentation.GetSegmentation().GetSegment(segmentId).SetName(className)
+        self.delayDisplay("SegQC: dependencies (installed on first use, after a question)")
+        self.assertTrue(ensureDependencies(), "SegQC needs PyTorch and its Python packages to run the self-test")
 
-        from SegQCLib.network.package import init_model_package
+        self.delayDisplay(f"SegQC: load the sample case {SAMPLE_NAME} through Sample Data")
+        volume, segmentation = loadSampleData()
+        self.assertIsNotNone(volume)
+        self.assertEqual(sorted(SegQCLogic.segmentNames(segmentation).values()), ["anterior", "posterior"])
 
-        modelPath = str(init_model_package(Path(slicer.util.tempDirectory("SegQCTestModel")) / "untrained"))
         widget = slicer.modules.segqc.widgetRepresentation().self()
         slicer.util.selectModule("SegQC")
         parameters = widget._parameterNode
         parameters.imageVolume = volume
         parameters.segmentation = segmentation
         parameters.device = Device.cpu
-        widget.ui.modelPathLineEdit.currentPath = modelPath
+        parameters.modelPath = ""  # the bundled model
 
-        self.delayDisplay("SegQC: run QC in a background process")
+        self.delayDisplay("SegQC: run QC in a background process (bundled model, CPU)")
         widget.runQC(wait=True)
         logic = widget.logic
+        self.assertIsNotNone(logic.reviewedSegmentationID(), widget.ui.statusLabel.text)
         report = logic.reportData()["report"]
         self.assertEqual([c["name"] for c in report["classes"]], ["anterior", "posterior"])
+        self.assertTrue(report["boxes"], "the bundled model finds errors in the sample segmentation")
+        self.assertIn("Process log", widget.ui.processLogCollapsibleButton.text)
+        self.assertTrue(widget.ui.processLogTextEdit.toPlainText())
 
+        self.delayDisplay("SegQC: the overlay is on the image's grid and shown in every slice view")
         ijkToRas = vtk.vtkMatrix4x4()
         volume.GetIJKToRASMatrix(ijkToRas)
         for overlay in logic.findNodes(NodeRole.OVERLAY):
@@ -706,27 +760,45 @@ class SegQCTest(ScriptedLoadableModuleTest):
             overlay.GetIJKToRASMatrix(overlayMatrix)
             np.testing.assert_allclose(slicer.util.arrayFromVTKMatrix(overlayMatrix),
                                        slicer.util.arrayFromVTKMatrix(ijkToRas))
-        self.assertEqual(logic.findNode(NodeRole.SLICES).GetNumberOfRows(), len(report["slices"]))
+        parameters.overlayOpacity = 0.35
+        composite = slicer.app.layoutManager().sliceWidget("Red").mrmlSliceCompositeNode()
+        self.assertAlmostEqual(composite.GetForegroundOpacity(), 0.35, places=5)
+        self.assertEqual(slicer.mrmlScene.GetNodeByID(composite.GetForegroundVolumeID()).GetAttribute("SegQC.Role"),
+                         NodeRole.OVERLAY.value)
 
-        if report["boxes"]:
-            self.delayDisplay("SegQC: walk the boxes with the keyboard actions")
-            widget.stepItem(ReviewItem.box, 1)
-            index = 1 % len(report["boxes"])
-            box = report["boxes"][index]
-            red = slicer.app.layoutManager().sliceWidget("Red").mrmlSliceNode()
-            self.assertAlmostEqual(red.GetSliceOffset(), box["center_ras"][2], places=4)
-            centre = [0.0, 0.0, 0.0]
-            logic.findNode(NodeRole.ROI).GetCenter(centre)
-            np.testing.assert_allclose(centre, box["center_ras"], atol=1e-4)
-            widget.markCurrentItem(ItemStatus.FIXED)
-            self.assertEqual(logic.itemStatus(ItemKind.BOX, index), ItemStatus.FIXED)
+        self.delayDisplay("SegQC: walk the boxes and slices, mark them")
+        widget.stepItem(ReviewItem.box, 1)
+        index = 1 % len(report["boxes"])
+        box = report["boxes"][index]
+        red = slicer.app.layoutManager().sliceWidget("Red").mrmlSliceNode()
+        self.assertAlmostEqual(red.GetSliceOffset(), box["center_ras"][2], places=4)
+        centre = [0.0, 0.0, 0.0]
+        logic.findNode(NodeRole.ROI).GetCenter(centre)
+        np.testing.assert_allclose(centre, box["center_ras"], atol=1e-4)
+        widget.markCurrentItem(ItemStatus.FIXED)
+        self.assertEqual(logic.itemStatus(ItemKind.BOX, index), ItemStatus.FIXED)
+        widget.stepItem(ReviewItem.slice, 1)
+        widget.markCurrentItem(ItemStatus.REVIEWED)
+        self.assertEqual(logic.itemStatus(ItemKind.SLICE, parameters.currentSlice), ItemStatus.REVIEWED)
 
-        self.delayDisplay("SegQC: edit the segmentation and record the correction")
-        segmentId = logic.segmentIdForLabel(1)
+        self.delayDisplay("SegQC: rate the case")
+        widget.ui.ratingComboBox.setCurrentIndex(widget.ui.ratingComboBox.findData(CaseRating.MINOR_FIXES.value))
+        self.assertEqual(logic.caseRating(), CaseRating.MINOR_FIXES.value)
+
+        self.delayDisplay("SegQC: fix the segment of the top box and record the correction")
+        segmentId = logic.segmentIdForLabel(box["label"])
         mask = slicer.util.arrayFromSegmentBinaryLabelmap(segmentation, segmentId, volume)
-        mask[:] = 0
+        (z0, y0, x0), (z1, y1, x1) = box["bbox_zyx"]
+        mask[z0:z1, y0:y1, x0:x1] = 0
         slicer.util.updateSegmentBinaryLabelmapFromArray(mask, segmentation, segmentId, volume)
-        record = logic.recordCorrection(slicer.util.tempDirectory("SegQCTestCorrections"))
-        for name in ("original.nii.gz", "corrected.nii.gz", "error_1.nii.gz", "image_0000.nii.gz", "record.json"):
-            self.assertTrue((record / name).is_file(), name)
+        parameters.correctionsDir = tempfile.mkdtemp(prefix="SegQCTestCorrections")
+        self.assertTrue(widget.onRecordCorrectionButton())
+        records = sorted(Path(parameters.correctionsDir).glob("records/*/v0001"))
+        self.assertEqual(len(records), 1)
+        record = json.loads((records[0] / "record.json").read_text())
+        self.assertEqual(record["rating"], CaseRating.MINOR_FIXES.value)
+        self.assertEqual([b["status"] for b in record["reviewed_boxes"]], ["fixed"])
+        self.assertEqual(record["segment_styles"]["1"]["terminology"].split("~")[2], "SCT^5366008^Hippocampus")
+        for name in ("original.nii.gz", "corrected.nii.gz", "image_0000.nii.gz"):
+            self.assertTrue((records[0] / name).is_file(), name)
         self.delayDisplay("SegQC test passed")

@@ -29,8 +29,6 @@ from enum import Enum
 from pathlib import Path
 from typing import Any, Optional, Union
 
-from filelock import FileLock, Timeout
-
 from ..errors import InputError, ResourceError, SegQCError
 from ..files import write_json_atomic
 from .rating import CaseRating, parse_rating
@@ -120,6 +118,8 @@ class ReviewStatusFile:
             unknown = sorted(set(items) - set(ITEM_KINDS))
             if unknown:
                 raise InputError(f"Unknown review item kinds {unknown}; expected {list(ITEM_KINDS)}")
+        from filelock import FileLock, Timeout  # here: the Slicer module imports this before pip installs filelock
+
         lock = FileLock(str(self.folder / LOCK_FILE))
         try:
             with lock.acquire(timeout=LOCK_TIMEOUT_S):

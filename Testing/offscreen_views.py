@@ -68,11 +68,9 @@ class OffscreenSliceView:
         self.window.AddRenderer(self.renderer)
         self.interactor = vtk.vtkRenderWindowInteractor()  # the markups widgets expect one
         self.interactor.SetRenderWindow(self.window)
-        factory = slicer.vtkMRMLSliceViewDisplayableManagerFactory.GetInstance()
-        self.managers = slicer.vtkMRMLDisplayableManagerGroup()
-        self.managers.Initialize(factory, self.renderer)
-        self.managers.SetMRMLDisplayableNode(self.logic.GetSliceNode())
-        # What vtkLightBoxRendererManager does in Slicer: the slice logic's blended RGBA image, shown 1:1.
+        # What vtkLightBoxRendererManager does in Slicer: the slice logic's blended RGBA image, shown 1:1.  It is
+        # added before the displayable managers' props: 2D props in the background are drawn in the order they
+        # were added, and a segmentation's fill drawn first would be covered by the image.
         self.mapper = vtk.vtkImageMapper()
         self.mapper.SetColorWindow(255)
         self.mapper.SetColorLevel(127.5)
@@ -80,6 +78,10 @@ class OffscreenSliceView:
         actor.SetMapper(self.mapper)
         actor.GetProperty().SetDisplayLocationToBackground()
         self.renderer.AddViewProp(actor)
+        factory = slicer.vtkMRMLSliceViewDisplayableManagerFactory.GetInstance()
+        self.managers = slicer.vtkMRMLDisplayableManagerGroup()
+        self.managers.Initialize(factory, self.renderer)
+        self.managers.SetMRMLDisplayableNode(self.logic.GetSliceNode())
         self.logic.ResizeSliceNode(size_px, size_px)
 
     @property

@@ -34,9 +34,10 @@ class SlicerApp:
         colors = self.app_logic.GetColorLogic()
         colors.SetMRMLScene(self.scene)
         colors.AddDefaultColorNodes()
-        # The volumes logic finds the colour logic by this module name; without it label maps and
-        # overlays get no colour table (and the background renders as noise).
-        self.module_logics = {"Colors": colors}
+        self.module_logics = {}
+        # The volumes logic finds the colour logic by this module name (vtkSlicerVolumesLogic::
+        # SetAndObserveColorToDisplayNode); without it loaded volumes get no colour table.
+        self.register("Colors", colors)
         for name, logic in (("Volumes", slicer.vtkSlicerVolumesLogic()),
                             ("Segmentations", slicer.vtkSlicerSegmentationsModuleLogic()),
                             ("Markups", slicer.vtkSlicerMarkupsLogic())):
@@ -95,13 +96,18 @@ def set_segment(scene, segmentation_node, segment_id: str, mask: np.ndarray, geo
         scene.RemoveNode(display)
 
 
+# Fixed segment colours (Slicer would pick them from its palette): tests that look at pixels must not depend on it.
+SEGMENT_COLORS = ((0.30, 0.85, 0.35), (0.25, 0.55, 1.00), (0.95, 0.45, 0.85))
+
+
 def add_segmentation(scene, labels: np.ndarray, geometry: Geometry, names: dict[int, str], reference_node,
                      name: str = "Segmentation"):
     node = scene.AddNewNodeByClass("vtkMRMLSegmentationNode", name)
     node.CreateDefaultDisplayNodes()
     node.SetReferenceImageGeometryParameterFromVolumeNode(reference_node)
-    for label, segment_name in names.items():
+    for index, (label, segment_name) in enumerate(names.items()):
         segment_id = node.GetSegmentation().AddEmptySegment(f"segment_{label}", segment_name)
+        node.GetSegmentation().GetSegment(segment_id).SetColor(*SEGMENT_COLORS[index % len(SEGMENT_COLORS)])
         set_segment(scene, node, segment_id, labels == label, geometry)
     return node
 

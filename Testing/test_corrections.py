@@ -90,7 +90,7 @@ def test_record_round_trip_keeps_images_masks_error_maps_and_metadata(tmp_path, 
 def test_the_rating_and_the_segments_colours_and_terminology_are_recorded_and_read_back(tmp_path):
     image, original, truth = synthetic_case()
     terminology = "Segmentation category and type - 3D Slicer General Anatomy list~SCT^123037004^Anatomical " \
-                  "Structure~SCT^5976000^Hippocampus~^^~Anatomic codes - DICOM master list~^^~^^"
+                  "Structure~SCT^5366008^Hippocampus~^^~Anatomic codes - DICOM master list~^^~^^"
     styles = {1: SegmentStyle((0.9, 0.3, 0.1), terminology), 2: SegmentStyle((0.1, 0.5, 0.8))}
     corrected = LabelMap(truth.array, truth.geometry, {1: "anterior", 2: "posterior"}, styles=styles)
     record = CorrectionStore(tmp_path / "s").add("c", [image], original, corrected, rating="Minor fixes")

@@ -49,7 +49,7 @@ def test_seg_nrrd_round_trip_keeps_segment_names(tmp_path):
 
 
 HIPPOCAMPUS_TERMINOLOGY = ("Segmentation category and type - 3D Slicer General Anatomy list~SCT^123037004^Anatomical "
-                           "Structure~SCT^5976000^Hippocampus~^^~Anatomic codes - DICOM master list~^^~^^")
+                           "Structure~SCT^5366008^Hippocampus~^^~Anatomic codes - DICOM master list~^^~^^")
 
 
 def test_seg_nrrd_round_trip_keeps_segment_colours_and_terminology(tmp_path):

@@ -56,8 +56,9 @@ def test_a_helper_at_the_module_folders_top_level_is_caught(tmp_path):
 
 def cmake_list(name: str) -> set[str]:
     text = (MODULE_DIR / "CMakeLists.txt").read_text(encoding="utf-8")
-    block = re.search(rf"set\({name}\s+(.*?)\)", text, flags=re.DOTALL).group(1)
-    return {entry.replace("${MODULE_NAME}", "SegQC") for entry in block.split()}
+    block = re.search(rf"set\({name}\s+(.*?)\n\s*\)", text, flags=re.DOTALL).group(1)
+    lines = [line.split("#", 1)[0] for line in block.splitlines()]
+    return {entry.replace("${MODULE_NAME}", "SegQC") for line in lines for entry in line.split()}
 
 
 def test_the_extension_build_ships_every_python_file_of_the_module():

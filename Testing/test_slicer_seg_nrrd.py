@@ -21,9 +21,9 @@ from SegQCLib.io.volumes import SegmentStyle  # noqa: E402
 
 TERMINOLOGY = {
     "anterior": "Segmentation category and type - 3D Slicer General Anatomy list~SCT^123037004^Anatomical Structure"
-                "~SCT^5976000^Hippocampus~^^~Anatomic codes - DICOM master list~SCT^24028007^Right~^^",
+                "~SCT^5366008^Hippocampus~^^~Anatomic codes - DICOM master list~SCT^24028007^Right~^^",
     "posterior": "Segmentation category and type - 3D Slicer General Anatomy list~SCT^123037004^Anatomical Structure"
-                 "~SCT^5976000^Hippocampus~^^~Anatomic codes - DICOM master list~SCT^7771000^Left~^^",
+                 "~SCT^5366008^Hippocampus~^^~Anatomic codes - DICOM master list~SCT^7771000^Left~^^",
 }
 COLORS = {"anterior": (0.9, 0.3, 0.1), "posterior": (0.1, 0.5, 0.8)}
 GEOMETRY = Geometry((6, 7, 8), (0.8, 0.9, 1.5), (10.0, -4.0, 2.0))

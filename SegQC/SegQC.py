@@ -224,6 +224,7 @@ class SegQCWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def onSceneStartClose(self, caller, event) -> None:
         self.cancelProcess()
         self.setParameterNode(None)
+        self.queuePanel.reset()
 
     def onSceneEndClose(self, caller, event) -> None:
         if self.parent.isEntered:
@@ -641,6 +642,7 @@ class SegQCWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         with slicer.util.tryWithErrorDisplay("SegQC could not record the correction.", waitCursor=True):
             folder = self._parameterNode.correctionsDir or DEFAULT_CORRECTIONS_DIR
             if self.queuePanel.showsQueueCase():
+                self.queuePanel.syncReviewer()
                 record = self.queuePanel.logic.recordCorrection(folder)
                 self.queuePanel.showCounts(f"Correction of {self.queuePanel.logic.currentCaseId()} recorded")
             else:

@@ -108,6 +108,20 @@ class QueuePanel:
         self.showCounts()
         self.updateButtons()
 
+    def reset(self) -> None:
+        """The scene is closing: its case nodes and queue table go with it."""
+        self.logic.queue = None
+        self.logic.currentIndex = None
+        self.ui.queueTableView.setMRMLTableNode(None)
+        self.showCounts()
+        self.updateButtons()
+
+    def syncReviewer(self) -> None:
+        """The name in the Reviewer field, for the statuses written from now on."""
+        self.logic.reviewer = self.reviewerName()
+        if self.logic.queue is not None:
+            self.logic.queue.reviewer = self.logic.reviewer
+
     def reviewerName(self) -> str:
         parameters = self.widget._parameterNode
         name = (parameters.reviewer if parameters is not None else "") or ""
@@ -130,6 +144,7 @@ class QueuePanel:
         self.openCase(target)
 
     def finishCase(self, status: ReviewStatus) -> None:
+        self.syncReviewer()
         with slicer.util.tryWithErrorDisplay("SegQC could not write the case status."):
             self.logic.setCaseStatus(status)
             self.showCounts()
@@ -179,6 +194,7 @@ class QueuePanel:
         if not self.showsQueueCase():
             return
         parameters = self.widget._parameterNode
+        self.syncReviewer()
         with slicer.util.tryWithErrorDisplay("SegQC could not write the review status."):
             self.logic.saveReviewState(parameters.currentBox if parameters is not None else None)
             self.showCounts(f"Case {self.logic.currentIndex + 1}: {self.logic.currentCaseId()}")

@@ -61,7 +61,8 @@ def align_labels_to_model(segmentation: LabelMap, classes: dict[int, str]) -> tu
     moved = ", ".join(f"{segmentation.names[v]} {v}->{t}" for v, t in sorted(mapping.items()) if v != t)
     notice = f"Segments mapped to the model's classes by name ({moved})"
     logger.info(notice)
-    return LabelMap(remapped, segmentation.geometry, names, segmentation.path, styles), [notice]
+    return LabelMap(remapped, segmentation.geometry, names, segmentation.path, list(segmentation.notices),
+                    styles), [notice]
 
 
 class QCEngine:

@@ -162,5 +162,10 @@ def lps_to_ras(points: np.ndarray) -> np.ndarray:
 ras_to_lps = lps_to_ras
 
 
+def affine_ras_to_lps(affine: np.ndarray) -> np.ndarray:
+    """A 3x4 voxel-index -> RAS mm affine (NIfTI's sform rows) as voxel-index -> LPS mm."""
+    return LPS_TO_RAS @ np.asarray(affine, dtype=float)  # the flip maps RAS to LPS as well
+
+
 def _fmt(values) -> str:
     return "(" + ", ".join(f"{v:.4g}" for v in values) + ")"

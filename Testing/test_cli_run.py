@@ -18,8 +18,8 @@ from SegQCLib.commands.run import FAILURES_FILE, SUMMARY_FILE, read_manifest
 from SegQCLib.engine import QCEngine, run_qc_files
 from SegQCLib.errors import CancelledError, InputError
 from SegQCLib.io.image_files import read_image
-from SegQCLib.network.config import ModelConfig
-from SegQCLib.network.package import CONFIG_FILE, MODEL_ENV, WEIGHTS_FILE
+from SegQCLib.network.config import CONFIG_FILE, ModelConfig
+from SegQCLib.network.package import MODEL_ENV, WEIGHTS_FILE
 from SegQCLib.quality.report import Report
 
 pytestmark = pytest.mark.realdata

@@ -13,10 +13,9 @@ from safetensors.torch import load_file, save_file
 from SegQCLib.errors import ModelError
 from SegQCLib.network import model_files
 from SegQCLib.network import package as model_package
-from SegQCLib.network.config import ModelConfig
+from SegQCLib.network.config import CONFIG_FILE, ModelConfig
 from SegQCLib.network.package import (
     CARD_FILE,
-    CONFIG_FILE,
     LEGACY_WEIGHTS_FILE,
     WEIGHTS_FILE,
     convert_weights_to_safetensors,

@@ -28,7 +28,8 @@ def test_the_sample_comes_with_its_thumbnail_and_licences():
 
 
 def test_the_bundled_segmentation_names_its_segments_after_the_models_classes_with_colour_and_terminology():
-    from SegQCLib.network.model_files import default_model_path, read_config
+    from SegQCLib.network.config import read_config
+    from SegQCLib.network.model_files import default_model_path
 
     segmentation = read_labelmap(SAMPLE_FILES[1].path)
     assert segmentation.names == SEGMENT_NAMES == dict(read_config(default_model_path()).classes)

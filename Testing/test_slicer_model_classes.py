@@ -15,7 +15,8 @@ pytest.importorskip("slicer", reason="slicer-core cannot be imported; pip instal
 from SegQCModuleLib.logic import SegQCLogic  # noqa: E402
 from slicer_scene import make_scene  # noqa: E402
 
-from SegQCLib.network.model_files import default_model_path, read_config  # noqa: E402
+from SegQCLib.network.config import read_config  # noqa: E402
+from SegQCLib.network.model_files import default_model_path  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 PROBE = """

@@ -169,7 +169,8 @@ class SegQCLogic(_LogicBase):
     @staticmethod
     def modelConfig(modelPath: Optional[str] = None) -> Any:
         """The model package's configuration (classes, modalities) without its weights and without torch."""
-        from SegQCLib.network.model_files import default_model_path, read_config
+        from SegQCLib.network.config import read_config
+        from SegQCLib.network.model_files import default_model_path
 
         return read_config(modelPath or default_model_path())
 
@@ -369,7 +370,8 @@ class SegQCLogic(_LogicBase):
         labels = self.exportLabelArray(segmentationNode, mapping, imageNodes[0])
         names = {label: classNames[label] for label in sorted(set(mapping.values())) if label}
         styles = self.segmentStyles(segmentationNode, mapping)
-        case = Case(images, LabelMap(labels, reference, names, segmentationNode.GetID(), styles), notices=list(notices))
+        segmentation = LabelMap(labels, reference, names, segmentationNode.GetID(), styles=styles)
+        case = Case(images, segmentation, notices=list(notices))
         return PreparedInputs(case, [n.GetID() for n in imageNodes], segmentationNode.GetID(), mapping,
                               dict(classNames), notices)
 

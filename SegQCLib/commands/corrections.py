@@ -51,7 +51,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     export.add_argument("--format", required=True, choices=[f.value for f in ExportFormat])
     export.add_argument("--out", required=True, help="new or empty output folder")
     export.add_argument("--all-versions", action="store_true", help="every version, not only the newest per case")
-    export.add_argument("--channel-names", nargs="+", help="one name per image channel (e.g. CT, T1)")
+    export.add_argument("--channel-names", nargs="+",
+                        help="one name per image channel, e.g. CT (nnU-Net then uses CT normalisation) or T1 T2; "
+                             "needed for nnunet and monai unless --model (or the records' QC model) gives them")
+    export.add_argument("--model", help="QC model package whose modalities name the channels and whose classes "
+                                        "name the labels (default: the QC model named in the records, if present)")
     export.set_defaults(func=run_export)
 
 
@@ -99,6 +103,8 @@ def run_verify(args: argparse.Namespace) -> int:
 
 def run_export(args: argparse.Namespace) -> int:
     result = export_store(CorrectionStore(args.store), args.format, args.out, all_versions=args.all_versions,
-                          channel_names=args.channel_names)
+                          channel_names=args.channel_names, model=args.model)
+    for notice in result.notices:
+        print(f"note: {notice}")
     print(f"exported {len(result.cases)} case(s) as {result.format.value} to {result.out_dir}")
     return EXIT_OK

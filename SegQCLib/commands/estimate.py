@@ -40,7 +40,8 @@ def run(args: argparse.Namespace) -> int:
         case = load_case([args.image], args.seg, resample_seg=args.resample_seg)
         segmentation, notices = case.segmentation, case.notices
     else:
-        segmentation, notices = read_labelmap(args.seg), []
+        segmentation = read_labelmap(args.seg)
+        notices = list(segmentation.notices)
     error_prob = read_error_probs(args.error_prob, segmentation.geometry)
     report = build_report(segmentation, error_prob, postprocess_params_from_args(args))
     report.notices.extend(notices)

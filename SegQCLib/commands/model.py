@@ -8,14 +8,13 @@ import json
 from pathlib import Path
 
 from ..errors import InputError
-from ..network.config import ModelConfig
+from ..network.config import ModelConfig, read_config
 from ..network.package import (
     LEGACY_WEIGHTS_FILE,
     WEIGHTS_FILE,
     convert_weights_to_safetensors,
     init_model_package,
     load_model_package,
-    read_config,
 )
 from ..network.qcresunet import count_conv_macs, count_parameters
 

@@ -8,18 +8,22 @@ already NIfTI), so the images and masks keep their exact geometry and voxel type
 
 Layouts (``<case>`` is the record's case key, safe as a file name):
 
-``nnunet`` (nnU-Net v2 raw dataset)::
+``nnunet`` (nnU-Net v2 raw dataset; name the folder ``DatasetXXX_Name`` under ``$nnUNet_raw``)::
 
     imagesTr/<case>_0000.nii.gz ...   one file per channel
     labelsTr/<case>.nii.gz            the corrected segmentation
     dataset.json                      channel_names, labels {"background": 0, name: label, ...} (labels
                                       0..max, consecutive as nnU-Net requires), numTraining, file_ending
+    splits_final.json                 5 folds (fewer with fewer cases), every version of a case in one fold;
+                                      nnU-Net reads it from $nnUNet_preprocessed/DatasetXXX_Name/
     segqc_export.json                 provenance: record id, reviewer and sha256 of every exported case
 
 ``monai``: the same ``imagesTr``/``labelsTr`` files plus ``datalist.json``
-``{"training": [{"image": "imagesTr/<case>_0000.nii.gz", "label": "labelsTr/<case>.nii.gz"}], "labels": ...}``
-(paths relative to the datalist's folder, as ``monai.data.load_decathlon_datalist`` expects; ``image`` is
-a list when there are several channels).
+``{"training": [{"image": "imagesTr/<case>_0000.nii.gz", "label": "labelsTr/<case>.nii.gz", "fold": 0}],
+"labels": ...}`` (paths relative to the datalist's folder, as ``monai.data.load_decathlon_datalist``
+expects; ``image`` is a list when there are several channels; ``fold`` as in ``splits_final.json``).
+
+Channel names, label names and folds: :mod:`.export_metadata`.
 
 ``qc`` (training data for the QC network; read it with :func:`load_qc_dataset`)::
 
@@ -41,6 +45,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import shutil
 import uuid
 from dataclasses import dataclass, field
@@ -51,6 +56,8 @@ from typing import Any, Optional, Union
 from .. import __version__
 from ..errors import InputError, SegQCError
 from ..files import json_bytes, write_bytes_synced
+from ..network.config import ModelConfig, read_config
+from .export_metadata import group_folds, label_table, nnunet_splits, resolve_channel_names
 from .records import CorrectionRecord
 from .store import CorrectionStore
 
@@ -63,6 +70,8 @@ NNUNET_DATASET_FILE = "dataset.json"
 MONAI_DATALIST_FILE = "datalist.json"
 QC_DATASET_FILE = "qc_dataset.json"
 PROVENANCE_FILE = "segqc_export.json"
+NNUNET_SPLITS_FILE = "splits_final.json"
+NNUNET_FOLDER_RE = re.compile(r"^Dataset\d{3}_[A-Za-z0-9_.-]+$")
 QC_FORMAT = "segqc-qc-training"
 QC_FORMAT_VERSION = 1
 IMAGES_DIR = "imagesTr"
@@ -94,6 +103,8 @@ class ExportResult:
     cases: list[ExportedCase]
     labels: dict[str, int]
     channel_names: list[str]
+    folds: dict[str, int] = field(default_factory=dict)
+    notices: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -118,35 +129,6 @@ def select_records(store: CorrectionStore, all_versions: bool = False) -> list[C
     return records
 
 
-def _label_table(records: list[CorrectionRecord]) -> dict[str, int]:
-    """``{"background": 0, name: label}`` for labels 0..max, consecutive as nnU-Net requires."""
-    names: dict[int, str] = {}
-    for record in records:
-        for label in record.metadata.labels:
-            names.setdefault(int(label), record.metadata.label_names.get(str(label), f"label_{label}"))
-    top = max(names, default=0)
-    table = {"background": 0}
-    for label in range(1, top + 1):
-        name = names.get(label, f"label_{label}")
-        if name in table or name == "background":
-            name = f"{name}_{label}"
-        table[name] = label
-    return table
-
-
-def _channel_names(records: list[CorrectionRecord], channel_names: Optional[list[str]]) -> list[str]:
-    counts = {len(r.metadata.image_files) for r in records}
-    if len(counts) != 1:
-        raise InputError(f"Records have different numbers of image channels {sorted(counts)}; "
-                         "export cases with the same channels together")
-    count = counts.pop()
-    if channel_names is None:
-        return [f"channel_{i}" for i in range(count)]
-    if len(channel_names) != count:
-        raise InputError(f"{len(channel_names)} channel names given for {count} image channel(s)")
-    return list(channel_names)
-
-
 def export_store(
     store: CorrectionStore,
     export_format: Union[ExportFormat, str],
@@ -154,22 +136,35 @@ def export_store(
     all_versions: bool = False,
     channel_names: Optional[list[str]] = None,
     dataset_name: str = "SegQCCorrections",
+    model: Optional[Union[PathLike, ModelConfig]] = None,
 ) -> ExportResult:
-    """Write the store's records as ``export_format`` into the new (or empty) folder ``out_dir``."""
+    """Write the store's records as ``export_format`` into the new (or empty) folder ``out_dir``.
+
+    ``model`` (a QC model package or its config) names the channels (its modalities) and the labels (its
+    classes); without it the QC model named in the records' QC reports does, when it is readable here.
+    nnU-Net and MONAI exports need channel names: given, or from a model (InputError otherwise).
+    """
     export_format = ExportFormat(export_format)
     out_dir = Path(out_dir)
     if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
         raise InputError(f"Export folder {out_dir} exists and is not empty; choose a new folder")
+    config = read_config(model) if model is not None and not isinstance(model, ModelConfig) else model
     summaries = select_records(store, all_versions)
     # Checksums first: a damaged record must stop the export before anything is written.
     records = [store.load(r.record_id, check=True) for r in summaries]
-    labels = _label_table(records)
-    channels = _channel_names(records, channel_names)
+    labels, notices = label_table(records, config)
+    channels = resolve_channel_names(records, channel_names, config, required=export_format is not ExportFormat.QC)
+    folds = group_folds([(_case_name(r, all_versions), r.case_key) for r in records])
+    if export_format is ExportFormat.NNUNET and not NNUNET_FOLDER_RE.match(out_dir.name):
+        notices.append(f"nnU-Net finds a raw dataset only as $nnUNet_raw/DatasetXXX_Name (XXX: three digits); rename "
+                       f"{out_dir.name} accordingly before nnUNetv2_plan_and_preprocess")
+    for notice in notices:
+        logger.warning(notice)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     work = out_dir.parent / f".{out_dir.name}.{uuid.uuid4().hex}.partial"
     try:
         cases = [_copy_case(record, work, export_format, all_versions) for record in records]
-        _write_manifests(work, export_format, records, cases, labels, channels, dataset_name)
+        _write_manifests(work, export_format, records, cases, labels, channels, dataset_name, folds, notices)
         if out_dir.exists():
             out_dir.rmdir()  # empty, checked above
         os.replace(work, out_dir)
@@ -181,7 +176,7 @@ def export_store(
         shutil.rmtree(work, ignore_errors=True)
         raise
     logger.info("Exported %d case(s) as %s to %s", len(cases), export_format.value, out_dir)
-    return ExportResult(out_dir, export_format, cases, labels, channels)
+    return ExportResult(out_dir, export_format, cases, labels, channels, folds, notices)
 
 
 def _case_name(record: CorrectionRecord, all_versions: bool) -> str:
@@ -219,9 +214,10 @@ def _write_json(path: Path, data: Any) -> None:
 
 
 def _write_manifests(work: Path, export_format: ExportFormat, records: list[CorrectionRecord],
-                     cases: list[ExportedCase], labels: dict[str, int], channels: list[str], dataset_name: str) -> None:
+                     cases: list[ExportedCase], labels: dict[str, int], channels: list[str], dataset_name: str,
+                     folds: dict[str, int], notices: list[str]) -> None:
     provenance = {
-        "segqc_version": __version__, "format": export_format.value,
+        "segqc_version": __version__, "format": export_format.value, "notices": notices,
         "cases": [{"case": c.case, "record_id": r.record_id, "case_id": r.case_id, "reviewer": r.reviewer,
                    "created_utc": r.created_utc, "files": r.metadata.files} for c, r in zip(cases, records)],
     }
@@ -235,13 +231,14 @@ def _write_manifests(work: Path, export_format: ExportFormat, records: list[Corr
             "numTraining": len(cases),
             "file_ending": FILE_ENDING,
         })
+        _write_json(work / NNUNET_SPLITS_FILE, nnunet_splits(folds))
     elif export_format is ExportFormat.MONAI:
         _write_json(work / MONAI_DATALIST_FILE, {
             "name": dataset_name,
             "labels": {str(v): k for k, v in labels.items()},
             "modality": {str(i): name for i, name in enumerate(channels)},
-            "training": [{"image": c.images[0] if len(c.images) == 1 else c.images, "label": c.label}
-                         for c in cases],
+            "training": [{"image": c.images[0] if len(c.images) == 1 else c.images, "label": c.label,
+                          "fold": folds[c.case]} for c in cases],
         })
     else:
         _write_json(work / QC_DATASET_FILE, {

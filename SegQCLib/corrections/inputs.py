@@ -87,6 +87,7 @@ def prepare_correction(
                            if label in labels},
         "sources": {"images": [v.path for v in volumes], "original": original_map.path,
                     "corrected": corrected_map.path},
+        "notices": [n for item in (*volumes, original_map, corrected_map) for n in item.notices],
     }
     return PreparedCorrection(key, volumes, original_map, corrected_map, labels, draft)
 
@@ -107,7 +108,7 @@ def _as_volume(image: Union[Volume, PathLike], index: int) -> Volume:
 def _as_labelmap(seg: Union[LabelMap, PathLike], what: str) -> LabelMap:
     if isinstance(seg, LabelMap):
         return LabelMap(validate_label_array(np.asarray(seg.array), what), seg.geometry, dict(seg.names), seg.path,
-                        dict(seg.styles))
+                        list(seg.notices), dict(seg.styles))
     if isinstance(seg, (str, os.PathLike)):
         return read_labelmap(seg)
     raise InputError(f"{what} must be a LabelMap or a file path, got {type(seg).__name__}")

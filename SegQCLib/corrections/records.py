@@ -44,6 +44,7 @@ class RecordMetadata:
     rating: Optional[str] = None  # SegQCLib.review.rating.CaseRating value
     segment_styles: dict[str, dict[str, Any]] = field(default_factory=dict)  # label -> colour and terminology
     sources: dict[str, Any] = field(default_factory=dict)
+    notices: list[str] = field(default_factory=list)  # e.g. an input whose NIfTI sform and qform disagree
     format_version: int = STORE_FORMAT_VERSION
 
     @classmethod

@@ -57,7 +57,7 @@ def resample_labelmap(labelmap: LabelMap, reference: Geometry) -> LabelMap:
     reference.apply_to(target)
     resampled = sitk.Resample(source, target, sitk.Transform(), sitk.sitkNearestNeighbor, 0, source.GetPixelID())
     return LabelMap(sitk.GetArrayFromImage(resampled), reference, dict(labelmap.names), labelmap.path,
-                    dict(labelmap.styles))
+                    list(labelmap.notices), dict(labelmap.styles))
 
 
 def load_case(image_paths: Sequence[PathLike], seg_path: PathLike, resample_seg: bool = False) -> Case:
@@ -69,7 +69,7 @@ def load_case(image_paths: Sequence[PathLike], seg_path: PathLike, resample_seg:
     """
     images = [read_image(p) for p in image_paths]
     segmentation = read_labelmap(seg_path)
-    notices: list[str] = []
+    notices = [notice for item in (*images, segmentation) for notice in item.notices]
     if images:
         reference = images[0].geometry
         for index, image in enumerate(images[1:], start=2):

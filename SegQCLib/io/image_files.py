@@ -7,6 +7,7 @@ killed process never leaves a half file under the final name.
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 from typing import Union
@@ -17,8 +18,11 @@ import SimpleITK as sitk
 from ..errors import InputError
 from ..files import TEMP_SUFFIX, atomic_write
 from ..geometry import Geometry
+from .nifti_header import sform_qform_notice
 from .seg_nrrd import SEG_NRRD_SUFFIX, read_seg_nrrd, write_seg_nrrd
 from .volumes import LabelMap, Volume, validate_label_array
+
+logger = logging.getLogger(__name__)
 
 PathLike = Union[str, os.PathLike]
 
@@ -73,7 +77,7 @@ def read_image(path: PathLike) -> Volume:
     array = sitk.GetArrayFromImage(image).astype(np.float32, copy=False)
     if not np.all(np.isfinite(array)):
         raise InputError(f"Image {path} contains NaN or infinite values")
-    return Volume(array, Geometry.from_sitk(image), str(path))
+    return Volume(array, Geometry.from_sitk(image), str(path), _notices(image, path, "Image"))
 
 
 def read_labelmap(path: PathLike) -> LabelMap:
@@ -83,7 +87,14 @@ def read_labelmap(path: PathLike) -> LabelMap:
         return read_seg_nrrd(path)
     image = _read_sitk(path, "segmentation")
     array = validate_label_array(sitk.GetArrayFromImage(image), str(path))
-    return LabelMap(array, Geometry.from_sitk(image), {}, str(path))
+    return LabelMap(array, Geometry.from_sitk(image), {}, str(path), _notices(image, path, "Segmentation"))
+
+
+def _notices(image: sitk.Image, path: Path, what: str) -> list[str]:
+    notice = sform_qform_notice(image, str(path), what)
+    if notice:
+        logger.warning(notice)
+    return [notice] if notice else []
 
 
 def write_array(path: PathLike, array: np.ndarray, geometry: Geometry, compress: bool = True) -> Path:

@@ -49,7 +49,7 @@ def read_seg_nrrd(path: Path) -> LabelMap:
     geometry = _geometry_from_ijk_to_lps(np.asarray(segmentation["ijkToLPS"], dtype=float), array_zyx.shape)
     array = validate_label_array(array_zyx, str(path))
     styles = {label: style for label, style in styles.items() if style != SegmentStyle()}
-    return LabelMap(array, geometry, names, str(path), styles)
+    return LabelMap(array, geometry, names, str(path), styles=styles)
 
 
 def _style(segment: dict) -> SegmentStyle:

@@ -25,6 +25,7 @@ class Volume:
     array: np.ndarray
     geometry: Geometry
     path: str | None = None
+    notices: list[str] = field(default_factory=list)  # what reading it found worth saying (e.g. header conflicts)
 
 
 @dataclass(frozen=True)
@@ -48,6 +49,7 @@ class LabelMap:
     geometry: Geometry
     names: dict[int, str] = field(default_factory=dict)
     path: str | None = None
+    notices: list[str] = field(default_factory=list)
     styles: dict[int, SegmentStyle] = field(default_factory=dict)
 
     @property

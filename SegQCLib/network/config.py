@@ -7,13 +7,17 @@ network from it.
 
 from __future__ import annotations
 
+import json
 import math
+import os
 from dataclasses import asdict, dataclass, field, fields
 from enum import Enum
-from typing import Any, Optional
+from pathlib import Path
+from typing import Any, Optional, Union
 
 from ..errors import ModelError
 
+CONFIG_FILE = "config.json"
 HIPPOCAMPUS_CLASSES = {1: "anterior", 2: "posterior"}
 
 
@@ -189,3 +193,24 @@ def reference_qcresunet_config(in_modalities: int = 1, classes: Optional[dict[in
         decoder_from_stage=2, decoder_convs=2, full_res_width=16, dropout=0.3, case_head_hidden=128,
         patch_size_zyx=[160, 192, 160],
     )
+
+
+def read_config(path: Union[str, os.PathLike], base: Optional[ModelConfig] = None,
+                require_complete: bool = True) -> ModelConfig:
+    """Read and validate a package's config.json (or a standalone config file).
+
+    ``base`` and ``require_complete`` are passed to :meth:`ModelConfig.from_dict` (a partial file
+    overriding ``base``)."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / CONFIG_FILE
+    if not path.is_file():
+        raise ModelError(f"Model configuration not found: {path}")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ModelError(f"Model configuration {path} is not valid JSON ({exc})") from exc
+    try:
+        return ModelConfig.from_dict(data, base=base, require_complete=require_complete)
+    except ModelError as exc:
+        raise ModelError(f"{path}: {exc}") from exc

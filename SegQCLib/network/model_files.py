@@ -1,23 +1,21 @@
-"""Where model packages are and what their ``config.json`` says, without importing torch.
+"""Where model packages are (the bundled default, ``$SEGQC_MODEL``) and their files, without importing torch.
 
-The Slicer module reads a model's classes and modalities to fill its panel; importing torch for that
-took 2.2 s in Slicer's GUI process, and torch may not be installed yet.  :mod:`.package` (weights, the
-network) imports torch and builds on this module.
+The Slicer module finds the default model to read its classes (``config.read_config``) for its panel; importing
+torch for that took 2.2 s in Slicer's GUI process, and torch may not be installed yet.  :mod:`.package` (weights,
+the network) imports torch and builds on this module.
 """
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
-from typing import Optional, Union
+from typing import Union
 
 from ..errors import ModelError
-from .config import ModelConfig
+from .config import CONFIG_FILE
 
 PathLike = Union[str, os.PathLike]
 
-CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "weights.safetensors"
 # Weights of packages written before safetensors: read (restricted unpickler), never written.
 LEGACY_WEIGHTS_FILE = "weights.pt"
@@ -51,26 +49,6 @@ def weights_path(folder: Path) -> Path:
                          "the config belongs to is unclear. If a conversion was interrupted, `segqc model convert "
                          "PATH` finishes it; otherwise remove the file that does not belong to the config.")
     return present[0] if present else folder / WEIGHTS_FILE
-
-
-def read_config(path: PathLike, base: Optional[ModelConfig] = None, require_complete: bool = True) -> ModelConfig:
-    """Read and validate a package's config.json (or a standalone config file).
-
-    ``base`` and ``require_complete`` are passed to :meth:`ModelConfig.from_dict` (a partial file
-    overriding ``base``)."""
-    path = Path(path)
-    if path.is_dir():
-        path = path / CONFIG_FILE
-    if not path.is_file():
-        raise ModelError(f"Model configuration not found: {path}")
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ModelError(f"Model configuration {path} is not valid JSON ({exc})") from exc
-    try:
-        return ModelConfig.from_dict(data, base=base, require_complete=require_complete)
-    except ModelError as exc:
-        raise ModelError(f"{path}: {exc}") from exc
 
 
 def _repository_default_dirs() -> list[Path]:

@@ -29,10 +29,9 @@ from safetensors.torch import save as safetensors_bytes
 from ..errors import ModelError
 from ..files import atomic_write, fsync_dir
 from ..files import sha256_file as file_sha256  # the name other modules import from here
-from .config import ModelConfig
+from .config import CONFIG_FILE, ModelConfig, read_config  # noqa: F401  (also imported from here)
 from .model_files import (  # noqa: F401  (also the names other modules import from here)
     CARD_FILE,
-    CONFIG_FILE,
     DEFAULT_MODEL_NAME,
     DEFAULT_MODEL_SUBDIR,
     LEGACY_WEIGHTS_FILE,
@@ -42,7 +41,6 @@ from .model_files import (  # noqa: F401  (also the names other modules import f
     WEIGHTS_FILES,
     _package_dir,
     default_model_path,
-    read_config,
     weights_path,
 )
 from .qcresunet import QCResUNet, build_model, count_parameters

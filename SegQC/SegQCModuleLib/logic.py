@@ -304,7 +304,7 @@ class SegQCLogic(_LogicBase):
         """(z, y, x) label array of the mapped segments on the reference volume's grid (the node is not modified)."""
         shape = self.volumeGeometry(referenceVolumeNode).shape_zyx
         labels = np.zeros(shape, dtype=np.uint8 if max(mapping.values(), default=0) < 256 else np.int16)
-        colorTablesBefore = {node.GetID() for node in self._nodesByClass("vtkMRMLColorTableNode")}
+        colorTablesBefore = {node.GetID() for node in self.nodesByClass("vtkMRMLColorTableNode")}
         labelmapNode = self.scene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode", "__SegQC_export__")
         labelmapNode.SetHideFromEditors(True)
         try:
@@ -323,9 +323,9 @@ class SegQCLogic(_LogicBase):
                     logger.warning("Segment %s overlaps another mapped segment; the overlap is given to it", segmentId)
                 labels[mask] = label
         finally:
-            self._removeNodeAndDisplay(labelmapNode)
+            self.removeNode(labelmapNode)
             # Export makes a colour table per call from the segment colours: remove those, never an existing one.
-            for node in self._nodesByClass("vtkMRMLColorTableNode"):
+            for node in self.nodesByClass("vtkMRMLColorTableNode"):
                 if node.GetID() not in colorTablesBefore:
                     self.scene.RemoveNode(node)
         return labels
@@ -486,7 +486,7 @@ class SegQCLogic(_LogicBase):
             reportNode = self._reportNode(prepared, report, created)
         except BaseException:
             for node in created:
-                self._removeNodeAndDisplay(node)
+                self.removeNode(node)
             raise
         result = SegQCResult(report, overlays, summary, slices, boxes, roi, reportNode, snapshot,
                              list(report["notices"]))
@@ -605,7 +605,7 @@ class SegQCLogic(_LogicBase):
         return node
 
     @staticmethod
-    def _addColumn(tableNode: Any, name: str, values: Sequence[Any], kind: str) -> None:
+    def addTableColumn(tableNode: Any, name: str, values: Sequence[Any], kind: str) -> None:
         if kind == "str":
             array = vtk.vtkStringArray()
             for value in values:
@@ -628,7 +628,7 @@ class SegQCLogic(_LogicBase):
         kinds = ("str", "int", "float", "float", "float", "float", "float")
         with slicer.util.NodeModify(node):
             for column, (name, kind) in enumerate(zip(SUMMARY_COLUMNS, kinds)):
-                self._addColumn(node, name, [row[column] for row in rows], kind)
+                self.addTableColumn(node, name, [row[column] for row in rows], kind)
             node.SetAttribute("SegQC.CaseDiceEst", str(case.get("dice_est")))
             node.SetAttribute("SegQC.QI", str(case.get("qi")))
 
@@ -636,12 +636,13 @@ class SegQCLogic(_LogicBase):
         entries = report.get("slices", [])
         nameOf = {str(c["label"]): c["name"] for c in report.get("classes", [])}
         with slicer.util.NodeModify(node):
-            self._addColumn(node, "Rank", range(1, len(entries) + 1), "int")
-            self._addColumn(node, "Slice", [e["index"] for e in entries], "int")
-            self._addColumn(node, "Error score", [e["error_score"] for e in entries], "float")
+            self.addTableColumn(node, "Rank", range(1, len(entries) + 1), "int")
+            self.addTableColumn(node, "Slice", [e["index"] for e in entries], "int")
+            self.addTableColumn(node, "Error score", [e["error_score"] for e in entries], "float")
             for key, name in nameOf.items():
-                self._addColumn(node, f"Dice est {name}", [e.get("dice_est", {}).get(key) for e in entries], "float")
-            self._addColumn(node, STATUS_COLUMN, [ItemStatus.PENDING.value] * len(entries), "str")
+                values = [e.get("dice_est", {}).get(key) for e in entries]
+                self.addTableColumn(node, f"Dice est {name}", values, "float")
+            self.addTableColumn(node, STATUS_COLUMN, [ItemStatus.PENDING.value] * len(entries), "str")
             node.SetAttribute("SegQC.SliceAxis", str(report.get("slice_axis", 0)))
 
     def _fillBoxes(self, node: Any, report: dict[str, Any]) -> None:
@@ -661,8 +662,8 @@ class SegQCLogic(_LogicBase):
                 columns.append((name, [b["bbox_zyx"][corner][axis] for b in boxes], "int"))
         with slicer.util.NodeModify(node):
             for name, values, kind in columns:
-                self._addColumn(node, name, values, kind)
-            self._addColumn(node, STATUS_COLUMN, [ItemStatus.PENDING.value] * len(boxes), "str")
+                self.addTableColumn(node, name, values, kind)
+            self.addTableColumn(node, STATUS_COLUMN, [ItemStatus.PENDING.value] * len(boxes), "str")
 
     def _roiNode(self, sourceID: str, created: list[Any]) -> Any:
         node = self._getOrCreate("vtkMRMLMarkupsROINode", NodeRole.ROI, sourceID, "SegQC box", created)
@@ -707,7 +708,7 @@ class SegQCLogic(_LogicBase):
         }))
         return node
 
-    def _removeNodeAndDisplay(self, node: Any) -> None:
+    def removeNode(self, node: Any) -> None:
         """Remove a node with its display and storage nodes.
 
         The node goes first: a volume shown in a slice view whose display node disappears gets a new default
@@ -732,7 +733,7 @@ class SegQCLogic(_LogicBase):
             if role is NodeRole.COLORS:
                 continue
             for node in self.findNodes(role, sourceID):
-                self._removeNodeAndDisplay(node)
+                self.removeNode(node)
 
     # ------------------------------------------------------------------------------------------
     # Display
@@ -751,7 +752,7 @@ class SegQCLogic(_LogicBase):
         if backgroundNodeID is None:
             imageIDs = self.reportData(sourceID).get("imageNodeIDs", [])
             backgroundNodeID = imageIDs[0] if imageIDs else None
-        for composite in self._nodesByClass("vtkMRMLSliceCompositeNode"):
+        for composite in self.nodesByClass("vtkMRMLSliceCompositeNode"):
             if backgroundNodeID and not composite.GetBackgroundVolumeID():
                 composite.SetBackgroundVolumeID(backgroundNodeID)
             composite.SetForegroundVolumeID(overlay.GetID())
@@ -762,14 +763,14 @@ class SegQCLogic(_LogicBase):
         """The overlay of a reviewed segmentation that the slice views show now, with its opacity and threshold."""
         sourceID = sourceID or self.reviewedSegmentationID()
         overlays = {node.GetID(): node for node in self.findNodes(NodeRole.OVERLAY, sourceID)} if sourceID else {}
-        for composite in self._nodesByClass("vtkMRMLSliceCompositeNode"):
+        for composite in self.nodesByClass("vtkMRMLSliceCompositeNode"):
             node = overlays.get(composite.GetForegroundVolumeID())
             if node is not None and node.GetDisplayNode() is not None:
                 return OverlaySettings(int(node.GetAttribute(LABEL_ATTRIBUTE)), float(composite.GetForegroundOpacity()),
                                        float(node.GetDisplayNode().GetLowerThreshold()))
         return None
 
-    def _nodesByClass(self, className: str) -> list[Any]:
+    def nodesByClass(self, className: str) -> list[Any]:
         count = self.scene.GetNumberOfNodesByClass(className)
         return [self.scene.GetNthNodeByClass(i, className) for i in range(count)]
 
@@ -816,7 +817,7 @@ class SegQCLogic(_LogicBase):
 
     def jumpToPoint(self, pointRAS: Sequence[float]) -> None:
         """Centre every slice view of the scene on a RAS point."""
-        for sliceNode in self._nodesByClass("vtkMRMLSliceNode"):
+        for sliceNode in self.nodesByClass("vtkMRMLSliceNode"):
             sliceNode.JumpSliceByCentering(float(pointRAS[0]), float(pointRAS[1]), float(pointRAS[2]))
 
     def jumpToBox(self, index: int, sourceID: Optional[str] = None) -> np.ndarray:

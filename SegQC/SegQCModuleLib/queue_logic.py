@@ -122,7 +122,7 @@ class CaseQueueLogic:
                 values = [row[column] for row in rows]
                 if kind == "int":
                     values = [-1 if v is None else v for v in values]
-                self.logic._addColumn(node, name, values, kind)
+                self.logic.addTableColumn(node, name, values, kind)
         return node
 
     # --- loading a case ----------------------------------------------------------------------
@@ -143,7 +143,7 @@ class CaseQueueLogic:
         except BaseException:
             self.removeCaseNodes()
             raise
-        for composite in self.logic._nodesByClass("vtkMRMLSliceCompositeNode"):
+        for composite in self.logic.nodesByClass("vtkMRMLSliceCompositeNode"):
             composite.SetBackgroundVolumeID(imageNodes[0].GetID())
         self.logic.restoreReviewState(data.review.items)
         if data.review.rating is not None:
@@ -163,7 +163,7 @@ class CaseQueueLogic:
             if node.IsA("vtkMRMLSegmentationNode") and self.logic.findNode(NodeRole.REPORT, node.GetID()):
                 self.logic.removeResults(node.GetID())
         for node in self._caseNodes():
-            self.logic._removeNodeAndDisplay(node)
+            self.logic.removeNode(node)
 
     def _caseNodes(self) -> list[Any]:
         nodes = self.scene.GetNodes()
@@ -220,7 +220,7 @@ class CaseQueueLogic:
             if not slicer.vtkSlicerSegmentationsModuleLogic.ImportLabelmapToSegmentationNode(mask, node, ids):
                 raise InputError(f"Cannot import label {value} of {labels.path} as a segment")
         finally:
-            self.logic._removeNodeAndDisplay(mask)
+            self.logic.removeNode(mask)
         return segmentId
 
     # --- the reviewer's work, written back ----------------------------------------------------

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -54,6 +55,82 @@ def test_the_bundled_files_are_what_the_code_makes(tmp_path):
     made_labels, bundled_labels = read_labelmap(segmentation_path), read_labelmap(SAMPLE_FILES[1].path)
     assert np.mean(made_labels.array == bundled_labels.array) >= SEGMENTATION_AGREEMENT
     assert made_labels.names == bundled_labels.names and made_labels.styles == bundled_labels.styles
+
+
+# ----------------------------------------------------------------------------------------------
+# Through Slicer's Sample Data module.  SampleData is a Qt scripted module that slicer-core does not have, so these
+# stand-ins copy what the module relies on from Modules/Scripted/SampleData/SampleData.py: the signature of
+# registerCustomSampleDataSource in 5.6 (loadFileType, a list accepted) and from 5.8 (loadFileTypes, loadFileType
+# a deprecated alias), and downloadSample returning only the first loaded node where downloadSamples returns all.
+
+
+def _load_source(source: dict, cache) -> list[tuple[str, str, str]]:
+    """What SampleDataLogic.downloadFromSource does with one source: each URI fetched with urllib into the cache,
+    its checksum verified, the file loaded; here a loaded node is (node name, file type, cached path)."""
+    import urllib.request
+
+    nodes = []
+    for uri, fileName, nodeName, checksum, fileType in zip(
+            source["uris"], source["fileNames"], source["nodeNames"], source["checksums"], source["fileTypes"],
+            strict=True):
+        path = cache / fileName
+        urllib.request.urlretrieve(uri, path)
+        algorithm, digest = checksum.split(":")
+        assert hashlib.new(algorithm.lower(), path.read_bytes()).hexdigest() == digest, fileName
+        nodes.append((nodeName, fileType, str(path)))
+    return nodes
+
+
+def _fake_sample_data(cache, slicer_5_6: bool):
+    import types
+
+    sources: dict[str, dict] = {}
+
+    def keep(sampleName, uris, fileNames, nodeNames, checksums, fileTypes, **_unused):
+        if isinstance(fileTypes, str) or fileTypes is None:
+            fileTypes = [fileTypes] * len(uris)
+        sources[sampleName] = {"uris": uris, "fileNames": fileNames, "nodeNames": nodeNames, "checksums": checksums,
+                               "fileTypes": fileTypes}
+
+    if slicer_5_6:
+        def register(category="Custom", sampleName=None, uris=None, fileNames=None, nodeNames=None,
+                     customDownloader=None, thumbnailFileName=None, loadFileType="VolumeFile", loadFiles=None,
+                     loadFileProperties={}, checksums=None):  # noqa: B006  (Slicer's signature)
+            keep(sampleName, uris, fileNames, nodeNames, checksums, loadFileType)
+    else:
+        def register(category="Custom", sampleName=None, uris=None, fileNames=None, nodeNames=None,
+                     customDownloader=None, thumbnailFileName=None, loadFileTypes=None, loadFiles=None,
+                     loadFileProperties={}, checksums=None, loadFileType=None):  # noqa: B006  (Slicer's signature)
+            if loadFileType is not None:
+                raise AssertionError("loadFileType is deprecated from Slicer 5.8 on")
+            keep(sampleName, uris, fileNames, nodeNames, checksums, loadFileTypes)
+
+    class SampleDataLogic:
+        registerCustomSampleDataSource = staticmethod(register)
+
+        def downloadSamples(self, sampleName):
+            return _load_source(sources[sampleName], cache)
+
+        def downloadSample(self, sampleName):
+            return self.downloadSamples(sampleName)[0]
+
+    return types.SimpleNamespace(SampleDataLogic=SampleDataLogic, sources=sources)
+
+
+@pytest.mark.parametrize("slicer_5_6", [True, False], ids=["Slicer 5.6", "Slicer 5.8 and later"])
+def test_sample_data_loads_the_image_and_the_segmentation_with_their_file_types(tmp_path, monkeypatch, slicer_5_6):
+    import sys
+
+    from SegQCModuleLib.sample_data import SAMPLE_NAME, loadSampleData
+
+    fake = _fake_sample_data(tmp_path, slicer_5_6)
+    monkeypatch.setitem(sys.modules, "SampleData", fake)
+    nodes = loadSampleData()
+    assert [(name, fileType) for name, fileType, _path in nodes] == [
+        ("SegQCHippocampus", "VolumeFile"), ("SegQCHippocampus segmentation", "SegmentationFile")]
+    for (_name, _type, path), sample in zip(nodes, SAMPLE_FILES, strict=True):
+        assert Path(path).read_bytes() == sample.path.read_bytes()
+    assert list(fake.sources) == [SAMPLE_NAME]
 
 
 # ----------------------------------------------------------------------------------------------

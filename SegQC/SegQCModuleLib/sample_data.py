@@ -10,6 +10,7 @@ checks them and loads them as any other sample.
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -46,7 +47,12 @@ def registerSampleData() -> None:
     """Add the sample to Slicer's Sample Data module (category SegQC)."""
     import SampleData
 
-    SampleData.SampleDataLogic.registerCustomSampleDataSource(
+    register = SampleData.SampleDataLogic.registerCustomSampleDataSource
+    # Slicer 5.6 takes the file types as ``loadFileType`` (a list is accepted) and has no ``loadFileTypes``; 5.8
+    # renamed it ``loadFileTypes`` and keeps ``loadFileType`` only as a deprecated alias
+    # (Modules/Scripted/SampleData/SampleData.py, commit 516716c035).
+    fileTypesKeyword = "loadFileTypes" if "loadFileTypes" in inspect.signature(register).parameters else "loadFileType"
+    register(
         category=SAMPLE_CATEGORY,
         sampleName=SAMPLE_NAME,
         thumbnailFileName=str(SAMPLE_DIR / THUMBNAIL_FILE),
@@ -54,7 +60,7 @@ def registerSampleData() -> None:
         fileNames=[sample.fileName for sample in SAMPLE_FILES],
         nodeNames=[sample.nodeName for sample in SAMPLE_FILES],
         checksums=[f"SHA256:{sample.sha256}" for sample in SAMPLE_FILES],
-        loadFileTypes=[sample.loadFileType for sample in SAMPLE_FILES],
+        **{fileTypesKeyword: [sample.loadFileType for sample in SAMPLE_FILES]},
     )
 
 
@@ -63,4 +69,5 @@ def loadSampleData() -> list:
     import SampleData
 
     registerSampleData()
-    return SampleData.SampleDataLogic().downloadSample(SAMPLE_NAME)
+    # downloadSamples, not downloadSample: the latter returns only the first loaded node (the image).
+    return SampleData.SampleDataLogic().downloadSamples(SAMPLE_NAME)

@@ -2,8 +2,8 @@
 way through them (next / previous case, optionally past the cases already done).
 
 No Slicer here: the Slicer module (``SegQC/SegQCModuleLib/queue_logic.py``) shows and loads the cases, the
-command line and the HTML page can list the same statuses, and the active-learning export reads
-:meth:`ReviewQueue.entries` to take exactly the corrected cases.
+command line and the HTML page can list the same statuses, and an active-learning export can take exactly the
+corrected cases from :meth:`ReviewQueue.entries` (``segqc corrections export`` does not do so yet).
 """
 
 from __future__ import annotations

@@ -1,18 +1,16 @@
 """SegQC 3D Slicer module: segmentation quality control with interactive review.
 
 Module / Widget / Test.  The scene logic (everything MRML, nothing Qt) is ``SegQCLogic`` in
-``SegQCModuleLib/logic.py``, the QC process ``QCProcess`` in ``SegQCModuleLib/process.py`` (a package, so that
-Slicer does not load them as modules); all computation is in ``SegQCLib``.  QC runs in a ``PythonSlicer`` process
-(``segqc run --progress json``) so the GUI stays responsive and Cancel can stop it at once.
+``SegQCModuleLib/logic.py``, one QC run (inputs written and results read on a worker thread, ``segqc run
+--progress json`` in a ``PythonSlicer`` process) ``QCRun`` in ``SegQCModuleLib/qc_run.py`` (a package, so that
+Slicer does not load them as modules); all computation is in ``SegQCLib``.  The GUI stays responsive and Cancel
+stops a run at once.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import logging
-import shutil
-import sys
 from collections.abc import Callable
 from enum import Enum
 from pathlib import Path
@@ -21,15 +19,21 @@ from typing import Annotated, Any, Optional
 import qt
 import slicer
 import vtk
+from SegQCModuleLib.dependencies import ensureDependencies, processEnvironment, pythonExecutable, torchInstalled
+from SegQCModuleLib.device_probe import DeviceProbe
 from SegQCModuleLib.logic import (
     DEFAULT_OVERLAY_OPACITY,
     DEFAULT_OVERLAY_THRESHOLD,
     ItemKind,
     ItemStatus,
     NodeRole,
+    OverlaySettings,
     SegQCLogic,
 )
-from SegQCModuleLib.process import QCProcess
+from SegQCModuleLib.qc_run import QCRun, QCRunSettings, RunState
+from SegQCModuleLib.queue_panel import QueuePanel
+from SegQCModuleLib.report_view import summarizeReport
+from SegQCModuleLib.shortcuts import SHORTCUTS, ShortcutAction, shortcutFor, shortcutsHelpText
 from slicer import vtkMRMLScalarVolumeNode, vtkMRMLSegmentationNode
 from slicer.parameterNodeWrapper import WithinRange, parameterNodeWrapper
 from slicer.ScriptedLoadableModule import (
@@ -39,13 +43,12 @@ from slicer.ScriptedLoadableModule import (
 )
 from slicer.util import VTKObservationMixin
 
-# Python packages SegQCLib needs beyond what Slicer ships (import name -> pip requirement).
-PIP_REQUIREMENTS = {"scipy": "scipy", "slicerio": "slicerio", "filelock": "filelock", "safetensors": "safetensors",
-                    "psutil": "psutil"}
-MINIMUM_TORCH_VERSION = "2.0"
+from SegQCLib.review.rating import CaseRating
+
 PROCESS_POLL_INTERVAL_MS = 100
 PROGRESS_BAR_MAXIMUM = 1000
 IGNORE_CLASS_TEXT = "(ignore)"
+NOT_RATED_TEXT = "(not rated)"
 DEFAULT_CORRECTIONS_DIR = str(Path.home() / "SegQC" / "corrections")
 
 
@@ -60,18 +63,29 @@ class SegQC(ScriptedLoadableModule):
         self.parent.title = "SegQC"
         self.parent.categories = ["Segmentation"]
         self.parent.dependencies = []
-        self.parent.contributors = ["SegQC developers"]
+        self.parent.contributors = ["SegQC project (segqc organisation)"]
         self.parent.helpText = """
 Segmentation quality control without ground truth: a QC network predicts where a segmentation is wrong.
 Run QC on an image and its segmentation, then walk through the ranked error boxes and slices, fix each error
 in the Segment Editor and record the correction as training data.<br>
-Keys while the module is shown: <b>n</b>/<b>p</b> next/previous box, <b>Shift+N</b>/<b>Shift+P</b>
-next/previous slice, <b>r</b> reviewed, <b>f</b> fixed, <b>e</b> Segment Editor on the box's segment.
-"""
+Keys while the module is shown (none of them is a key of the slice views or the Segment Editor):<br>
+""" + "<br>".join(f"<b>{s.keys}</b>: {s.description}" for s in SHORTCUTS)
         self.parent.acknowledgementText = """
 Method after QCResUNet (Qiu et al.), SegQC (Specktor-Fadida et al.) and Zhang &amp; Chung. Default model trained on
-the Medical Segmentation Decathlon hippocampus task (CC-BY-SA 4.0).
+the Medical Segmentation Decathlon hippocampus task (CC-BY-SA 4.0). Sample case: a crop of the ICBM 2009a MNI152
+template (Fonov et al., McConnell Brain Imaging Centre) segmented by SegQC's bundled segmenter.
 """
+        slicer.app.connect("startupCompleted()", registerSampleData)
+
+
+def registerSampleData() -> None:
+    """The module's sample case in the Sample Data module (SegQCModuleLib/sample_data.py)."""
+    try:
+        from SegQCModuleLib.sample_data import registerSampleData as register
+
+        register()
+    except Exception:  # Sample Data missing or changed: the module still works
+        logging.exception("SegQC: could not register the sample data")
 
 
 #
@@ -107,52 +121,9 @@ class SegQCParameterNode:
     currentSlice: int = 0
     correctionsDir: str = DEFAULT_CORRECTIONS_DIR
     strictDomain: bool = False  # refuse results for inputs outside the model's domain (segqc run --strict)
-
-
-#
-# Dependencies (installed on request, never at import time)
-#
-
-
-def missingPipPackages() -> list[str]:
-    return [requirement for name, requirement in PIP_REQUIREMENTS.items() if importlib.util.find_spec(name) is None]
-
-
-def ensureDependencies() -> bool:
-    """Install what SegQCLib needs: torch through the PyTorch extension, the rest with pip after one question."""
-    torchMissing = importlib.util.find_spec("torch") is None
-    if torchMissing:
-        try:
-            import PyTorchUtils
-        except ModuleNotFoundError as exc:
-            raise RuntimeError("SegQC needs the PyTorch extension: install it from the Extensions Manager, "
-                               "restart Slicer and try again.") from exc
-    missing = missingPipPackages()
-    if missing:
-        if not slicer.util.confirmOkCancelDisplay(
-                "SegQC needs these Python packages, which are not installed yet:\n\n  " + "\n  ".join(missing)
-                + "\n\nInstall them now? (this takes a minute or two)", "SegQC: install dependencies"):
-            return False
-        with slicer.util.WaitCursor():
-            slicer.util.pip_install(missing)
-    if torchMissing:
-        torch = PyTorchUtils.PyTorchUtilsLogic().installTorch(
-            askConfirmation=True, torchVersionRequirement=f">={MINIMUM_TORCH_VERSION}")
-        if torch is None:
-            slicer.util.errorDisplay("SegQC needs PyTorch; it was not installed.")
-            return False
-    return True
-
-
-def pythonExecutable() -> str:
-    """The Python that runs the QC process: PythonSlicer (Slicer's Python with Slicer's environment)."""
-    return shutil.which("PythonSlicer") or sys.executable
-
-
-def segqcLibRoot() -> str:
-    """Folder holding the SegQCLib package, so the QC process can import it wherever the extension is installed."""
-    spec = importlib.util.find_spec("SegQCLib")
-    return str(Path(spec.origin).resolve().parent.parent)
+    rankingPath: str = ""  # case queue: a segqc rank output folder or its ranking.csv
+    reviewer: str = ""  # written with statuses and corrections; empty: the login name
+    skipDoneCases: bool = True
 
 
 #
@@ -167,17 +138,19 @@ class SegQCWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.logic: Optional[SegQCLogic] = None
         self._parameterNode: Optional[SegQCParameterNode] = None
         self._parameterNodeGuiTag = None
-        self._process: Optional[QCProcess] = None
-        self._processTimer = qt.QTimer()
-        self._processTimer.setInterval(PROCESS_POLL_INTERVAL_MS)
-        self._processTimer.connect("timeout()", self.onProcessTimer)
-        self._prepared = None
-        self._workDir: Optional[Path] = None
-        self._processError: Optional[str] = None
+        self._run: Optional[QCRun] = None
+        self._runTimer = qt.QTimer()
+        self._runTimer.setInterval(PROCESS_POLL_INTERVAL_MS)
+        self._runTimer.connect("timeout()", self.onRunTimer)
         self._shortcuts: list[Any] = []
+        self._deviceProbe: Optional[DeviceProbe] = None
+        self._deviceReport = None
+        self._probeTimer = qt.QTimer()
+        self._probeTimer.setInterval(PROCESS_POLL_INTERVAL_MS)
+        self._probeTimer.connect("timeout()", self.onProbeTimer)
+        self.queuePanel: Optional[QueuePanel] = None
         self._updatingGui = False
-        self._keepSnapshot = False
-        self._shownOverlay: Optional[tuple] = None
+        self._shownOverlay: Optional[OverlaySettings] = None  # what the views show, as far as this widget knows
 
     # --- set-up ------------------------------------------------------------------------------
     def setup(self) -> None:
@@ -190,6 +163,7 @@ class SegQCWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
+        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndImportEvent, self.onSceneEndImport)
 
         self.ui.applyButton.connect("clicked(bool)", self.onApplyButton)
         self.ui.rerunButton.connect("clicked(bool)", self.onRerunButton)
@@ -213,19 +187,33 @@ class SegQCWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             view.setSelectionBehavior(qt.QAbstractItemView.SelectRows)
             view.setEditTriggers(qt.QAbstractItemView.NoEditTriggers)
         self.ui.mappingTable.horizontalHeader().setSectionResizeMode(0, qt.QHeaderView.Stretch)
+        self.ui.ratingComboBox.addItem(NOT_RATED_TEXT, "")
+        for rating in CaseRating:
+            self.ui.ratingComboBox.addItem(rating.label, rating.value)
+        self.ui.ratingComboBox.connect("currentIndexChanged(int)", self.onRatingChanged)
+        self.ui.queuePathLineEdit.nameFilters = ["ranking.csv"]
+        self.queuePanel = QueuePanel(self)
+        self.showShortcutsInPanel()
 
         self.initializeParameterNode()
         self.restoreResults()
+        self.queuePanel.reopenFromScene()
 
     def cleanup(self) -> None:
         self.cancelProcess()
-        self._processTimer.stop()
+        self._runTimer.stop()
+        self._probeTimer.stop()
+        if self._deviceProbe is not None:
+            self._deviceProbe.cancel()
+        if self.queuePanel is not None:
+            self.queuePanel.cleanup()
         self.removeShortcuts()
         self.removeObservers()
 
     def enter(self) -> None:
         self.initializeParameterNode()
         self.installShortcuts()
+        self.checkDevices()
 
     def exit(self) -> None:
         self.removeShortcuts()
@@ -237,11 +225,19 @@ class SegQCWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def onSceneStartClose(self, caller, event) -> None:
         self.cancelProcess()
         self.setParameterNode(None)
+        self.queuePanel.reset()
 
     def onSceneEndClose(self, caller, event) -> None:
         if self.parent.isEntered:
             self.initializeParameterNode()
         self.restoreResults()
+
+    def onSceneEndImport(self, caller, event) -> None:
+        """A scene (.mrb) was loaded: its parameter node, review and case queue replace what the panel showed."""
+        if self.parent.isEntered:
+            self.initializeParameterNode()
+        self.restoreResults()
+        self.queuePanel.reopenFromScene()
 
     # --- parameter node ------------------------------------------------------------------------
     def initializeParameterNode(self) -> None:
@@ -267,13 +263,15 @@ class SegQCWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             try:
                 self.ui.modelPathLineEdit.currentPath = self._parameterNode.modelPath
                 self.ui.correctionsDirLineEdit.currentPath = self._parameterNode.correctionsDir
+                self.ui.queuePathLineEdit.currentPath = self._parameterNode.rankingPath
             finally:
                 self._updatingGui = False
             self.updateMappingTable()
         self._onParameterNodeModified()
 
     def _onParameterNodeModified(self, caller=None, event=None) -> None:
-        running = self._process is not None
+        self.showExtraImages()
+        running = self._run is not None
         ready = bool(self._parameterNode and self._parameterNode.imageVolume and self._parameterNode.segmentation)
         self.ui.applyButton.enabled = running or ready
         self.ui.applyButton.text = "Cancel" if running else "Run QC"
@@ -285,14 +283,48 @@ class SegQCWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                        self.ui.segmentEditorButton, self.ui.recordCorrectionButton):
             button.enabled = hasResults and not running
         self.ui.rerunButton.enabled = hasResults and ready and not running
+        self.ui.ratingComboBox.enabled = hasResults and not running
+        self.showDeviceInfo()
+        if self.queuePanel is not None:
+            self.queuePanel.updateButtons()
         if hasResults and self._parameterNode and self._parameterNode.overlayLabel and not self._updatingGui:
-            overlay = (self._parameterNode.overlayLabel, self._parameterNode.overlayOpacity,
-                       self._parameterNode.overlayThreshold)
-            if overlay != self._shownOverlay:  # only display changes touch the views (keeps user's layers)
+            if self.overlaySettings() != self._shownOverlay:  # only display changes touch the views (keeps layers)
                 self.showOverlay()
 
     def _hasResults(self) -> bool:
         return self.logic is not None and self.logic.reviewedSegmentationID() is not None
+
+    def isRunning(self) -> bool:
+        return self._run is not None
+
+    # --- device: which one QC will use, asked in a separate process ----------------------------------
+    def checkDevices(self, again: bool = False) -> None:
+        """Ask `segqc devices` (once, or again after PyTorch was installed) without importing torch here."""
+        if self._deviceProbe is not None or (self._deviceReport is not None and not again):
+            return
+        self._deviceProbe = DeviceProbe(pythonExecutable(), processEnvironment(), slicer.util.launchConsoleProcess)
+        self._deviceProbe.start()
+        self._probeTimer.start()
+        self.showDeviceInfo()
+
+    def onProbeTimer(self) -> None:
+        probe = self._deviceProbe
+        if probe is None or probe.poll() is None:
+            return
+        self._probeTimer.stop()
+        self._deviceReport, self._deviceProbe = probe.report, None
+        if self._deviceReport.problem:
+            logging.info("SegQC device check: %s", self._deviceReport.problem)
+        self.showDeviceInfo()
+
+    def showDeviceInfo(self) -> None:
+        device = self._parameterNode.device.value if self._parameterNode else "auto"
+        if self._deviceReport is not None:
+            self.ui.deviceInfoLabel.text = self._deviceReport.summary(device)
+        elif self._deviceProbe is not None:
+            self.ui.deviceInfoLabel.text = "Checking for a GPU..."
+        else:
+            self.ui.deviceInfoLabel.text = ""
 
     def onModelPathChanged(self, path: str) -> None:
         if self._parameterNode and not self._updatingGui:
@@ -305,8 +337,34 @@ class SegQCWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self._parameterNode.correctionsDir = path
 
     def onExtraImagesChanged(self) -> None:
-        if self._parameterNode:
+        if self._parameterNode and not self._updatingGui:
             self._parameterNode.extraImageVolumes = list(self.ui.extraImagesSelector.checkedNodes())
+
+    def showExtraImages(self) -> None:
+        """Check the parameter node's extra images in the selector.
+
+        parameterNodeWrapper has no GUI connector for qMRMLCheckableNodeComboBox
+        (Base/Python/slicer/parameterNodeWrapper/guiConnectors.py), so a reopened scene's extra images were in the
+        parameter node but not checked; qMRMLCheckableNodeComboBox::setCheckState (Libs/MRML/Widgets/
+        qMRMLCheckableNodeComboBox.h) shows them.
+        """
+        if not self._parameterNode:
+            return
+        wanted = {node.GetID() for node in self._parameterNode.extraImageVolumes if node is not None}
+        selector = self.ui.extraImagesSelector
+        shown = {node.GetID() for node in selector.checkedNodes()}
+        if wanted == shown:
+            return
+        updating, self._updatingGui = self._updatingGui, True
+        try:
+            for node in selector.checkedNodes():
+                if node.GetID() not in wanted:
+                    selector.setCheckState(node, qt.Qt.Unchecked)
+            for node in self._parameterNode.extraImageVolumes:
+                if node is not None:
+                    selector.setCheckState(node, qt.Qt.Checked)
+        finally:
+            self._updatingGui = updating
 
     # --- segment-to-class mapping -----------------------------------------------------------
     def modelClassNames(self) -> dict[int, str]:
@@ -320,13 +378,10 @@ class SegQCWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             return {}
 
     def currentMapping(self, segmentation=None) -> Optional[dict[str, int]]:
-        """The edited mapping, or None (match by name) when there is none or it is for other segments."""
+        """The edited mapping, or None (match by name) when there is none or it no longer applies."""
         text = self._parameterNode.segmentMapping if self._parameterNode else ""
         segmentation = segmentation or (self._parameterNode.segmentation if self._parameterNode else None)
-        if not text or segmentation is None:
-            return None
-        mapping = {str(k): int(v) for k, v in json.loads(text).items()}
-        return mapping if set(mapping) == set(self.logic.segmentNames(segmentation)) else None
+        return self.logic.storedMapping(text, segmentation)
 
     def updateMappingTable(self, _node=None) -> None:
         table = self.ui.mappingTable
@@ -359,6 +414,8 @@ class SegQCWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def onMappingEdited(self, _index=None) -> None:
         table = self.ui.mappingTable
+        if not self.modelClassNames():  # a table without classes offers only "(ignore)": never save that
+            return
         mapping = {table.item(row, 0).data(qt.Qt.UserRole): int(table.cellWidget(row, 1).currentData)
                    for row in range(table.rowCount)}
         self._parameterNode.segmentMapping = json.dumps(mapping)
@@ -368,7 +425,7 @@ class SegQCWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         return [self._parameterNode.imageVolume, *self._parameterNode.extraImageVolumes]
 
     def onApplyButton(self) -> None:
-        if self._process is not None:
+        if self._run is not None:
             self.cancelProcess()
             return
         self.runQC()
@@ -378,88 +435,83 @@ class SegQCWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.runQC(keepSnapshot=True)
 
     def runQC(self, wait: bool = False, keepSnapshot: bool = False) -> None:
-        if self._process is not None:
+        """Prepare the inputs from the scene, then let a QCRun write them, run segqc and read the results back."""
+        if self._run is not None:
             return
         with slicer.util.tryWithErrorDisplay("SegQC could not start QC.", waitCursor=True):
+            hadTorch = torchInstalled()
             if not ensureDependencies():
                 return
+            if not hadTorch:  # the device check ran without torch: ask again what the new install can use
+                self.checkDevices(again=True)
+            self.updateMappingTable()  # classes may have been unreadable before the dependencies were installed
             modelPath = self._parameterNode.modelPath or None
             classNames = self.logic.modelClassNames(modelPath)
-            self._prepared = self.logic.prepareInputs(self.imageNodes(), self._parameterNode.segmentation,
-                                                      classNames, self.currentMapping(),
-                                                      self.logic.modelModalityCount(modelPath))
-            self._keepSnapshot = keepSnapshot
-            self._workDir = Path(slicer.util.tempDirectory("SegQC"))
-            images, segmentation = self.logic.writeProcessInputs(self._prepared, str(self._workDir / "input"))
-            command = self.logic.processCommand(pythonExecutable(), images, segmentation,
-                                                str(self._workDir / "output"), modelPath,
-                                                self._parameterNode.device.value, self._parameterNode.strictDomain)
-            self._processError = None
-            # PythonSlicer adds Slicer's own paths; SegQCLib may live elsewhere (extension or source checkout).
-            self._process = QCProcess(command, {"PYTHONPATH": segqcLibRoot()}, slicer.util.launchConsoleProcess)
-            self.ui.statusLabel.text = "\n".join(self._prepared.notices) or "Starting QC..."
+            prepared = self.logic.prepareInputs(self.imageNodes(), self._parameterNode.segmentation, classNames,
+                                                self.currentMapping(), self.logic.modelModalityCount(modelPath))
+            settings = QCRunSettings(pythonExecutable(), modelPath, self._parameterNode.device.value,
+                                     processEnvironment(), slicer.util.launchConsoleProcess, keepSnapshot,
+                                     self.overlaySettings(), self._parameterNode.strictDomain)
+            self._run = QCRun(self.logic, prepared, slicer.util.tempDirectory("SegQC"), settings)
+            self.ui.processLogTextEdit.clear()
             self.ui.progressBar.setMaximum(PROGRESS_BAR_MAXIMUM)
             self.ui.progressBar.setValue(0)
             self.ui.progressBar.visible = True
-            self._process.start()
-            self._processTimer.start()
+            self._run.start()
+            self.showRunUpdate(self._run.poll())
+            for notice in prepared.notices:
+                self.ui.processLogTextEdit.appendPlainText(f"Note: {notice}")
+            self._runTimer.start()
             self._onParameterNodeModified()
-        if self._process is None and self._workDir is not None:  # failed before the process started
-            shutil.rmtree(self._workDir, ignore_errors=True)
-            self._workDir = None
-        if wait and self._process is not None:
-            self._process.wait()
-            self.onProcessTimer()
+        if wait and self._run is not None:
+            self._run.wait()
+            self.onRunTimer()
 
-    def onProcessTimer(self) -> None:
-        process = self._process
-        if process is None:
-            self._processTimer.stop()
+    def onRunTimer(self) -> None:
+        run = self._run
+        if run is None:
+            self._runTimer.stop()
             return
-        for event in process.poll():
-            self.onProcessEvent(event)
-        if process.finished:
-            self._processTimer.stop()
-            self.onProcessFinished(process.returncode, process.cancelled, process.outputTail)
+        self.showRunUpdate(run.poll())
+        if run.finished:
+            self._runTimer.stop()
+            self.onRunFinished(run)
 
-    def onProcessEvent(self, event: dict) -> None:
-        kind = event.get("event")
-        if kind == "progress":
-            self.ui.progressBar.setValue(int(float(event.get("fraction", 0.0)) * PROGRESS_BAR_MAXIMUM))
-            self.ui.statusLabel.text = str(event.get("message", ""))
-        elif kind == "error":
-            self._processError = str(event.get("message", "unknown error"))
+    def showRunUpdate(self, update) -> None:
+        if update.fraction is not None:
+            self.ui.progressBar.setValue(int(update.fraction * PROGRESS_BAR_MAXIMUM))
+        if update.message:
+            self.ui.statusLabel.text = update.message
+        for line in update.logLines:
+            self.ui.processLogTextEdit.appendPlainText(line)
 
-    def onProcessFinished(self, returnCode: int, cancelled: bool, outputTail: list[str]) -> None:
-        self._process = None
+    def onRunFinished(self, run: QCRun) -> None:
+        self._run = None
         self.ui.progressBar.visible = False
         try:
-            if cancelled:
-                self.ui.statusLabel.text = "QC cancelled: the scene and the segmentation are unchanged."
-                return
-            if returnCode != 0 or self._processError:
-                message = self._processError or f"the QC process stopped with exit code {returnCode}"
-                self.ui.statusLabel.text = f"QC failed: {message}"
-                slicer.util.errorDisplay(f"QC failed: {message}", detailedText="\n".join(outputTail))
-                return
-            with slicer.util.tryWithErrorDisplay("SegQC could not load the QC results.", waitCursor=True):
-                result = self.logic.loadProcessResult(self._prepared, str(self._workDir / "output"),
-                                                      keepSnapshot=self._keepSnapshot)
-                self.showResults(result.report)
+            if run.state is RunState.DONE:
+                self._shownOverlay = None  # the new overlay nodes show what the panel says (see showResults)
+                self.showResults(run.result.report)
+            elif run.state is RunState.FAILED:
+                slicer.util.errorDisplay(f"QC failed: {run.error}", detailedText="\n".join(run.errorDetails))
         finally:
-            if self._workDir is not None:
-                shutil.rmtree(self._workDir, ignore_errors=True)
-                self._workDir = None
             self._onParameterNodeModified()
 
     def cancelProcess(self) -> None:
-        if self._process is not None:
-            self._process.cancel()
+        if self._run is not None:
+            self._run.cancel()
             self.ui.statusLabel.text = "Cancelling QC..."
 
     # --- results -----------------------------------------------------------------------------
     def restoreResults(self) -> None:
         """Show the results of a review saved in the scene (reopened scene, or module re-entered)."""
+        self._shownOverlay = None  # the views of a reopened scene show what was saved, not what this panel showed
+        if self._hasResults() and self._parameterNode and not self._parameterNode.imageVolume:
+            # A scene saved without the module's parameters: the inputs of its review are in the report node.
+            images = self.logic.reviewImageNodes()
+            if images:
+                self._parameterNode.imageVolume = images[0]
+                self._parameterNode.extraImageVolumes = images[1:]
         if self._hasResults():
             self.showResults(self.logic.reportData()["report"], jump=False)
         else:
@@ -472,20 +524,17 @@ class SegQCWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.summaryTableView.setMRMLTableNode(self.logic.findNode(NodeRole.SUMMARY, sourceID))
         self.ui.slicesTableView.setMRMLTableNode(self.logic.findNode(NodeRole.SLICES, sourceID))
         self.ui.boxesTableView.setMRMLTableNode(self.logic.findNode(NodeRole.BOXES, sourceID))
-        case = report.get("case", {})
-        parts = [f"Estimated Dice (case): {_fmt(case.get('dice_est'))}, QI {_fmt(case.get('qi'))}"]
-        parts += [f"{c['name']}: Dice {_fmt(c.get('dice_est'))}" for c in report.get("classes", [])]
-        parts += [f"{len(report.get('boxes', []))} error boxes; {len(report.get('slices', []))} slices ranked"]
-        parts += [f"Note: {notice}" for notice in report.get("notices", [])]
-        self.ui.caseQualityLabel.text = "\n".join(parts)
+        summary = summarizeReport(report)  # every report field the panel shows goes through this
+        self.ui.caseQualityLabel.text = summary.text()
         warning = self.logic.domainWarning(report)
         self.ui.domainWarningLabel.text = warning or ""
         self.ui.domainWarningLabel.visible = warning is not None
         self._updatingGui = True
         try:
             self.ui.overlayClassComboBox.clear()
-            for estimate in report.get("classes", []):
-                self.ui.overlayClassComboBox.addItem(estimate["name"], int(estimate["label"]))
+            for label, name in summary.classes:
+                self.ui.overlayClassComboBox.addItem(name, label)
+            self.showRating()
         finally:
             self._updatingGui = False
         if jump:
@@ -497,17 +546,48 @@ class SegQCWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 self.goToItem(ReviewItem.slice, 0)
         self.onOverlayClassChanged(self.ui.overlayClassComboBox.currentIndex)
 
+    def showQueueCase(self, result, currentBox: Optional[int]) -> None:
+        """A case the queue loaded: the panel follows its nodes, results and the position it was left at."""
+        reportData = self.logic.reportData()
+        images = [slicer.mrmlScene.GetNodeByID(i) for i in reportData.get("imageNodeIDs", [])]
+        self._parameterNode.imageVolume = images[0]
+        self._parameterNode.extraImageVolumes = images[1:]
+        self._parameterNode.segmentation = slicer.mrmlScene.GetNodeByID(self.logic.reviewedSegmentationID())
+        self._parameterNode.segmentMapping = json.dumps(reportData.get("mapping", {}))
+        self._shownOverlay = None
+        slicer.util.resetSliceViews()
+        self.showResults(result.report)
+        if currentBox and self.logic.itemCount(ItemKind.BOX) > currentBox:
+            self.goToItem(ReviewItem.box, currentBox)
+
+    def showRating(self) -> None:
+        rating = self.logic.caseRating() if self._hasResults() else None
+        self.ui.ratingComboBox.setCurrentIndex(max(0, self.ui.ratingComboBox.findData(rating or "")))
+
+    def onRatingChanged(self, index: int) -> None:
+        if self._updatingGui or index < 0 or not self._hasResults():
+            return
+        with slicer.util.tryWithErrorDisplay("SegQC could not store the rating."):
+            self.logic.setCaseRating(self.ui.ratingComboBox.itemData(index) or None)
+            self.queuePanel.saveReviewState()
+
     def onOverlayClassChanged(self, index: int) -> None:
         if self._updatingGui or index < 0 or not self._parameterNode:
             return
         self._parameterNode.overlayLabel = int(self.ui.overlayClassComboBox.itemData(index))
 
+    def overlaySettings(self) -> Optional[OverlaySettings]:
+        """The overlay the panel shows (None before the first run: the logic picks the first class)."""
+        parameters = self._parameterNode
+        if not parameters or not parameters.overlayLabel:
+            return None
+        return OverlaySettings(parameters.overlayLabel, parameters.overlayOpacity, parameters.overlayThreshold)
+
     def showOverlay(self) -> None:
         with slicer.util.tryWithErrorDisplay("SegQC could not show the error overlay."):
-            overlay = (self._parameterNode.overlayLabel, self._parameterNode.overlayOpacity,
-                       self._parameterNode.overlayThreshold)
-            self._shownOverlay = overlay
-            self.logic.showOverlay(*overlay)
+            settings = self.overlaySettings()
+            self._shownOverlay = settings
+            self.logic.showOverlay(settings.label, settings.opacity, settings.threshold)
 
     # --- review ------------------------------------------------------------------------------------
     def goToItem(self, kind: ReviewItem, index: int) -> None:
@@ -546,6 +626,7 @@ class SegQCWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 self.logic.setItemStatus(ItemKind.BOX, self._parameterNode.currentBox, status)
             else:
                 self.logic.setItemStatus(ItemKind.SLICE, self._parameterNode.currentSlice, status)
+        self.queuePanel.saveReviewState()  # a queued case's marks are written at once
 
     def onSegmentEditorButton(self) -> None:
         with slicer.util.tryWithErrorDisplay("SegQC could not open the Segment Editor."):
@@ -561,33 +642,68 @@ class SegQCWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             if segmentId:
                 editor.setCurrentSegmentID(segmentId)
 
-    def onRecordCorrectionButton(self) -> None:
+    def onRecordCorrectionButton(self) -> bool:
+        """Record the correction (a queued case also becomes `corrected` in the queue); True when recorded."""
         with slicer.util.tryWithErrorDisplay("SegQC could not record the correction.", waitCursor=True):
             folder = self._parameterNode.correctionsDir or DEFAULT_CORRECTIONS_DIR
-            record = self.logic.recordCorrection(folder)
+            if self.queuePanel.showsQueueCase():
+                self.queuePanel.syncReviewer()
+                record = self.queuePanel.logic.recordCorrection(folder)
+                self.queuePanel.showCounts(f"Correction of {self.queuePanel.logic.currentCaseId()} recorded")
+            else:
+                record = self.logic.recordCorrection(folder, reviewer=self._parameterNode.reviewer or None)
             self.ui.statusLabel.text = f"Correction recorded in {record}"
             slicer.util.showStatusMessage(f"SegQC: correction recorded in {record}", 5000)
+            return True
+        return False
 
     # --- keyboard shortcuts (only while the module is shown) --------------------------------------
+    def shortcutCallbacks(self) -> dict[ShortcutAction, Callable[[], None]]:
+        return {
+            ShortcutAction.NEXT_BOX: lambda: self.stepItem(ReviewItem.box, 1),
+            ShortcutAction.PREVIOUS_BOX: lambda: self.stepItem(ReviewItem.box, -1),
+            ShortcutAction.NEXT_SLICE: lambda: self.stepItem(ReviewItem.slice, 1),
+            ShortcutAction.PREVIOUS_SLICE: lambda: self.stepItem(ReviewItem.slice, -1),
+            ShortcutAction.MARK_REVIEWED: lambda: self.markCurrentItem(ItemStatus.REVIEWED),
+            ShortcutAction.MARK_FIXED: lambda: self.markCurrentItem(ItemStatus.FIXED),
+            ShortcutAction.SEGMENT_EDITOR: self.onSegmentEditorButton,
+            ShortcutAction.NEXT_CASE: lambda: self.queuePanel.step(+1),
+            ShortcutAction.PREVIOUS_CASE: lambda: self.queuePanel.step(-1),
+        }
+
     def installShortcuts(self) -> None:
+        """One QShortcut per entry of SHORTCUTS on the main window (keys checked against Slicer's in shortcuts.py)."""
         if self._shortcuts:
             return
-        bindings = (
-            ("n", lambda: self.stepItem(ReviewItem.box, 1)),
-            ("p", lambda: self.stepItem(ReviewItem.box, -1)),
-            ("Shift+N", lambda: self.stepItem(ReviewItem.slice, 1)),
-            ("Shift+P", lambda: self.stepItem(ReviewItem.slice, -1)),
-            ("r", lambda: self.markCurrentItem(ItemStatus.REVIEWED)),
-            ("f", lambda: self.markCurrentItem(ItemStatus.FIXED)),
-            ("e", self.onSegmentEditorButton),
-        )
-        for keys, callback in bindings:
-            shortcut = qt.QShortcut(qt.QKeySequence(keys), slicer.util.mainWindow())
-            shortcut.connect("activated()", lambda callback=callback: self._onShortcut(callback))
+        callbacks = self.shortcutCallbacks()
+        for entry in SHORTCUTS:
+            callback = callbacks[entry.action]
+            caseAction = entry.action in (ShortcutAction.NEXT_CASE, ShortcutAction.PREVIOUS_CASE)
+            shortcut = qt.QShortcut(qt.QKeySequence(entry.keys), slicer.util.mainWindow())
+            shortcut.connect("activated()",
+                             lambda callback=callback, caseAction=caseAction: self._onShortcut(callback, caseAction))
             self._shortcuts.append(shortcut)
 
-    def _onShortcut(self, callback: Callable[[], None]) -> None:
-        if self._hasResults() and self._process is None:
+    def showShortcutsInPanel(self) -> None:
+        """Tooltips and the keys line of the panel from the one table of shortcuts."""
+        buttons = {ShortcutAction.NEXT_BOX: self.ui.nextBoxButton,
+                   ShortcutAction.PREVIOUS_BOX: self.ui.previousBoxButton,
+                   ShortcutAction.NEXT_SLICE: self.ui.nextSliceButton,
+                   ShortcutAction.PREVIOUS_SLICE: self.ui.previousSliceButton,
+                   ShortcutAction.MARK_REVIEWED: self.ui.markReviewedButton,
+                   ShortcutAction.MARK_FIXED: self.ui.markFixedButton,
+                   ShortcutAction.SEGMENT_EDITOR: self.ui.segmentEditorButton,
+                   ShortcutAction.NEXT_CASE: self.ui.nextCaseButton,
+                   ShortcutAction.PREVIOUS_CASE: self.ui.previousCaseButton}
+        for action, button in buttons.items():
+            entry = shortcutFor(action)
+            button.toolTip = f"{entry.description[0].upper()}{entry.description[1:]} (key: {entry.keys})"
+        self.ui.shortcutsLabel.text = "Keys while this module is shown: " + shortcutsHelpText()
+
+    def _onShortcut(self, callback: Callable[[], None], caseAction: bool = False) -> None:
+        if self._run is not None:
+            return
+        if (self.queuePanel.isOpen if caseAction else self._hasResults()):
             callback()
 
     def removeShortcuts(self) -> None:
@@ -597,12 +713,9 @@ class SegQCWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._shortcuts = []
 
 
-def _fmt(value: Any) -> str:
-    return "n/a" if value is None else f"{float(value):.3f}"
-
-
 #
-# Self-test (the same scenario as Testing/test_slicer_logic.py, through the widget)
+# Self-test: the whole review on the module's sample case, through the widget (Testing/test_slicer_*.py test the
+# same logic under slicer-core)
 #
 
 
@@ -614,46 +727,39 @@ class SegQCTest(ScriptedLoadableModuleTest):
         self.setUp()
         self.test_SegQCReview()
 
-    def _hippocampusCase(self):
-        from SegQCLib.io.datasets import hippocampus_dir, list_nnunet_cases
-
-        root = hippocampus_dir()
-        if not (root / "imagesTr").is_dir():
-            return None
-        return list_nnunet_cases(root)[0]
-
     def test_SegQCReview(self) -> None:
+        import tempfile
+
         import numpy as np
+        from SegQCModuleLib.sample_data import SAMPLE_NAME, loadSampleData
 
-        self.delayDisplay("SegQC: load a hippocampus case")
-        if not ensureDependencies():
-            self.skipTest("SegQC dependencies were not installed")
-        case = self._hippocampusCase()
-        if case is None:
-            self.skipTest("hippocampus data not found (set SEGQC_DATA_DIR to the folder holding hippocampus/)")
-        volume = slicer.util.loadVolume(str(case.images[0]))
-        segmentation = slicer.util.loadSegmentation(str(case.label))
-        names = SegQCLogic.segmentNames(segmentation)
-        for (segmentId, _), className in zip(names.items(), ("anterior", "posterior")):
-            segmentation.GetSegmentation().GetSegment(segmentId).SetName(className)
+        self.delayDisplay("SegQC: dependencies (installed on first use, after a question)")
+        self.assertTrue(ensureDependencies(), "SegQC needs PyTorch and its Python packages to run the self-test")
 
-        from SegQCLib.network.package import init_model_package
+        self.delayDisplay(f"SegQC: load the sample case {SAMPLE_NAME} through Sample Data")
+        volume, segmentation = loadSampleData()
+        self.assertIsNotNone(volume)
+        self.assertEqual(sorted(SegQCLogic.segmentNames(segmentation).values()), ["anterior", "posterior"])
 
-        modelPath = str(init_model_package(Path(slicer.util.tempDirectory("SegQCTestModel")) / "untrained"))
         widget = slicer.modules.segqc.widgetRepresentation().self()
         slicer.util.selectModule("SegQC")
         parameters = widget._parameterNode
         parameters.imageVolume = volume
         parameters.segmentation = segmentation
         parameters.device = Device.cpu
-        widget.ui.modelPathLineEdit.currentPath = modelPath
+        parameters.modelPath = ""  # the bundled model
 
-        self.delayDisplay("SegQC: run QC in a background process")
+        self.delayDisplay("SegQC: run QC in a background process (bundled model, CPU)")
         widget.runQC(wait=True)
         logic = widget.logic
+        self.assertIsNotNone(logic.reviewedSegmentationID(), widget.ui.statusLabel.text)
         report = logic.reportData()["report"]
         self.assertEqual([c["name"] for c in report["classes"]], ["anterior", "posterior"])
+        self.assertTrue(report["boxes"], "the bundled model finds errors in the sample segmentation")
+        self.assertIn("Process log", widget.ui.processLogCollapsibleButton.text)
+        self.assertTrue(widget.ui.processLogTextEdit.toPlainText())
 
+        self.delayDisplay("SegQC: the overlay is on the image's grid and shown in every slice view")
         ijkToRas = vtk.vtkMatrix4x4()
         volume.GetIJKToRASMatrix(ijkToRas)
         for overlay in logic.findNodes(NodeRole.OVERLAY):
@@ -661,27 +767,45 @@ class SegQCTest(ScriptedLoadableModuleTest):
             overlay.GetIJKToRASMatrix(overlayMatrix)
             np.testing.assert_allclose(slicer.util.arrayFromVTKMatrix(overlayMatrix),
                                        slicer.util.arrayFromVTKMatrix(ijkToRas))
-        self.assertEqual(logic.findNode(NodeRole.SLICES).GetNumberOfRows(), len(report["slices"]))
+        parameters.overlayOpacity = 0.35
+        composite = slicer.app.layoutManager().sliceWidget("Red").mrmlSliceCompositeNode()
+        self.assertAlmostEqual(composite.GetForegroundOpacity(), 0.35, places=5)
+        self.assertEqual(slicer.mrmlScene.GetNodeByID(composite.GetForegroundVolumeID()).GetAttribute("SegQC.Role"),
+                         NodeRole.OVERLAY.value)
 
-        if report["boxes"]:
-            self.delayDisplay("SegQC: walk the boxes with the keyboard actions")
-            widget.stepItem(ReviewItem.box, 1)
-            index = 1 % len(report["boxes"])
-            box = report["boxes"][index]
-            red = slicer.app.layoutManager().sliceWidget("Red").mrmlSliceNode()
-            self.assertAlmostEqual(red.GetSliceOffset(), box["center_ras"][2], places=4)
-            centre = [0.0, 0.0, 0.0]
-            logic.findNode(NodeRole.ROI).GetCenter(centre)
-            np.testing.assert_allclose(centre, box["center_ras"], atol=1e-4)
-            widget.markCurrentItem(ItemStatus.FIXED)
-            self.assertEqual(logic.itemStatus(ItemKind.BOX, index), ItemStatus.FIXED)
+        self.delayDisplay("SegQC: walk the boxes and slices, mark them")
+        widget.stepItem(ReviewItem.box, 1)
+        index = 1 % len(report["boxes"])
+        box = report["boxes"][index]
+        red = slicer.app.layoutManager().sliceWidget("Red").mrmlSliceNode()
+        self.assertAlmostEqual(red.GetSliceOffset(), box["center_ras"][2], places=4)
+        centre = [0.0, 0.0, 0.0]
+        logic.findNode(NodeRole.ROI).GetCenter(centre)
+        np.testing.assert_allclose(centre, box["center_ras"], atol=1e-4)
+        widget.markCurrentItem(ItemStatus.FIXED)
+        self.assertEqual(logic.itemStatus(ItemKind.BOX, index), ItemStatus.FIXED)
+        widget.stepItem(ReviewItem.slice, 1)
+        widget.markCurrentItem(ItemStatus.REVIEWED)
+        self.assertEqual(logic.itemStatus(ItemKind.SLICE, parameters.currentSlice), ItemStatus.REVIEWED)
 
-        self.delayDisplay("SegQC: edit the segmentation and record the correction")
-        segmentId = logic.segmentIdForLabel(1)
+        self.delayDisplay("SegQC: rate the case")
+        widget.ui.ratingComboBox.setCurrentIndex(widget.ui.ratingComboBox.findData(CaseRating.MINOR_FIXES.value))
+        self.assertEqual(logic.caseRating(), CaseRating.MINOR_FIXES.value)
+
+        self.delayDisplay("SegQC: fix the segment of the top box and record the correction")
+        segmentId = logic.segmentIdForLabel(box["label"])
         mask = slicer.util.arrayFromSegmentBinaryLabelmap(segmentation, segmentId, volume)
-        mask[:] = 0
+        (z0, y0, x0), (z1, y1, x1) = box["bbox_zyx"]
+        mask[z0:z1, y0:y1, x0:x1] = 0
         slicer.util.updateSegmentBinaryLabelmapFromArray(mask, segmentation, segmentId, volume)
-        record = logic.recordCorrection(slicer.util.tempDirectory("SegQCTestCorrections"))
-        for name in ("original.nii.gz", "corrected.nii.gz", "error_1.nii.gz", "image_0000.nii.gz", "record.json"):
-            self.assertTrue((record / name).is_file(), name)
+        parameters.correctionsDir = tempfile.mkdtemp(prefix="SegQCTestCorrections")
+        self.assertTrue(widget.onRecordCorrectionButton())
+        records = sorted(Path(parameters.correctionsDir).glob("records/*/v0001"))
+        self.assertEqual(len(records), 1)
+        record = json.loads((records[0] / "record.json").read_text())
+        self.assertEqual(record["rating"], CaseRating.MINOR_FIXES.value)
+        self.assertEqual([b["status"] for b in record["reviewed_boxes"]], ["fixed"])
+        self.assertEqual(record["segment_styles"]["1"]["terminology"].split("~")[2], "SCT^5366008^Hippocampus")
+        for name in ("original.nii.gz", "corrected.nii.gz", "image_0000.nii.gz"):
+            self.assertTrue((records[0] / name).is_file(), name)
         self.delayDisplay("SegQC test passed")

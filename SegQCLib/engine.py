@@ -71,10 +71,12 @@ def align_labels_to_model(segmentation: LabelMap, classes: dict[int, str]) -> tu
     lookup[list(mapping)] = list(mapping.values())
     remapped = lookup[segmentation.array].astype(np.uint8 if lookup.max() <= np.iinfo(np.uint8).max else np.int16)
     names = {target: segmentation.names[value] for value, target in mapping.items()}
+    styles = {mapping[value]: style for value, style in segmentation.styles.items() if value in mapping}
     moved = ", ".join(f"{segmentation.names[v]} {v}->{t}" for v, t in sorted(mapping.items()) if v != t)
     notice = f"Segments mapped to the model's classes by name ({moved})"
     logger.info(notice)
-    return LabelMap(remapped, segmentation.geometry, names, segmentation.path), [notice]
+    return LabelMap(remapped, segmentation.geometry, names, segmentation.path, list(segmentation.notices),
+                    styles), [notice]
 
 
 def drop_unknown_labels(segmentation: LabelMap, classes: dict[int, str]) -> tuple[LabelMap, list[int]]:

@@ -235,10 +235,10 @@ def test_corrupt_model_weights_are_refused(default_package, hippocampus_cases, t
 
 
 def test_without_model_the_message_says_none_is_installed(hippocampus_cases, tmp_path, capsys, monkeypatch):
-    from SegQCLib.network import package as model_package
+    from SegQCLib.network import model_files
 
     monkeypatch.delenv(MODEL_ENV, raising=False)
-    monkeypatch.setattr(model_package, "_repository_default_dirs", lambda: [tmp_path / "none"])
+    monkeypatch.setattr(model_files, "_repository_default_dirs", lambda: [tmp_path / "none"])
     case = hippocampus_cases[0]
     code = run_cli("--image", str(case.images[0]), "--seg", str(case.label), "--out", str(tmp_path / "out"))
     assert code == 1 and "No default QC model is installed" in capsys.readouterr().err

@@ -19,7 +19,7 @@ from SegQCLib.corrections.verify import ProblemKind
 from SegQCLib.errors import GeometryMismatchError, InputError, ResourceError, SegQCError
 from SegQCLib.geometry import Geometry
 from SegQCLib.io.image_files import read_image, read_labelmap, write_array, write_labelmap
-from SegQCLib.io.volumes import LabelMap, Volume
+from SegQCLib.io.volumes import LabelMap, SegmentStyle, Volume
 from SegQCLib.quality.metrics import multiclass_dice
 
 
@@ -85,6 +85,27 @@ def test_record_round_trip_keeps_images_masks_error_maps_and_metadata(tmp_path, 
     assert meta.created_utc.endswith("+00:00")
     for name, info in meta.files.items():
         assert hashlib.sha256((loaded.path / name).read_bytes()).hexdigest() == info["sha256"]
+
+
+def test_the_rating_and_the_segments_colours_and_terminology_are_recorded_and_read_back(tmp_path):
+    image, original, truth = synthetic_case()
+    terminology = "Segmentation category and type - 3D Slicer General Anatomy list~SCT^123037004^Anatomical " \
+                  "Structure~SCT^5366008^Hippocampus~^^~Anatomic codes - DICOM master list~^^~^^"
+    styles = {1: SegmentStyle((0.9, 0.3, 0.1), terminology), 2: SegmentStyle((0.1, 0.5, 0.8))}
+    corrected = LabelMap(truth.array, truth.geometry, {1: "anterior", 2: "posterior"}, styles=styles)
+    record = CorrectionStore(tmp_path / "s").add("c", [image], original, corrected, rating="Minor fixes")
+    assert record.metadata.rating == "minor_fixes"
+    again = record.read_corrected()
+    assert again.styles == styles and again.names == {1: "anterior", 2: "posterior"}
+    seg_nrrd = read_labelmap(write_labelmap(tmp_path / "corrected.seg.nrrd", again))
+    assert seg_nrrd.styles == styles
+
+
+def test_an_unknown_rating_is_refused_before_anything_is_written(tmp_path):
+    image, original, truth = synthetic_case()
+    with pytest.raises(InputError, match="Unknown case rating"):
+        CorrectionStore(tmp_path / "s").add("c", [image], original, truth, rating="perfect")
+    assert not (tmp_path / "s" / "records").exists()
 
 
 def test_integer_images_are_stored_losslessly_as_integers(tmp_path, hippocampus_case):
@@ -329,11 +350,12 @@ def test_cli_add_list_verify(tmp_path, capsys, hippocampus_cases):
     for _ in range(2):
         assert segqc_main(["corrections", "add", "--store", store, "--case-id", case.case_id, "--image",
                            str(case.images[0]), "--original", str(original_path), "--corrected", str(case.label),
-                           "--reviewer", "cli user", "--review-duration-s", "30"]) == 0
+                           "--reviewer", "cli user", "--review-duration-s", "30", "--rating", "major_fixes"]) == 0
     capsys.readouterr()
     assert segqc_main(["corrections", "list", "--store", store, "--json"]) == 0
     lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert [e["record_id"] for e in lines] == [f"{case.case_id}/v0001", f"{case.case_id}/v0002"]
+    assert CorrectionStore(store).load(lines[0]["record_id"]).metadata.rating == "major_fixes"
     assert segqc_main(["corrections", "verify", "--store", store]) == 0
     (Path(store) / ".tmp" / "leftover.1234").mkdir()
     assert segqc_main(["corrections", "verify", "--store", store]) != 0

@@ -12,7 +12,7 @@ from SegQCLib.errors import GeometryMismatchError, InputError
 from SegQCLib.geometry import Geometry
 from SegQCLib.io.case import load_case
 from SegQCLib.io.image_files import read_image, read_labelmap, write_array, write_labelmap
-from SegQCLib.io.volumes import LabelMap
+from SegQCLib.io.volumes import LabelMap, SegmentStyle
 
 GEOMETRY = Geometry((4, 5, 6), (0.7, 0.9, 2.5), (1.0, 2.0, 3.0))
 
@@ -46,6 +46,26 @@ def test_seg_nrrd_round_trip_keeps_segment_names(tmp_path):
     np.testing.assert_array_equal(labelmap.array, labels_array())
     assert labelmap.names == {1: "anterior", 2: "posterior"}
     assert labelmap.geometry.matches(GEOMETRY)
+
+
+HIPPOCAMPUS_TERMINOLOGY = ("Segmentation category and type - 3D Slicer General Anatomy list~SCT^123037004^Anatomical "
+                           "Structure~SCT^5366008^Hippocampus~^^~Anatomic codes - DICOM master list~^^~^^")
+
+
+def test_seg_nrrd_round_trip_keeps_segment_colours_and_terminology(tmp_path):
+    styles = {1: SegmentStyle((0.86, 0.45, 0.20), HIPPOCAMPUS_TERMINOLOGY), 2: SegmentStyle((0.2, 0.6, 0.9))}
+    written = LabelMap(labels_array(), GEOMETRY, {1: "anterior", 2: "posterior"}, styles=styles)
+    labelmap = read_labelmap(write_labelmap(tmp_path / "seg.seg.nrrd", written))
+    assert labelmap.styles == styles
+    again = read_labelmap(write_labelmap(tmp_path / "again.seg.nrrd", labelmap))
+    assert again.styles == styles and again.names == written.names
+
+
+def test_a_label_map_without_styles_writes_segments_without_colour_or_terminology(tmp_path):
+    path = write_labelmap(tmp_path / "seg.seg.nrrd", LabelMap(labels_array(), GEOMETRY, {1: "a", 2: "b"}))
+    assert read_labelmap(path).styles == {}
+    header = path.read_bytes().split(b"\n\n", 1)[0]
+    assert b"Segment0_Color:=" not in header and b"TerminologyEntry" not in header
 
 
 @pytest.mark.skipif(os.name != "posix", reason="file permission bits are POSIX")

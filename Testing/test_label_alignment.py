@@ -8,7 +8,7 @@ from SegQCLib.commands.cli import main
 from SegQCLib.engine import align_labels_to_model
 from SegQCLib.geometry import Geometry
 from SegQCLib.io.image_files import read_labelmap, write_labelmap
-from SegQCLib.io.volumes import LabelMap
+from SegQCLib.io.volumes import LabelMap, SegmentStyle
 
 MODEL_CLASSES = {1: "anterior", 2: "posterior"}
 
@@ -27,6 +27,13 @@ def test_swapped_label_values_are_mapped_to_the_model_classes_by_name():
     np.testing.assert_array_equal(aligned.array, np.where(original == 1, 2, np.where(original == 2, 1, 0)))
     assert aligned.names == {2: "Posterior", 1: "anterior"}
     assert notices and "by name" in notices[0]
+
+
+def test_segment_colours_and_terminology_follow_their_segments_when_labels_are_renumbered():
+    styles = {1: SegmentStyle((0.1, 0.5, 0.8), "context~cat~posterior~^^~~^^~^^"), 2: SegmentStyle((0.9, 0.3, 0.1))}
+    swapped = LabelMap(two_part_labels(), Geometry((4, 6, 6)), {1: "Posterior", 2: "anterior"}, styles=styles)
+    aligned, _notices = align_labels_to_model(swapped, MODEL_CLASSES)
+    assert aligned.styles == {2: styles[1], 1: styles[2]}
 
 
 def test_matching_names_and_values_leave_the_segmentation_as_it_is():

@@ -11,6 +11,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from SegQCLib.errors import ModelError
+from SegQCLib.network import model_files
 from SegQCLib.network import package as model_package
 from SegQCLib.network.config import CONFIG_FILE, ModelConfig
 from SegQCLib.network.package import (
@@ -272,7 +273,7 @@ def test_environment_variable_pointing_nowhere_is_an_error(tmp_path, monkeypatch
 
 def test_without_a_bundled_model_the_message_says_how_to_pass_one(tmp_path, monkeypatch):
     monkeypatch.delenv(model_package.MODEL_ENV, raising=False)
-    monkeypatch.setattr(model_package, "_repository_default_dirs", lambda: [tmp_path / "Models" / "hippocampus"])
+    monkeypatch.setattr(model_files, "_repository_default_dirs", lambda: [tmp_path / "Models" / "hippocampus"])
     with pytest.raises(ModelError, match="No default QC model is installed.*--model"):
         default_model_path()
 
@@ -280,11 +281,11 @@ def test_without_a_bundled_model_the_message_says_how_to_pass_one(tmp_path, monk
 def test_bundled_model_is_found_when_installed(tmp_path, monkeypatch):
     monkeypatch.delenv(model_package.MODEL_ENV, raising=False)
     bundled = init_model_package(tmp_path / "Models" / "hippocampus", ModelConfig(**TINY))
-    monkeypatch.setattr(model_package, "_repository_default_dirs", lambda: [tmp_path / "absent", bundled])
+    monkeypatch.setattr(model_files, "_repository_default_dirs", lambda: [tmp_path / "absent", bundled])
     assert default_model_path() == bundled
 
 
 def test_repository_default_location_is_resources_models_hippocampus():
-    candidates = model_package._repository_default_dirs()
+    candidates = model_files._repository_default_dirs()
     assert candidates[0].parts[-3:] == ("Resources", "Models", "hippocampus")
     assert candidates[0].parent.parent.parent == model_package.Path(model_package.__file__).resolve().parents[2]

@@ -119,3 +119,21 @@ def test_export_from_a_folder_without_statuses_is_a_one_line_error(tmp_path, cap
     assert code == 1
     assert capsys.readouterr().err.strip().startswith("segqc: error: No review statuses at")
     assert not (tmp_path / "out").exists()
+
+
+def test_statuses_the_slicer_queue_wrote_are_read_with_the_csv_and_the_later_entry_counts(tmp_path):
+    from SegQCLib.review.status_file import ReviewStatusFile
+
+    set_review(tmp_path, CaseReview("a", ReviewStatus.REVIEWED, rating=5, updated_utc="2020-01-01T00:00:00Z"))
+    set_review(tmp_path, CaseReview("b", ReviewStatus.SKIPPED, updated_utc="2999-01-01T00:00:00Z"))
+    queue = ReviewStatusFile(tmp_path)
+    queue.update("a", "corrected", rating="minor_fixes", reviewer="ana", correction_record="case_a/v0001")
+    queue.update("b", "corrected", correction_record="case_b/v0001")
+    queue.update("c", "in_progress")
+    reviews = read_reviews(tmp_path)
+    assert reviews["a"].status is ReviewStatus.FIXED and reviews["a"].rating == 4
+    assert reviews["a"].correction_record == "case_a/v0001" and reviews["a"].reviewer == "ana"
+    assert reviews["b"].status is ReviewStatus.SKIPPED  # the CSV's entry is the later one
+    assert reviews["c"].status is ReviewStatus.IN_REVIEW
+    ids, _ = fixed_record_ids(reviews, {})
+    assert ids == ["case_a/v0001"]

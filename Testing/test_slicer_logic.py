@@ -9,140 +9,54 @@ itself (end to end, cancellation, a model that does not load).
 from __future__ import annotations
 
 import json
-import sys
-import time
-from dataclasses import replace
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 try:
     import slicer
-    import vtk
 except ImportError as exc:  # slicer-core wheels exist for a few platforms and Python versions only
     pytest.skip(f"slicer-core cannot be imported ({exc}); pip install slicer-core to test the Slicer logic",
                 allow_module_level=True)
 
-from scipy import ndimage
+from SegQCModuleLib.logic import ItemKind, ItemStatus, NodeRole, OverlaySettings, SegQCLogic  # noqa: E402
+from slicer_scene import (  # noqa: E402  (after the slicer-core check)
+    CLASS_NAMES,
+    add_segmentation,
+    add_volume,
+    apply_true_error,
+    build_review,
+    make_scene,
+    matrix_of,
+    node_count,
+    reopen_scene,
+    save_scene,
+    segmentation_arrays,
+    set_segment,
+    slice_nodes,
+    slice_to_ras,
+    true_error,
+)
 
 from SegQCLib.errors import CancelledError, InputError, ModelError
 from SegQCLib.geometry import Geometry
 from SegQCLib.io.image_files import read_image, read_labelmap
 from SegQCLib.quality.postprocess import build_report
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "SegQC"))
-from SegQCModuleLib.logic import ItemKind, ItemStatus, NodeRole, SegQCLogic  # noqa: E402
-from SegQCModuleLib.process import QCProcess  # noqa: E402
-
-CLASS_NAMES = {1: "anterior", 2: "posterior"}
-SLICE_VIEWS = (("Red", "Axial"), ("Yellow", "Sagittal"), ("Green", "Coronal"))
-PROCESS_TIMEOUT_S = 300.0
-
-
 # ----------------------------------------------------------------------------------------------
-# Scene building helpers (what loading files in Slicer does)
-
-
-def make_scene():
-    scene = slicer.vtkMRMLScene()
-    logics = [slicer.vtkMRMLApplicationLogic(), slicer.vtkMRMLColorLogic(),
-              slicer.vtkSlicerSegmentationsModuleLogic(), slicer.vtkSlicerMarkupsLogic()]
-    for logic in logics:
-        logic.SetMRMLScene(scene)
-    for name, orientation in SLICE_VIEWS:
-        sliceLogic = slicer.vtkMRMLSliceLogic()
-        sliceLogic.SetMRMLScene(scene)
-        sliceLogic.AddSliceNode(name).SetOrientation(orientation)
-        logics.append(sliceLogic)
-    scene.logics = logics  # keep the logics alive as long as the scene
-    return scene
-
-
-def add_volume(scene, array: np.ndarray, geometry: Geometry, name: str, class_name="vtkMRMLScalarVolumeNode"):
-    node = scene.AddNewNodeByClass(class_name, name)
-    node.SetIJKToRASMatrix(slicer.util.vtkMatrixFromArray(geometry.ijk_to_ras_matrix()))
-    slicer.util.updateVolumeFromArray(node, np.ascontiguousarray(array))
-    node.CreateDefaultDisplayNodes()
-    return node
-
-
-def set_segment(scene, segmentation_node, segment_id: str, mask: np.ndarray, geometry: Geometry) -> None:
-    labelmap = add_volume(scene, mask.astype(np.uint8), geometry, "__mask__", "vtkMRMLLabelMapVolumeNode")
-    ids = vtk.vtkStringArray()
-    ids.InsertNextValue(segment_id)
-    assert slicer.vtkSlicerSegmentationsModuleLogic.ImportLabelmapToSegmentationNode(labelmap, segmentation_node, ids)
-    scene.RemoveNode(labelmap)
-
-
-def add_segmentation(scene, labels: np.ndarray, geometry: Geometry, names: dict[int, str], reference_node):
-    node = scene.AddNewNodeByClass("vtkMRMLSegmentationNode", "Segmentation")
-    node.CreateDefaultDisplayNodes()
-    node.SetReferenceImageGeometryParameterFromVolumeNode(reference_node)
-    for label, name in names.items():
-        segment_id = node.GetSegmentation().AddEmptySegment(f"segment_{label}", name)
-        set_segment(scene, node, segment_id, labels == label, geometry)
-    return node
-
-
-def segmentation_arrays(logic: SegQCLogic, segmentation_node, reference_node) -> dict[str, np.ndarray]:
-    """Every segment of a segmentation node as a mask on the reference grid (to prove it is untouched)."""
-    names = logic.segmentNames(segmentation_node)
-    return {sid: logic.exportLabelArray(segmentation_node, {sid: 1}, reference_node) for sid in names}
-
-
-def perturbed(truth: np.ndarray) -> np.ndarray:
-    """A plausible wrong segmentation: class 1 eroded, class 2 shifted two voxels along x."""
-    wrong = np.zeros_like(truth)
-    wrong[ndimage.binary_erosion(truth == 1)] = 1
-    wrong[np.roll(truth == 2, 2, axis=2) & (wrong == 0)] = 2
-    return wrong
-
-
-def true_error(segmentation: np.ndarray, truth: np.ndarray) -> dict[int, np.ndarray]:
-    return {label: ((segmentation == label) != (truth == label)).astype(np.float32) for label in CLASS_NAMES}
-
-
-def node_count(scene) -> int:
-    return scene.GetNumberOfNodes()
+# Fixtures
 
 
 @pytest.fixture
 def review(hippocampus_case):
     """A scene holding a real image and a perturbed segmentation of it, and a logic bound to the scene."""
-    image, truth = hippocampus_case
-    scene = make_scene()
-    volume = add_volume(scene, image.array, image.geometry, "hippocampus")
-    wrong = perturbed(truth.array)
-    segmentation = add_segmentation(scene, wrong, image.geometry, CLASS_NAMES, volume)
-    return {"scene": scene, "logic": SegQCLogic(scene), "volume": volume, "segmentation": segmentation,
-            "image": image, "truth": truth.array, "wrong": wrong}
+    return build_review(*hippocampus_case)
 
 
 @pytest.fixture
 def reviewed(review):
     """The review scene after results from the true error of the perturbed segmentation were applied."""
-    logic = review["logic"]
-    prepared = logic.prepareInputs([review["volume"]], review["segmentation"], CLASS_NAMES)
-    error = true_error(prepared.case.segmentation.array, review["truth"])
-    report = build_report(prepared.case.segmentation, error, class_names=CLASS_NAMES).to_dict()
-    review.update(prepared=prepared, error=error, report=report, result=logic.applyResult(prepared, report, error))
-    return review
-
-
-def matrix_of(volume_node) -> np.ndarray:
-    matrix = vtk.vtkMatrix4x4()
-    volume_node.GetIJKToRASMatrix(matrix)
-    return slicer.util.arrayFromVTKMatrix(matrix)
-
-
-def slice_nodes(scene) -> dict[str, object]:
-    count = scene.GetNumberOfNodesByClass("vtkMRMLSliceNode")
-    return {node.GetName(): node for node in (scene.GetNthNodeByClass(i, "vtkMRMLSliceNode") for i in range(count))}
-
-
-def slice_to_ras(scene) -> dict[str, np.ndarray]:
-    return {name: slicer.util.arrayFromVTKMatrix(node.GetSliceToRAS()) for name, node in slice_nodes(scene).items()}
+    return apply_true_error(review)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -269,6 +183,44 @@ def test_slices_and_boxes_tables_follow_the_report_ranking_with_a_status(reviewe
     assert {boxes.GetCellText(r, status) for r in range(boxes.GetNumberOfRows())} == {"pending"}
 
 
+def test_result_tables_show_column_names_as_headers_without_deprecation_warnings(review, capfd):
+    capfd.readouterr()
+    result = apply_true_error(review)["result"]
+    warnings = capfd.readouterr().err
+    assert "deprecated" not in warnings
+    for table in (result.summaryTableNode, result.slicesTableNode, result.boxesTableNode):
+        assert table.GetUseColumnTitleAsColumnHeader()
+
+
+def composite_overlay_state(scene, logic) -> set:
+    composites = [scene.GetNthNodeByClass(i, "vtkMRMLSliceCompositeNode") for i in range(3)]
+    labels = {node.GetID(): int(node.GetAttribute("SegQC.Label")) for node in logic.findNodes(NodeRole.OVERLAY)}
+    return {(labels.get(c.GetForegroundVolumeID()), round(c.GetForegroundOpacity(), 6)) for c in composites}
+
+
+def test_rerunning_keeps_the_overlay_class_opacity_and_threshold_the_reviewer_chose(reviewed):
+    scene, logic = reviewed["scene"], reviewed["logic"]
+    logic.showOverlay(2, opacity=0.3, threshold=0.2)
+    again = logic.applyResult(reviewed["prepared"], reviewed["report"], reviewed["error"], keepSnapshot=True)
+    assert composite_overlay_state(scene, logic) == {(2, 0.3)}
+    assert again.overlayNodes[2].GetDisplayNode().GetLowerThreshold() == pytest.approx(0.2)
+    assert logic.shownOverlaySettings() == OverlaySettings(2, pytest.approx(0.3), pytest.approx(0.2))
+
+
+def test_results_are_shown_with_the_panels_overlay_settings_when_given(reviewed):
+    scene, logic = reviewed["scene"], reviewed["logic"]
+    logic.applyResult(reviewed["prepared"], reviewed["report"], reviewed["error"],
+                      overlay=OverlaySettings(2, opacity=0.8, threshold=0.65))
+    assert composite_overlay_state(scene, logic) == {(2, 0.8)}
+    assert logic.shownOverlaySettings().threshold == pytest.approx(0.65)
+
+
+def test_a_first_run_shows_the_first_class_with_the_default_settings(review):
+    result = apply_true_error(review)["result"]
+    assert composite_overlay_state(review["scene"], review["logic"]) == {(1, 0.5)}
+    assert result.overlayNodes[1].GetDisplayNode().GetLowerThreshold() == pytest.approx(0.5)
+
+
 def test_rerunning_updates_the_same_nodes(reviewed):
     scene, logic = reviewed["scene"], reviewed["logic"]
     before = node_count(scene)
@@ -327,32 +279,11 @@ def test_a_new_logic_resumes_the_review_from_the_scene(reviewed):
     assert fresh.reportData()["report"]["case"] == reviewed["report"]["case"]
 
 
-def save_scene(scene, folder: Path) -> Path:
-    """Save every node and the scene file, as Slicer's Save dialog does."""
-    scene.SetRootDirectory(str(folder))
-    nodes = scene.GetNodes()
-    for index in range(nodes.GetNumberOfItems()):
-        node = nodes.GetItemAsObject(index)
-        if not node.IsA("vtkMRMLStorableNode") or not node.GetSaveWithScene():
-            continue
-        if node.GetStorageNode() is None:
-            node.AddDefaultStorageNode()
-        storage = node.GetStorageNode()
-        if storage is not None:
-            storage.SetFileName(str(folder / f"{node.GetID()}.{storage.GetDefaultWriteFileExtension()}"))
-            assert storage.WriteData(node), node.GetName()
-    scene.SetURL(str(folder / "review.mrml"))
-    assert scene.Commit()
-    return folder / "review.mrml"
-
-
 def test_a_saved_review_reopens_where_it_was_left(reviewed, tmp_path):
     logic, report = reviewed["logic"], reviewed["report"]
     logic.setItemStatus(ItemKind.BOX, 0, ItemStatus.FIXED)
     scene_file = save_scene(reviewed["scene"], tmp_path / "saved")
-    reopened = make_scene()
-    reopened.SetURL(str(scene_file))
-    assert reopened.Connect()
+    reopened = reopen_scene(scene_file)
     resumed = SegQCLogic(reopened)
     assert resumed.itemCount(ItemKind.BOX) == len(report["boxes"])
     assert resumed.itemStatus(ItemKind.BOX, 0) is ItemStatus.FIXED
@@ -362,8 +293,42 @@ def test_a_saved_review_reopens_where_it_was_left(reviewed, tmp_path):
     np.testing.assert_array_equal(read_labelmap(record / "original.nii.gz").array, reviewed["wrong"])
 
 
+def test_a_reopened_review_knows_every_image_volume_qc_ran_on(review, tmp_path):
+    """Two modalities (the second one a transformed copy): both come back in order after save and reopen."""
+    scene, logic, image = review["scene"], review["logic"], review["image"]
+    second = add_volume(scene, image.array * 2.0 + 5.0, image.geometry, "second modality")
+    prepared = logic.prepareInputs([review["volume"], second], review["segmentation"], CLASS_NAMES)
+    error = true_error(prepared.case.segmentation.array, review["truth"])
+    logic.applyResult(prepared, build_report(prepared.case.segmentation, error, class_names=CLASS_NAMES).to_dict(),
+                      error)
+    assert [n.GetName() for n in logic.reviewImageNodes()] == ["hippocampus", "second modality"]
+    resumed = SegQCLogic(reopen_scene(save_scene(scene, tmp_path / "saved")))
+    assert [n.GetName() for n in resumed.reviewImageNodes()] == ["hippocampus", "second modality"]
+    np.testing.assert_array_equal(slicer.util.arrayFromVolume(resumed.reviewImageNodes()[1]), image.array * 2.0 + 5.0)
+
+
+def test_a_scene_without_a_review_has_no_review_images(review):
+    assert review["logic"].reviewImageNodes() == []
+
+
 # ----------------------------------------------------------------------------------------------
 # Corrections
+
+
+def test_the_case_rating_is_kept_in_the_scene_and_survives_save_and_reopen(reviewed, tmp_path):
+    logic = reviewed["logic"]
+    assert logic.caseRating() is None
+    logic.setCaseRating("Major fixes")
+    assert logic.caseRating() == "major_fixes"
+    resumed = SegQCLogic(reopen_scene(save_scene(reviewed["scene"], tmp_path / "saved")))
+    assert resumed.caseRating() == "major_fixes"
+    resumed.setCaseRating(None)
+    assert resumed.caseRating() is None
+
+
+def test_an_unknown_rating_is_a_clear_error(reviewed):
+    with pytest.raises(InputError, match="Unknown case rating 'great'.*accept, minor_fixes, major_fixes, reject"):
+        reviewed["logic"].setCaseRating("great")
 
 
 def test_record_correction_stores_snapshot_corrected_and_error(reviewed, tmp_path):
@@ -449,63 +414,6 @@ def test_the_class_of_a_box_leads_back_to_its_segment(reviewed):
     name = reviewed["segmentation"].GetSegmentation().GetSegment(segment_id).GetName()
     assert name == CLASS_NAMES[label]
 
-
-
-def test_the_widgets_background_process_path_gives_the_same_nodes(review, model_path, tmp_path):
-    """What the widget does: inputs written to files, `segqc run --progress json` in a process, results loaded."""
-    logic = review["logic"]
-    prepared = logic.prepareInputs([review["volume"]], review["segmentation"], logic.modelClassNames(model_path))
-    images, seg = logic.writeProcessInputs(prepared, str(tmp_path / "in"))
-    command = logic.processCommand(sys.executable, images, seg, str(tmp_path / "out"), model_path, "cpu")
-    process = QCProcess(command, {"OMP_NUM_THREADS": "1"})
-    process.start()
-    events = poll_until(process, lambda events: False)
-    assert process.finished and process.returncode == 0, "\n".join(process.outputTail)
-    fractions = [e["fraction"] for e in events if e["event"] == "progress"]
-    assert fractions and fractions == sorted(fractions)
-    assert events[-1]["event"] == "done"
-    result = logic.loadProcessResult(prepared, str(tmp_path / "out"))
-    report = json.loads((tmp_path / "out" / "report.json").read_text())
-    assert result.report["case"] == report["case"]
-    assert result.boxesTableNode.GetNumberOfRows() == len(report["boxes"])
-    for label, node in result.overlayNodes.items():
-        np.testing.assert_allclose(matrix_of(node), matrix_of(review["volume"]))
-        expected = read_image(tmp_path / "out" / f"error_prob_{label}.nii.gz").array
-        np.testing.assert_allclose(slicer.util.arrayFromVolume(node), expected, atol=1e-6)
-
-
-def poll_until(process: QCProcess, stop, timeout_s: float = PROCESS_TIMEOUT_S) -> list[dict]:
-    """Poll like the widget's timer until the process finished or ``stop(events)`` is true."""
-    events: list[dict] = []
-    deadline = time.monotonic() + timeout_s
-    while not process.finished and not stop(events):
-        assert time.monotonic() < deadline, "QC process did not finish in time"
-        events += process.poll()
-        time.sleep(0.05)
-    return events
-
-
-def test_cancelling_the_process_midway_stops_it_and_leaves_no_results(review, model_path, tmp_path):
-    # A field of view 3x as large each way: the run then lasts seconds, not one poll interval, on a fast machine.
-    scene, image = review["scene"], review["image"]
-    geometry = replace(image.geometry, shape_zyx=tuple(3 * n for n in image.geometry.shape_zyx))
-    volume = add_volume(scene, np.pad(image.array, [(0, 2 * n) for n in image.array.shape], mode="wrap"), geometry,
-                        "large")
-    labels = np.pad(review["wrong"], [(0, 2 * n) for n in review["wrong"].shape], mode="wrap")
-    segmentation = add_segmentation(scene, labels, geometry, CLASS_NAMES, volume)
-    logic = review["logic"]
-    prepared = logic.prepareInputs([volume], segmentation, logic.modelClassNames(model_path))
-    images, seg = logic.writeProcessInputs(prepared, str(tmp_path / "in"))
-    before = node_count(scene)
-    process = QCProcess(logic.processCommand(sys.executable, images, seg, str(tmp_path / "out"), model_path, "cpu"))
-    process.start()
-    events = poll_until(process, lambda events: any(e["event"] == "progress" for e in events))
-    assert not process.finished and events
-    process.cancel()
-    poll_until(process, lambda events: False)
-    assert process.cancelled and process.returncode != 0
-    assert not (tmp_path / "out" / "report.json").exists()
-    assert node_count(scene) == before
 
 
 def test_process_output_lines_that_are_not_events_are_ignored():

@@ -32,7 +32,7 @@ from SegQCLib.errors import CancelledError, GeometryMismatchError, InputError, M
 from SegQCLib.geometry import Geometry
 from SegQCLib.io.case import Case
 from SegQCLib.io.image_files import write_array
-from SegQCLib.io.volumes import LabelMap, Volume
+from SegQCLib.io.volumes import LabelMap, SegmentStyle, Volume
 
 try:  # inside Slicer the logic also provides the module's parameter node (ScriptedLoadableModuleLogic)
     from slicer.ScriptedLoadableModule import ScriptedLoadableModuleLogic as _LogicBase
@@ -44,6 +44,7 @@ logger = logging.getLogger(__name__)
 ROLE_ATTRIBUTE = "SegQC.Role"
 SOURCE_ATTRIBUTE = "SegQC.Segmentation"
 LABEL_ATTRIBUTE = "SegQC.Label"
+RATING_ATTRIBUTE = "SegQC.Rating"  # on the report node: the reviewer's CaseRating value
 
 # Overlay display defaults: error probabilities are in [0, 1]; below the threshold the overlay is transparent.
 DEFAULT_OVERLAY_OPACITY = 0.5
@@ -65,6 +66,7 @@ class NodeRole(str, Enum):
     SNAPSHOT = "snapshot"
     REPORT = "report"
     COLORS = "colors"
+    QUEUE = "queue"
 
 
 class ItemKind(str, Enum):
@@ -86,6 +88,16 @@ SLICES_COLUMNS = ("Rank", "Slice", "Error score")
 BOXES_COLUMNS = ("Rank", "Class", "Label", "Slice", "Score", "Max prob", "Area (mm2)",
                  "z0", "y0", "x0", "z1", "y1", "x1")
 SUMMARY_COLUMNS = ("Class", "Label", "Dice est", "IoU est", "ARVD est", "Volume (mm3)", "Est. volume (mm3)")
+
+
+@dataclass(frozen=True)
+class OverlaySettings:
+    """What the slice views show of the error overlays: one class, its opacity, the threshold below which nothing
+    is drawn."""
+
+    label: int
+    opacity: float = DEFAULT_OVERLAY_OPACITY
+    threshold: float = DEFAULT_OVERLAY_THRESHOLD
 
 
 @dataclass
@@ -113,6 +125,19 @@ class SegQCResult:
     reportNode: Any
     snapshotNode: Any
     notices: list[str] = field(default_factory=list)
+
+
+def useColumnHeaders(tableNode: Any) -> None:
+    """Show column names as the table's header row.
+
+    Slicer 5.6.1 renamed the switch to ``SetUseColumnTitleAsColumnHeader`` (a column's title falls back to its
+    name, Libs/MRML/Widgets/qMRMLTableModel.cxx) and made ``SetUseColumnNameAsColumnHeader`` warn on every call;
+    Slicer 5.6.0 has only the old name.
+    """
+    if hasattr(tableNode, "SetUseColumnTitleAsColumnHeader"):
+        tableNode.SetUseColumnTitleAsColumnHeader(True)
+    else:
+        tableNode.SetUseColumnNameAsColumnHeader(True)
 
 
 class SegQCLogic(_LogicBase):
@@ -143,9 +168,9 @@ class SegQCLogic(_LogicBase):
 
     @staticmethod
     def modelConfig(modelPath: Optional[str] = None) -> Any:
-        """The model package's configuration (classes, modalities) without loading its weights."""
+        """The model package's configuration (classes, modalities) without its weights and without torch."""
         from SegQCLib.network.config import read_config
-        from SegQCLib.network.package import default_model_path
+        from SegQCLib.network.model_files import default_model_path
 
         return read_config(modelPath or default_model_path())
 
@@ -177,6 +202,22 @@ class SegQCLogic(_LogicBase):
         ids = [segmentation.GetNthSegmentID(i) for i in range(segmentation.GetNumberOfSegments())]
         return {segmentId: segmentation.GetSegment(segmentId).GetName() for segmentId in ids}
 
+    @staticmethod
+    def segmentStyles(segmentationNode: Any, mapping: dict[str, int]) -> dict[int, SegmentStyle]:
+        """Colour and terminology of each mapped segment, by class label (kept in any .seg.nrrd SegQC writes)."""
+        segmentation = segmentationNode.GetSegmentation()
+        styles = {}
+        for segmentId, label in mapping.items():
+            segment = segmentation.GetSegment(segmentId)
+            if segment is None or not label:
+                continue
+            terminology = vtk.reference("")
+            # The tag, not GetTerminology(): Slicer 5.6/5.8 have only the tag (Libs/vtkSegmentationCore/vtkSegment.h)
+            found = segment.GetTag(slicer.vtkSegment.GetTerminologyEntryTagName(), terminology)
+            styles[int(label)] = SegmentStyle(tuple(float(c) for c in segment.GetColor()),
+                                              str(terminology.get()) if found and terminology.get() else None)
+        return styles
+
     def defaultSegmentMapping(self, segmentationNode: Any,
                               classNames: dict[int, str]) -> tuple[dict[str, int], list[str]]:
         """Segment ID -> class label by name (case-insensitive); by order when no name matches and counts agree.
@@ -193,6 +234,24 @@ class SegQCLogic(_LogicBase):
             pairs = ", ".join(f"'{names[s]}' -> {classNames[label]}" for s, label in mapping.items())
             notices.append(f"No segment is named like a model class; mapped by order: {pairs}. Check the mapping.")
         return mapping, notices
+
+    def storedMapping(self, text: str, segmentationNode: Any) -> Optional[dict[str, int]]:
+        """The segment-to-class mapping saved in the parameter node (JSON), if it still applies.
+
+        None (match by name) when there is none, when it is unreadable, when it is for other segments, or when it
+        maps every segment to 0: such a mapping was saved from a table that offered no class (the model's
+        classes could not be read) and would make QC fail.
+        """
+        if not text or segmentationNode is None:
+            return None
+        try:
+            mapping = {str(k): int(v) for k, v in json.loads(text).items()}
+        except (ValueError, TypeError, AttributeError):
+            logger.warning("SegQC: ignoring an unreadable segment-to-class mapping: %r", text)
+            return None
+        if set(mapping) != set(self.segmentNames(segmentationNode)) or not any(mapping.values()):
+            return None
+        return mapping
 
     def checkMapping(self, segmentationNode: Any, mapping: dict[str, int], classNames: dict[int, str]) -> None:
         """Raise InputError unless every segment maps to exactly one model class and no class twice."""
@@ -245,7 +304,7 @@ class SegQCLogic(_LogicBase):
         """(z, y, x) label array of the mapped segments on the reference volume's grid (the node is not modified)."""
         shape = self.volumeGeometry(referenceVolumeNode).shape_zyx
         labels = np.zeros(shape, dtype=np.uint8 if max(mapping.values(), default=0) < 256 else np.int16)
-        colorTablesBefore = {node.GetID() for node in self._nodesByClass("vtkMRMLColorTableNode")}
+        colorTablesBefore = {node.GetID() for node in self.nodesByClass("vtkMRMLColorTableNode")}
         labelmapNode = self.scene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode", "__SegQC_export__")
         labelmapNode.SetHideFromEditors(True)
         try:
@@ -264,9 +323,9 @@ class SegQCLogic(_LogicBase):
                     logger.warning("Segment %s overlaps another mapped segment; the overlap is given to it", segmentId)
                 labels[mask] = label
         finally:
-            self._removeNodeAndDisplay(labelmapNode)
+            self.removeNode(labelmapNode)
             # Export makes a colour table per call from the segment colours: remove those, never an existing one.
-            for node in self._nodesByClass("vtkMRMLColorTableNode"):
+            for node in self.nodesByClass("vtkMRMLColorTableNode"):
                 if node.GetID() not in colorTablesBefore:
                     self.scene.RemoveNode(node)
         return labels
@@ -310,7 +369,9 @@ class SegQCLogic(_LogicBase):
             notices.append(notice)
         labels = self.exportLabelArray(segmentationNode, mapping, imageNodes[0])
         names = {label: classNames[label] for label in sorted(set(mapping.values())) if label}
-        case = Case(images, LabelMap(labels, reference, names, segmentationNode.GetID()), notices=list(notices))
+        styles = self.segmentStyles(segmentationNode, mapping)
+        segmentation = LabelMap(labels, reference, names, segmentationNode.GetID(), styles=styles)
+        case = Case(images, segmentation, notices=list(notices))
         return PreparedInputs(case, [n.GetID() for n in imageNodes], segmentationNode.GetID(), mapping,
                               dict(classNames), notices)
 
@@ -338,12 +399,17 @@ class SegQCLogic(_LogicBase):
 
     @staticmethod
     def writeProcessInputs(prepared: PreparedInputs, workDir: str) -> tuple[list[str], str]:
-        """Write the prepared case as files for a ``segqc run`` process; returns (image paths, seg path)."""
+        """Write the prepared case as files for a ``segqc run`` process; returns (image paths, seg path).
+
+        Touches no MRML node, so it runs on a worker thread.  The files are uncompressed NIfTI: writing a
+        300x512x512 float volume took 33 s with gzip and 0.7 s plain (``benchmarks/bench_slicer_io.py``).
+        """
         work = Path(workDir)
-        images = [str(write_array(work / f"image_{index:04d}.nii.gz", volume.array, volume.geometry))
+        images = [str(write_array(work / f"image_{index:04d}.nii", volume.array, volume.geometry, compress=False))
                   for index, volume in enumerate(prepared.case.images)]
         segmentation = prepared.case.segmentation
-        return images, str(write_array(work / "segmentation.nii.gz", segmentation.array, segmentation.geometry))
+        return images, str(write_array(work / "segmentation.nii", segmentation.array, segmentation.geometry,
+                                       compress=False))
 
     @staticmethod
     def processCommand(python: str, imagePaths: Sequence[str], segmentationPath: str, outputDir: str,
@@ -384,25 +450,35 @@ class SegQCLogic(_LogicBase):
             return None
         return event if isinstance(event, dict) and "event" in event else None
 
-    def loadProcessResult(self, prepared: PreparedInputs, outputDir: str, keepSnapshot: bool = False) -> SegQCResult:
-        """Create the result nodes from a ``segqc run`` output folder (the widget's background process)."""
+    @staticmethod
+    def readProcessResult(outputDir: str, geometry: Geometry) -> tuple[dict[str, Any], dict[int, np.ndarray]]:
+        """The report (as its JSON dict) and error maps of a ``segqc run`` output folder.
+
+        Touches no MRML node, so it runs on a worker thread; :meth:`applyResult` then makes the nodes.
+        """
         from SegQCLib.quality.outputs import read_error_probs
         from SegQCLib.quality.report import Report
 
-        report = Report.load(outputDir)
-        errorProb = read_error_probs(outputDir, prepared.case.geometry)
-        return self.applyResult(prepared, report.to_dict(), errorProb, keepSnapshot)
+        return Report.load(outputDir).to_dict(), read_error_probs(outputDir, geometry)
+
+    def loadProcessResult(self, prepared: PreparedInputs, outputDir: str, keepSnapshot: bool = False) -> SegQCResult:
+        """Create the result nodes from a ``segqc run`` output folder, reading it on the calling thread."""
+        report, errorProb = self.readProcessResult(outputDir, prepared.case.geometry)
+        return self.applyResult(prepared, report, errorProb, keepSnapshot)
 
     def applyResult(self, prepared: PreparedInputs, report: dict[str, Any], errorProb: dict[int, np.ndarray],
-                    keepSnapshot: bool = False) -> SegQCResult:
+                    keepSnapshot: bool = False, overlay: Optional[OverlaySettings] = None) -> SegQCResult:
         """Create or update overlays, tables, ROI, report and snapshot nodes; on failure remove what it added.
 
         ``keepSnapshot`` (Re-run QC after edits) keeps the segmentation snapshot of the earlier run, so a
-        recorded correction covers every edit since the review began.
+        recorded correction covers every edit since the review began.  The overlay is shown with ``overlay``'s
+        settings, else with those the views showed before (a re-run keeps the reviewer's class, opacity and
+        threshold), else the first class with the default opacity and threshold.
         """
         report = dict(report)
         report["notices"] = list(dict.fromkeys([*report.get("notices", []), *prepared.notices]))
         sourceID = prepared.segmentationNodeID
+        overlay = overlay or self.shownOverlaySettings(sourceID)
         created: list[Any] = []
         try:
             colorNode = self._overlayColorNode(created)
@@ -422,7 +498,7 @@ class SegQCLogic(_LogicBase):
             reportNode = self._reportNode(prepared, report, created)
         except BaseException:
             for node in created:
-                self._removeNodeAndDisplay(node)
+                self.removeNode(node)
             raise
         result = SegQCResult(report, overlays, summary, slices, boxes, roi, reportNode, snapshot,
                              list(report["notices"]))
@@ -430,7 +506,9 @@ class SegQCLogic(_LogicBase):
             self.jumpToBox(0, sourceID)
         labels = sorted(overlays)
         if labels:
-            self.showOverlay(labels[0], sourceID=sourceID, backgroundNodeID=prepared.imageNodeIDs[0])
+            settings = overlay if overlay is not None and overlay.label in overlays else OverlaySettings(labels[0])
+            self.showOverlay(settings.label, settings.opacity, settings.threshold, sourceID=sourceID,
+                             backgroundNodeID=prepared.imageNodeIDs[0])
         return result
 
     # ------------------------------------------------------------------------------------------
@@ -463,6 +541,13 @@ class SegQCLogic(_LogicBase):
         if not sourceID:
             raise InputError("No QC results in the scene: run QC first")
         return sourceID
+
+    def reviewImageNodes(self, sourceID: Optional[str] = None) -> list[Any]:
+        """The image volume nodes QC ran on (first image, then the other modalities) that are still in the scene."""
+        if not (sourceID or self.reviewedSegmentationID()):
+            return []
+        nodes = [self.scene.GetNodeByID(nodeID) for nodeID in self.reportData(sourceID).get("imageNodeIDs", [])]
+        return [node for node in nodes if node is not None]
 
     def reportData(self, sourceID: Optional[str] = None) -> dict[str, Any]:
         """The stored report, segment mapping and input node IDs of a QC run."""
@@ -522,16 +607,17 @@ class SegQCLogic(_LogicBase):
         display.SetAutoThreshold(False)
         display.SetApplyThreshold(True)
         display.SetThreshold(DEFAULT_OVERLAY_THRESHOLD, 1.0)
+        display.SetInterpolate(False)  # one colour per voxel: the reviewer sees which voxels are predicted wrong
         return node
 
     def _tableNode(self, role: NodeRole, sourceID: str, name: str, created: list[Any]) -> Any:
         node = self._getOrCreate("vtkMRMLTableNode", role, sourceID, name, created)
         node.RemoveAllColumns()
-        node.SetUseColumnNameAsColumnHeader(True)
+        useColumnHeaders(node)
         return node
 
     @staticmethod
-    def _addColumn(tableNode: Any, name: str, values: Sequence[Any], kind: str) -> None:
+    def addTableColumn(tableNode: Any, name: str, values: Sequence[Any], kind: str) -> None:
         if kind == "str":
             array = vtk.vtkStringArray()
             for value in values:
@@ -554,7 +640,7 @@ class SegQCLogic(_LogicBase):
         kinds = ("str", "int", "float", "float", "float", "float", "float")
         with slicer.util.NodeModify(node):
             for column, (name, kind) in enumerate(zip(SUMMARY_COLUMNS, kinds)):
-                self._addColumn(node, name, [row[column] for row in rows], kind)
+                self.addTableColumn(node, name, [row[column] for row in rows], kind)
             node.SetAttribute("SegQC.CaseDiceEst", str(case.get("dice_est")))
             node.SetAttribute("SegQC.QI", str(case.get("qi")))
             node.SetAttribute("SegQC.InDomain", str((report.get("domain") or {}).get("in_domain")))
@@ -563,12 +649,13 @@ class SegQCLogic(_LogicBase):
         entries = report.get("slices", [])
         nameOf = {str(c["label"]): c["name"] for c in report.get("classes", [])}
         with slicer.util.NodeModify(node):
-            self._addColumn(node, "Rank", range(1, len(entries) + 1), "int")
-            self._addColumn(node, "Slice", [e["index"] for e in entries], "int")
-            self._addColumn(node, "Error score", [e["error_score"] for e in entries], "float")
+            self.addTableColumn(node, "Rank", range(1, len(entries) + 1), "int")
+            self.addTableColumn(node, "Slice", [e["index"] for e in entries], "int")
+            self.addTableColumn(node, "Error score", [e["error_score"] for e in entries], "float")
             for key, name in nameOf.items():
-                self._addColumn(node, f"Dice est {name}", [e.get("dice_est", {}).get(key) for e in entries], "float")
-            self._addColumn(node, STATUS_COLUMN, [ItemStatus.PENDING.value] * len(entries), "str")
+                values = [e.get("dice_est", {}).get(key) for e in entries]
+                self.addTableColumn(node, f"Dice est {name}", values, "float")
+            self.addTableColumn(node, STATUS_COLUMN, [ItemStatus.PENDING.value] * len(entries), "str")
             node.SetAttribute("SegQC.SliceAxis", str(report.get("slice_axis", 0)))
 
     def _fillBoxes(self, node: Any, report: dict[str, Any]) -> None:
@@ -588,15 +675,26 @@ class SegQCLogic(_LogicBase):
                 columns.append((name, [b["bbox_zyx"][corner][axis] for b in boxes], "int"))
         with slicer.util.NodeModify(node):
             for name, values, kind in columns:
-                self._addColumn(node, name, values, kind)
-            self._addColumn(node, STATUS_COLUMN, [ItemStatus.PENDING.value] * len(boxes), "str")
+                self.addTableColumn(node, name, values, kind)
+            self.addTableColumn(node, STATUS_COLUMN, [ItemStatus.PENDING.value] * len(boxes), "str")
 
     def _roiNode(self, sourceID: str, created: list[Any]) -> Any:
         node = self._getOrCreate("vtkMRMLMarkupsROINode", NodeRole.ROI, sourceID, "SegQC box", created)
         if node.GetDisplayNode() is None:
             node.CreateDefaultDisplayNodes()
         node.SetLocked(True)  # a reviewer drags the ROI by accident far more often than on purpose
+        display = node.GetDisplayNode()
+        display.SetFillVisibility(False)  # the ROI frames the overlay: a fill would hide what it points at
+        display.SetHandlesInteractive(False)
+        display.SetPropertiesLabelVisibility(False)
+        display.SetPointLabelsVisibility(False)
         return node
+
+    @staticmethod
+    def _hideRoiCentre(roi: Any) -> None:
+        """An ROI's one control point is its centre, drawn as a disc that would cover the error it frames."""
+        for index in range(roi.GetNumberOfControlPoints()):
+            roi.SetNthControlPointVisibility(index, False)
 
     def _snapshotNode(self, prepared: PreparedInputs, created: list[Any], keep: bool = False) -> Any:
         node = self._getOrCreate("vtkMRMLLabelMapVolumeNode", NodeRole.SNAPSHOT, prepared.segmentationNodeID,
@@ -623,18 +721,23 @@ class SegQCLogic(_LogicBase):
         }))
         return node
 
-    def _removeNodeAndDisplay(self, node: Any) -> None:
+    def removeNode(self, node: Any) -> None:
+        """Remove a node with its display and storage nodes.
+
+        The node goes first: a volume shown in a slice view whose display node disappears gets a new default
+        one from the slice layer logic, which would then be left behind.
+        """
         if node is None or self.scene.GetNodeByID(node.GetID()) is None:
             return
+        attached = []
         if hasattr(node, "GetNumberOfDisplayNodes"):
-            for index in reversed(range(node.GetNumberOfDisplayNodes())):
-                display = node.GetNthDisplayNode(index)
-                if display is not None:
-                    self.scene.RemoveNode(display)
-        storage = node.GetStorageNode() if hasattr(node, "GetStorageNode") else None
-        if storage is not None:
-            self.scene.RemoveNode(storage)
+            attached += [node.GetNthDisplayNode(i) for i in range(node.GetNumberOfDisplayNodes())]
+        if hasattr(node, "GetStorageNode"):
+            attached.append(node.GetStorageNode())
         self.scene.RemoveNode(node)
+        for other in attached:
+            if other is not None and self.scene.GetNodeByID(other.GetID()) is not None:
+                self.scene.RemoveNode(other)
 
     def removeResults(self, sourceID: Optional[str] = None) -> None:
         """Remove every SegQC node of a reviewed segmentation (the segmentation itself is untouched)."""
@@ -643,7 +746,7 @@ class SegQCLogic(_LogicBase):
             if role is NodeRole.COLORS:
                 continue
             for node in self.findNodes(role, sourceID):
-                self._removeNodeAndDisplay(node)
+                self.removeNode(node)
 
     # ------------------------------------------------------------------------------------------
     # Display
@@ -662,14 +765,25 @@ class SegQCLogic(_LogicBase):
         if backgroundNodeID is None:
             imageIDs = self.reportData(sourceID).get("imageNodeIDs", [])
             backgroundNodeID = imageIDs[0] if imageIDs else None
-        for composite in self._nodesByClass("vtkMRMLSliceCompositeNode"):
+        for composite in self.nodesByClass("vtkMRMLSliceCompositeNode"):
             if backgroundNodeID and not composite.GetBackgroundVolumeID():
                 composite.SetBackgroundVolumeID(backgroundNodeID)
             composite.SetForegroundVolumeID(overlay.GetID())
             composite.SetForegroundOpacity(float(opacity))
         return overlay
 
-    def _nodesByClass(self, className: str) -> list[Any]:
+    def shownOverlaySettings(self, sourceID: Optional[str] = None) -> Optional[OverlaySettings]:
+        """The overlay of a reviewed segmentation that the slice views show now, with its opacity and threshold."""
+        sourceID = sourceID or self.reviewedSegmentationID()
+        overlays = {node.GetID(): node for node in self.findNodes(NodeRole.OVERLAY, sourceID)} if sourceID else {}
+        for composite in self.nodesByClass("vtkMRMLSliceCompositeNode"):
+            node = overlays.get(composite.GetForegroundVolumeID())
+            if node is not None and node.GetDisplayNode() is not None:
+                return OverlaySettings(int(node.GetAttribute(LABEL_ATTRIBUTE)), float(composite.GetForegroundOpacity()),
+                                       float(node.GetDisplayNode().GetLowerThreshold()))
+        return None
+
+    def nodesByClass(self, className: str) -> list[Any]:
         count = self.scene.GetNumberOfNodesByClass(className)
         return [self.scene.GetNthNodeByClass(i, className) for i in range(count)]
 
@@ -716,7 +830,7 @@ class SegQCLogic(_LogicBase):
 
     def jumpToPoint(self, pointRAS: Sequence[float]) -> None:
         """Centre every slice view of the scene on a RAS point."""
-        for sliceNode in self._nodesByClass("vtkMRMLSliceNode"):
+        for sliceNode in self.nodesByClass("vtkMRMLSliceNode"):
             sliceNode.JumpSliceByCentering(float(pointRAS[0]), float(pointRAS[1]), float(pointRAS[2]))
 
     def jumpToBox(self, index: int, sourceID: Optional[str] = None) -> np.ndarray:
@@ -732,6 +846,7 @@ class SegQCLogic(_LogicBase):
                 roi.SetAndObserveObjectToNodeMatrix(slicer.util.vtkMatrixFromArray(objectToNode))
                 roi.SetCenter(*[float(v) for v in centre])
                 roi.SetSize(*[float(v) for v in size_xyz])
+                self._hideRoiCentre(roi)
             roi.SetDisplayVisibility(True)
         self.jumpToPoint(centre)
         return centre
@@ -767,6 +882,41 @@ class SegQCLogic(_LogicBase):
         table = self._table(kind, sourceID)
         row = self._checkIndex(table, index, kind.value)
         table.SetCellText(row, table.GetColumnIndex(STATUS_COLUMN), status.value)
+
+    def itemStatuses(self, kind: ItemKind, sourceID: Optional[str] = None) -> dict[int, ItemStatus]:
+        """The items of a ranked list that the reviewer marked (0-based rank -> status)."""
+        table = self._table(ItemKind(kind), sourceID)
+        column = table.GetColumnIndex(STATUS_COLUMN)
+        marked = {row: ItemStatus(table.GetCellText(row, column)) for row in range(table.GetNumberOfRows())}
+        return {row: status for row, status in marked.items() if status is not ItemStatus.PENDING}
+
+    def reviewState(self, sourceID: Optional[str] = None) -> dict[str, dict[str, str]]:
+        """The reviewer's marks on boxes and slices, as the case queue's status file keeps them."""
+        return {kind.value: {str(row): status.value for row, status in self.itemStatuses(kind, sourceID).items()}
+                for kind in ItemKind}
+
+    def restoreReviewState(self, items: dict[str, dict[str, str]], sourceID: Optional[str] = None) -> None:
+        """Put marks saved by :meth:`reviewState` back into the tables (marks beyond a list's end are dropped)."""
+        for kind in ItemKind:
+            count = self.itemCount(kind, sourceID)
+            for row, status in (items.get(kind.value) or {}).items():
+                if 0 <= int(row) < count:
+                    self.setItemStatus(kind, int(row), ItemStatus(status), sourceID)
+
+    def segmentationChangedSinceQC(self, sourceID: Optional[str] = None) -> bool:
+        """Whether the reviewed segmentation differs from the snapshot taken when QC ran (unrecorded edits)."""
+        sourceID = self._sourceID(sourceID)
+        data = self.reportData(sourceID)
+        segmentationNode = self.scene.GetNodeByID(sourceID)
+        snapshot = self.findNode(NodeRole.SNAPSHOT, sourceID)
+        images = [self.scene.GetNodeByID(i) for i in data.get("imageNodeIDs", [])]
+        if segmentationNode is None or snapshot is None or not images or images[0] is None:
+            return False
+        mapping = {str(k): int(v) for k, v in data["mapping"].items()}
+        if any(segmentationNode.GetSegmentation().GetSegment(s) is None for s in mapping):
+            return True
+        current = self.exportLabelArray(segmentationNode, mapping, images[0])
+        return not np.array_equal(current, slicer.util.arrayFromVolume(snapshot))
 
     def itemStatus(self, kind: ItemKind, index: int, sourceID: Optional[str] = None) -> ItemStatus:
         table = self._table(ItemKind(kind), sourceID)
@@ -814,8 +964,10 @@ class SegQCLogic(_LogicBase):
             raise InputError(f"Segments {missing} were deleted since QC ran; re-run QC to record a correction")
         classNames = {int(k): v for k, v in data.get("classNames", {}).items()}
         names = {label: classNames.get(label, f"label_{label}") for label in set(mapping.values()) if label}
-        original = LabelMap(np.array(slicer.util.arrayFromVolume(snapshot)), geometry, names)
-        corrected = LabelMap(self.exportLabelArray(segmentationNode, mapping, imageNodes[0]), geometry, names)
+        styles = self.segmentStyles(segmentationNode, mapping)
+        original = LabelMap(np.array(slicer.util.arrayFromVolume(snapshot)), geometry, names, styles=styles)
+        corrected = LabelMap(self.exportLabelArray(segmentationNode, mapping, imageNodes[0]), geometry, names,
+                             styles=styles)
         images = [Volume(np.array(slicer.util.arrayFromVolume(n), dtype=np.float32), geometry, n.GetName())
                   for n in imageNodes]
         report = data.get("report", {})
@@ -823,10 +975,26 @@ class SegQCLogic(_LogicBase):
             caseId or imageNodes[0].GetName(), images, original, corrected, reviewer=reviewer,
             qc_report=report, model_info=report.get("model"), reviewed_boxes=self.reviewedBoxes(sourceID),
             review_duration_s=max(0.0, time.time() - float(data.get("epoch", time.time()))),
+            rating=self.caseRating(sourceID),
         )
         logger.info("Correction recorded as %s (%d voxels changed)", record.record_id,
                     int(np.count_nonzero(original.array != corrected.array)))
         return Path(record.path)
+
+    def setCaseRating(self, rating: Any, sourceID: Optional[str] = None) -> None:
+        """The reviewer's verdict on the case (a CaseRating, its value, or None to clear), kept in the scene."""
+        from SegQCLib.review.rating import parse_rating
+
+        node = self.findNode(NodeRole.REPORT, self._sourceID(sourceID))
+        if node is None:
+            raise InputError("No QC results in the scene: run QC first")
+        parsed = parse_rating(rating)
+        node.SetAttribute(RATING_ATTRIBUTE, parsed.value if parsed is not None else "")
+
+    def caseRating(self, sourceID: Optional[str] = None) -> Optional[str]:
+        """The case's rating value (``"minor_fixes"``), or None when the reviewer gave none."""
+        node = self.findNode(NodeRole.REPORT, self._sourceID(sourceID))
+        return (node.GetAttribute(RATING_ATTRIBUTE) or None) if node is not None else None
 
     def reviewedBoxes(self, sourceID: Optional[str] = None) -> list[dict[str, Any]]:
         """Boxes of the report that the reviewer marked (with their status), for the correction record."""

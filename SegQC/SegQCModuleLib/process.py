@@ -1,8 +1,9 @@
 """The background QC process of the Slicer module: ``segqc run --progress json`` with its output read on a thread.
 
-No Qt and no MRML here: the widget calls :meth:`QCProcess.poll` from a timer on the GUI thread and turns
-the returned events into progress-bar updates; :meth:`QCProcess.cancel` stops the process and every
-process it started (``PythonSlicer`` is a launcher: killing it alone would leave Python running).
+No Qt and no MRML here: :class:`~.qc_run.QCRun` calls :meth:`QCProcess.poll` from the widget's timer on the GUI
+thread and turns the returned events into progress-bar updates, and :meth:`QCProcess.takeLogLines` into the
+panel's process log; :meth:`QCProcess.cancel` stops the process and every process it started (``PythonSlicer``
+is a launcher: killing it alone would leave Python running).
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ class QCProcess:
         self.finished = False
         self.returncode: Optional[int] = None
         self.outputTail: list[str] = []
+        self._newLogLines: list[str] = []
         self._lines: queue.Queue = queue.Queue()
         self._process: Optional[subprocess.Popen] = None
         self._reader: Optional[threading.Thread] = None
@@ -80,11 +82,17 @@ class QCProcess:
             elif line:
                 logger.info("segqc: %s", line)
                 self.outputTail = (self.outputTail + [line])[-OUTPUT_LINES_KEPT:]
+                self._newLogLines.append(line)
         if (self._process is not None and self._process.poll() is not None and not self._reader.is_alive()
                 and self._lines.empty()):
             self.returncode = self._process.returncode
             self.finished = True
         return events
+
+    def takeLogLines(self) -> list[str]:
+        """Output lines that are not events (the process's log) read by :meth:`poll` since the last call."""
+        lines, self._newLogLines = self._newLogLines, []
+        return lines
 
     def wait(self, timeout_s: Optional[float] = None) -> None:
         """Block until the process has ended and its output is read (scripts and tests)."""

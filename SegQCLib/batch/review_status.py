@@ -104,8 +104,20 @@ def _parse(path: Path, text: str) -> dict[str, CaseReview]:
 
 
 def read_reviews(queue_dir: PathLike) -> dict[str, CaseReview]:
-    """Every case's latest review (cases without a row are pending); {} when no review was written yet."""
+    """Every case's latest review (cases without a row are pending); {} when no review was written yet.
+
+    The Slicer case queue's ``review_status.json`` in the same folder is read too (:func:`queue_reviews`): per
+    case the entry written last counts."""
     path = status_path(queue_dir)
+    reviews = _read_csv(path)
+    for case_id, queued in queue_reviews(path.parent).items():
+        current = reviews.get(case_id)
+        if current is None or _utc(queued.updated_utc) >= _utc(current.updated_utc):
+            reviews[case_id] = queued
+    return reviews
+
+
+def _read_csv(path: Path) -> dict[str, CaseReview]:
     try:
         text = path.read_text(encoding="utf-8-sig")
     except FileNotFoundError:
@@ -113,6 +125,38 @@ def read_reviews(queue_dir: PathLike) -> dict[str, CaseReview]:
     except (OSError, UnicodeDecodeError) as exc:
         raise InputError(f"Cannot read review statuses {path}: {exc}") from exc
     return _parse(path, text)
+
+
+# The Slicer case queue's statuses and verdicts in this file's terms.
+QUEUE_STATUS = {"pending": ReviewStatus.PENDING, "in_progress": ReviewStatus.IN_REVIEW,
+                "reviewed": ReviewStatus.REVIEWED, "corrected": ReviewStatus.FIXED, "skipped": ReviewStatus.SKIPPED}
+QUEUE_RATING = {"accept": 5, "minor_fixes": 4, "major_fixes": 2, "reject": 1}
+
+
+def queue_reviews(folder: PathLike) -> dict[str, CaseReview]:
+    """The entries of the Slicer case queue's ``review_status.json`` in ``folder`` as :class:`CaseReview` ({} when
+    there is none): *corrected* is *fixed*; the verdicts accept / minor fixes / major fixes / reject are ratings
+    5 / 4 / 2 / 1."""
+    from ..review.status_file import STATUS_FILE as QUEUE_FILE
+    from ..review.status_file import ReviewStatusFile
+
+    if not (Path(folder) / QUEUE_FILE).is_file():
+        return {}
+    reviews = {}
+    for case_id, entry in ReviewStatusFile(folder).read().items():
+        rating = QUEUE_RATING.get(entry.rating.value) if entry.rating is not None else None
+        reviews[case_id] = CaseReview(case_id, QUEUE_STATUS[entry.status.value], rating, entry.reviewer or "",
+                                      entry.updated_utc or "", entry.correction_record or "")
+    return reviews
+
+
+def _utc(text: str) -> datetime:
+    """A review's time for ordering (the earliest possible time when it is missing or unreadable)."""
+    try:
+        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        return datetime.min.replace(tzinfo=timezone.utc)
+    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
 
 
 def _format(reviews: dict[str, CaseReview]) -> str:

@@ -21,6 +21,7 @@ COMMANDS = {
     "model": ("SegQCLib.commands.model", "create or inspect QC model packages"),
     "corrections": ("SegQCLib.commands.corrections", "record, list, verify and export expert corrections"),
     "rank": ("SegQCLib.commands.rank", "QC a whole dataset and rank its cases worst first (ranking.csv, index.html)"),
+    "devices": ("SegQCLib.commands.devices", "which GPU (and memory) QC would use, or why it falls back to the CPU"),
 }
 COMMAND_MODULES = tuple(module for module, _help in COMMANDS.values())
 

@@ -8,6 +8,7 @@ import json
 from ..corrections.export import ExportFormat, export_store
 from ..corrections.store import CorrectionStore
 from ..errors import InputError
+from ..review.rating import CaseRating
 
 EXIT_OK = 0
 EXIT_STORE_DAMAGED = 3
@@ -31,6 +32,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add.add_argument("--model-version", help="its version (default: none)")
     add.add_argument("--model-file", help="its file, whose sha256 is recorded (default: none)")
     add.add_argument("--review-duration-s", type=float, help="time spent reviewing, in seconds (default: not recorded)")
+    add.add_argument("--rating", choices=[rating.value for rating in CaseRating],
+                     help="the reviewer's verdict on the case (default: none recorded)")
     add.set_defaults(func=run_add)
 
     listing = actions.add_parser("list", help="list the records")
@@ -73,7 +76,7 @@ def run_add(args: argparse.Namespace) -> int:
         model_info = {"name": args.model_name, "version": args.model_version, "path": args.model_file}
     record = CorrectionStore(args.store).add(
         args.case_id, args.image, args.original, args.corrected, reviewer=args.reviewer, qc_report=qc_report,
-        model_info=model_info, review_duration_s=args.review_duration_s)
+        model_info=model_info, review_duration_s=args.review_duration_s, rating=args.rating)
     print(f"recorded {record.record_id} in {args.store}")
     return EXIT_OK
 

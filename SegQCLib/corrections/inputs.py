@@ -23,6 +23,7 @@ from ..io.image_files import read_image, read_labelmap
 from ..io.volumes import LabelMap, Volume, validate_label_array
 from ..quality.metrics import case_metrics
 from ..quality.report import _clean_floats
+from ..review.rating import CaseRating, parse_rating
 from .box_review import OUTCOME_KEY, BoxReview, EditOutcome, check_box_provenance
 from .names import case_key, clean_reviewer
 
@@ -51,6 +52,7 @@ def prepare_correction(
     model_info: Optional[dict[str, Any]] = None,
     reviewed_boxes: Optional[list] = None,
     review_duration_s: Optional[float] = None,
+    rating: Union[str, CaseRating, None] = None,
 ) -> PreparedCorrection:
     """Read and check the inputs of :meth:`CorrectionStore.add`; InputError or GeometryMismatchError say what is
     wrong."""
@@ -72,6 +74,7 @@ def prepare_correction(
         raise InputError(f"Review duration must be a non-negative number of seconds, got {review_duration_s}")
     labels = sorted(set(original_map.labels) | set(corrected_map.labels))
     names = {**original_map.names, **corrected_map.names}
+    styles = {**original_map.styles, **corrected_map.styles}
     metrics = _true_metrics(original_map, corrected_map, labels)
     draft = {
         "case_id": case_id, "case_key": key, "reviewer": reviewer, "segqc_version": __version__,
@@ -80,11 +83,19 @@ def prepare_correction(
         "model": _model_info(model_info), "qc_prediction": _json_dict(qc_report, "qc_report"),
         "reviewed_boxes": _reviewed_boxes(reviewed_boxes),
         "review_duration_s": None if review_duration_s is None else float(review_duration_s),
+        "rating": None if parse_rating(rating) is None else parse_rating(rating).value,
+        "segment_styles": {str(label): _style_dict(style) for label, style in sorted(styles.items())
+                           if label in labels},
         "sources": {"images": [v.path for v in volumes], "original": original_map.path,
                     "corrected": corrected_map.path},
         "notices": [n for item in (*volumes, original_map, corrected_map) for n in item.notices],
     }
     return PreparedCorrection(key, volumes, original_map, corrected_map, labels, draft)
+
+
+def _style_dict(style) -> dict[str, Any]:
+    return {"color_rgb": None if style.color_rgb is None else [float(c) for c in style.color_rgb],
+            "terminology": style.terminology}
 
 
 def _as_volume(image: Union[Volume, PathLike], index: int) -> Volume:
@@ -98,7 +109,7 @@ def _as_volume(image: Union[Volume, PathLike], index: int) -> Volume:
 def _as_labelmap(seg: Union[LabelMap, PathLike], what: str) -> LabelMap:
     if isinstance(seg, LabelMap):
         return LabelMap(validate_label_array(np.asarray(seg.array), what), seg.geometry, dict(seg.names), seg.path,
-                        list(seg.notices))
+                        list(seg.notices), dict(seg.styles))
     if isinstance(seg, (str, os.PathLike)):
         return read_labelmap(seg)
     raise InputError(f"{what} must be a LabelMap or a file path, got {type(seg).__name__}")

@@ -13,7 +13,7 @@ import numpy as np
 from ..errors import InputError
 from ..files import sha256_file
 from ..io.image_files import read_image, read_labelmap
-from ..io.volumes import LabelMap, Volume
+from ..io.volumes import LabelMap, SegmentStyle, Volume
 from .box_review import BoxReview
 from .names import RECORD_FILE, STORE_FORMAT_VERSION
 
@@ -44,6 +44,8 @@ class RecordMetadata:
     # edit ("decision": accepted / rejected / edited, "edit_outcome"); see SegQCLib.corrections.box_review.
     reviewed_boxes: list[dict[str, Any]] = field(default_factory=list)
     review_duration_s: Optional[float] = None
+    rating: Optional[str] = None  # SegQCLib.review.rating.CaseRating value
+    segment_styles: dict[str, dict[str, Any]] = field(default_factory=dict)  # label -> colour and terminology
     sources: dict[str, Any] = field(default_factory=dict)
     notices: list[str] = field(default_factory=list)  # e.g. an input whose NIfTI sform and qform disagree
     format_version: int = STORE_FORMAT_VERSION
@@ -104,10 +106,10 @@ class CorrectionRecord:
         return [read_image(p) for p in self.image_paths]
 
     def read_original(self) -> LabelMap:
-        return _with_names(read_labelmap(self.original_path), self.metadata.label_names)
+        return _with_names(read_labelmap(self.original_path), self.metadata)
 
     def read_corrected(self) -> LabelMap:
-        return _with_names(read_labelmap(self.corrected_path), self.metadata.label_names)
+        return _with_names(read_labelmap(self.corrected_path), self.metadata)
 
     def read_error_maps(self) -> dict[int, np.ndarray]:
         return {label: read_labelmap(p).array.astype(bool) for label, p in self.error_map_paths.items()}
@@ -118,8 +120,12 @@ class CorrectionRecord:
                 "dice_original_vs_corrected": self.dice_original_vs_corrected}
 
 
-def _with_names(labelmap: LabelMap, names: dict[str, str]) -> LabelMap:
-    labelmap.names = {int(k): v for k, v in names.items()}
+def _with_names(labelmap: LabelMap, metadata: RecordMetadata) -> LabelMap:
+    """The record's segment names, colours and terminology on a label map read from its NIfTI file."""
+    labelmap.names = {int(k): v for k, v in metadata.label_names.items()}
+    labelmap.styles = {int(k): SegmentStyle(tuple(v["color_rgb"]) if v.get("color_rgb") else None,
+                                            v.get("terminology"))
+                       for k, v in metadata.segment_styles.items()}
     return labelmap
 
 

@@ -214,6 +214,7 @@ class CorrectionStore(StoreLayout):
         model_info: Optional[dict[str, Any]] = None,
         reviewed_boxes: Optional[list] = None,
         review_duration_s: Optional[float] = None,
+        rating: Optional[str] = None,
     ) -> CorrectionRecord:
         """Record one correction as a new version of ``case_id``; returns the committed record.
 
@@ -221,7 +222,7 @@ class CorrectionStore(StoreLayout):
         integer labels).  Input files and arrays are only read.
         """
         prepared = prepare_correction(case_id, images, original, corrected, reviewer, qc_report, model_info,
-                                      reviewed_boxes, review_duration_s)
+                                      reviewed_boxes, review_duration_s, rating)
         try:
             self._ensure_created()
         except OSError as exc:

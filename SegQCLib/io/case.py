@@ -57,7 +57,7 @@ def resample_labelmap(labelmap: LabelMap, reference: Geometry) -> LabelMap:
     reference.apply_to(target)
     resampled = sitk.Resample(source, target, sitk.Transform(), sitk.sitkNearestNeighbor, 0, source.GetPixelID())
     return LabelMap(sitk.GetArrayFromImage(resampled), reference, dict(labelmap.names), labelmap.path,
-                    list(labelmap.notices))
+                    list(labelmap.notices), dict(labelmap.styles))
 
 
 def load_case(image_paths: Sequence[PathLike], seg_path: PathLike, resample_seg: bool = False) -> Case:

@@ -1,4 +1,5 @@
-"""Slicer segmentation files (``.seg.nrrd``) <-> :class:`LabelMap`, through ``slicerio``; segment names are kept."""
+"""Slicer segmentation files (``.seg.nrrd``) <-> :class:`LabelMap`, through ``slicerio``; segment names, colours
+and terminology are kept."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import numpy as np
 from ..errors import InputError
 from ..files import TEMP_SUFFIX, atomic_write
 from ..geometry import Geometry
-from .volumes import LabelMap, validate_label_array
+from .volumes import LabelMap, SegmentStyle, validate_label_array
 
 logger = logging.getLogger(__name__)
 
@@ -18,7 +19,7 @@ SEG_NRRD_SUFFIX = ".seg.nrrd"
 
 
 def read_seg_nrrd(path: Path) -> LabelMap:
-    """Read a Slicer segmentation; overlapping layers are flattened, segment names kept."""
+    """Read a Slicer segmentation; overlapping layers are flattened, segment names, colours and terminology kept."""
     import slicerio
 
     try:
@@ -31,7 +32,7 @@ def read_seg_nrrd(path: Path) -> LabelMap:
         # Overlapping segments are stored in layers; a label map holds one class per voxel, so flatten
         # them in segment order (later segments win where they overlap) and renumber 1..N.
         flat = np.zeros(voxels.shape[1:], dtype=np.int16)
-        names = {}
+        names, styles = {}, {}
         for index, segment in enumerate(segments, start=1):
             mask = voxels[segment.get("layer", 0)] == segment["labelValue"]
             if np.any(flat[mask] != 0):
@@ -39,13 +40,37 @@ def read_seg_nrrd(path: Path) -> LabelMap:
                                path)
             flat[mask] = index
             names[index] = segment.get("name", f"Segment_{index}")
+            styles[index] = _style(segment)
         voxels = flat
     else:
         names = {int(s["labelValue"]): s.get("name", f"Segment_{s['labelValue']}") for s in segments}
+        styles = {int(s["labelValue"]): _style(s) for s in segments}
     array_zyx = np.ascontiguousarray(np.transpose(voxels, (2, 1, 0)))
     geometry = _geometry_from_ijk_to_lps(np.asarray(segmentation["ijkToLPS"], dtype=float), array_zyx.shape)
     array = validate_label_array(array_zyx, str(path))
-    return LabelMap(array, geometry, names, str(path))
+    styles = {label: style for label, style in styles.items() if style != SegmentStyle()}
+    return LabelMap(array, geometry, names, str(path), styles=styles)
+
+
+def _style(segment: dict) -> SegmentStyle:
+    from slicerio.segmentation import terminology_entry_to_string
+
+    color = segment.get("color")
+    terminology = segment.get("terminology")
+    return SegmentStyle(tuple(float(c) for c in color[:3]) if color is not None else None,
+                        terminology_entry_to_string(terminology) if terminology else None)
+
+
+def _segment_fields(style: SegmentStyle | None) -> dict:
+    """slicerio's fields for a segment's colour and terminology."""
+    from slicerio.segmentation import terminology_entry_from_string
+
+    fields: dict = {}
+    if style is not None and style.color_rgb is not None:
+        fields["color"] = [float(c) for c in style.color_rgb]
+    if style is not None and style.terminology:
+        fields["terminology"] = terminology_entry_from_string(style.terminology)
+    return fields
 
 
 def _geometry_from_ijk_to_lps(matrix: np.ndarray, shape_zyx: tuple[int, int, int]) -> Geometry:
@@ -56,7 +81,8 @@ def _geometry_from_ijk_to_lps(matrix: np.ndarray, shape_zyx: tuple[int, int, int
 
 
 def write_seg_nrrd(path: Path, labelmap: LabelMap) -> Path:
-    """Write a label map as a Slicer segmentation (atomically), one segment per label with its name."""
+    """Write a label map as a Slicer segmentation (atomically), one segment per label with its name, and its
+    colour and terminology when the label map carries them."""
     import slicerio
 
     geometry = labelmap.geometry
@@ -68,7 +94,7 @@ def write_seg_nrrd(path: Path, labelmap: LabelMap) -> Path:
         "ijkToLPS": ijk_to_lps,
         "segments": [
             {"id": f"Segment_{label}", "labelValue": int(label), "layer": 0,
-             "name": labelmap.names.get(label, f"Segment_{label}")}
+             "name": labelmap.names.get(label, f"Segment_{label}"), **_segment_fields(labelmap.styles.get(label))}
             for label in sorted(set(labelmap.labels) | set(labelmap.names))
         ],
     }

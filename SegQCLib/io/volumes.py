@@ -32,15 +32,29 @@ class Volume:
     notices: list[str] = field(default_factory=list)  # what reading it found worth saying (e.g. header conflicts)
 
 
+@dataclass(frozen=True)
+class SegmentStyle:
+    """How 3D Slicer shows a segment: its colour and its terminology, kept from a ``.seg.nrrd`` or a Slicer
+    segmentation to any ``.seg.nrrd`` SegQC writes, so a segment looks and means the same after a round trip.
+
+    ``terminology`` is Slicer's ``TerminologyEntry`` string (context~category~type~modifier~anatomic context~
+    region~region modifier, codes as ``scheme^value^meaning``), as ``vtkSegment::GetTerminology`` gives it.
+    """
+
+    color_rgb: tuple[float, float, float] | None = None  # each in [0, 1]
+    terminology: str | None = None
+
+
 @dataclass
 class LabelMap:
-    """A 3D label map: (z, y, x) integer array (0 = background), geometry and optional segment names."""
+    """A 3D label map: (z, y, x) integer array (0 = background), geometry, optional segment names and styles."""
 
     array: np.ndarray
     geometry: Geometry
     names: dict[int, str] = field(default_factory=dict)
     path: str | None = None
     notices: list[str] = field(default_factory=list)
+    styles: dict[int, SegmentStyle] = field(default_factory=dict)
 
     @property
     def labels(self) -> list[int]:

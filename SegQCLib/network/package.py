@@ -29,20 +29,28 @@ from safetensors.torch import save as safetensors_bytes
 from ..errors import ModelError
 from ..files import atomic_write, fsync_dir
 from ..files import sha256_file as file_sha256  # the name other modules import from here
-from .config import CONFIG_FILE, ModelConfig, read_config
+from .config import CONFIG_FILE, ModelConfig, read_config  # noqa: F401  (also imported from here)
 from .domain import DOMAIN_FILE, DomainProfile, read_domain_profile, write_domain_profile
-from .package_layout import CARD_FILE, LEGACY_WEIGHTS_FILE, WEIGHTS_FILE, WEIGHTS_FILES, package_dir, weights_path
+from .model_files import (  # noqa: F401  (also the names other modules import from here)
+    DEFAULT_MODEL_NAME,
+    DEFAULT_MODEL_SUBDIR,
+    MODEL_ENV,
+    PACKAGED_MODEL_DIRS,
+    default_model_path,
+)
+from .package_layout import (  # noqa: F401  (WEIGHTS_FILES: also imported from here)
+    CARD_FILE,
+    LEGACY_WEIGHTS_FILE,
+    WEIGHTS_FILE,
+    WEIGHTS_FILES,
+    package_dir,
+    weights_path,
+)
 from .qcresunet import QCResUNet, build_model, count_parameters
 
 logger = logging.getLogger(__name__)
 
 PathLike = Union[str, os.PathLike]
-
-MODEL_ENV = "SEGQC_MODEL"
-DEFAULT_MODEL_SUBDIR = ("Resources", "Models", "hippocampus")
-# Wheel installs carry the default model inside the package.
-PACKAGED_MODEL_DIRS = ("_models", "models")
-DEFAULT_MODEL_NAME = "hippocampus"
 
 
 @dataclass
@@ -277,27 +285,3 @@ def init_model_package(path: PathLike, config: Optional[ModelConfig] = None, see
                               overwrite=overwrite)
 
 
-def _repository_default_dirs() -> list[Path]:
-    package_root = Path(__file__).resolve().parents[1]  # SegQCLib/ (this file: SegQCLib/network/package.py)
-    candidates = [package_root.parent.joinpath(*DEFAULT_MODEL_SUBDIR)]
-    candidates += [package_root / sub / DEFAULT_MODEL_NAME for sub in PACKAGED_MODEL_DIRS]
-    return candidates
-
-
-def default_model_path() -> Path:
-    """``$SEGQC_MODEL`` if set, else the bundled hippocampus model; ModelError when none is installed."""
-    env = os.environ.get(MODEL_ENV)
-    if env:
-        path = Path(env).expanduser()
-        if not path.exists():
-            raise ModelError(f"${MODEL_ENV} points to {path}, which does not exist")
-        return path
-    candidates = _repository_default_dirs()
-    for candidate in candidates:
-        if (candidate / CONFIG_FILE).is_file() and any((candidate / name).is_file() for name in WEIGHTS_FILES):
-            return candidate
-    raise ModelError(
-        "No default QC model is installed (looked in " + ", ".join(str(c) for c in candidates) + "). "
-        f"Pass a model package with --model PATH (or set ${MODEL_ENV}); `segqc model init --out PATH` writes an "
-        "untrained one for testing."
-    )

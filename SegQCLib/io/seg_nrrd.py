@@ -10,6 +10,7 @@ import numpy as np
 from ..errors import InputError
 from ..files import TEMP_SUFFIX, atomic_write
 from ..geometry import Geometry
+from .directions import checked_direction
 from .volumes import LabelMap, validate_label_array
 
 logger = logging.getLogger(__name__)
@@ -43,16 +44,25 @@ def read_seg_nrrd(path: Path) -> LabelMap:
     else:
         names = {int(s["labelValue"]): s.get("name", f"Segment_{s['labelValue']}") for s in segments}
     array_zyx = np.ascontiguousarray(np.transpose(voxels, (2, 1, 0)))
-    geometry = _geometry_from_ijk_to_lps(np.asarray(segmentation["ijkToLPS"], dtype=float), array_zyx.shape)
+    geometry, notices = _geometry_from_ijk_to_lps(np.asarray(segmentation["ijkToLPS"], dtype=float),
+                                                  array_zyx.shape, str(path))
     array = validate_label_array(array_zyx, str(path))
-    return LabelMap(array, geometry, names, str(path))
+    return LabelMap(array, geometry, names, str(path), notices)
 
 
-def _geometry_from_ijk_to_lps(matrix: np.ndarray, shape_zyx: tuple[int, int, int]) -> Geometry:
+def _geometry_from_ijk_to_lps(matrix: np.ndarray, shape_zyx: tuple[int, int, int],
+                              source: str) -> tuple[Geometry, list[str]]:
+    if matrix.shape != (4, 4) or not np.all(np.isfinite(matrix)):
+        raise InputError(f"Segmentation {source} has a damaged geometry (space directions/origin not finite)")
     spacing = np.linalg.norm(matrix[:3, :3], axis=0)
-    direction = matrix[:3, :3] / spacing
-    return Geometry(tuple(int(s) for s in shape_zyx), tuple(float(s) for s in spacing),
-                    tuple(float(v) for v in matrix[:3, 3]), tuple(float(v) for v in direction.ravel()))
+    if np.any(spacing <= 0):
+        raise InputError(f"Segmentation {source} has a voxel axis of length 0 in its space directions")
+    direction, notice = checked_direction((matrix[:3, :3] / spacing).ravel(), source, "Segmentation")
+    if notice:
+        logger.warning(notice)
+    geometry = Geometry(tuple(int(s) for s in shape_zyx), tuple(float(s) for s in spacing),
+                        tuple(float(v) for v in matrix[:3, 3]), direction)
+    return geometry, [notice] if notice else []
 
 
 def write_seg_nrrd(path: Path, labelmap: LabelMap) -> Path:

@@ -23,3 +23,8 @@ class CancelledError(SegQCError):
 
 class ResourceError(SegQCError):
     """Not enough memory or disk space to complete the operation."""
+
+
+class WriteError(SegQCError):
+    """A file was not written completely: what reading it back found differs from what was meant to be written
+    (a full disk or a failing device whose error the writer did not report).  Nothing was replaced."""

@@ -1,9 +1,11 @@
-"""Crash-safe file writing: checksums, fsync, and atomic replacement of a file.
+"""Crash-safe, verified file writing and link-safe reading: checksums, fsync, atomic replacement.
 
 An atomic write puts the new content in a temporary file in the target's folder (same file system, so
-the final ``os.replace`` is a single atomic rename), fsyncs it, then renames it over the target: a
-process killed at any point leaves either the old file or the new one under the final name, never a
-half-written one.  Only the temporary file (named ``.<name>.<random><suffix>``) can be left behind.
+the final ``os.replace`` is a single atomic rename), fsyncs it, **reads it back** and only then renames it
+over the target: a process killed at any point leaves either the old file or the new one under the final
+name, never a half-written one, and a write that failed without saying so (some writers, SimpleITK's
+among them, ignore ``ENOSPC``) is caught before it replaces anything.  Only the temporary file (named
+``.<name>.<random><suffix>``) can be left behind by a kill.
 
 :func:`open_regular_file` opens a file for reading only when it is a regular file (not a FIFO, a
 device or, with ``follow_links=False``, a symbolic link), so a planted link or ``/dev/zero`` can neither
@@ -21,7 +23,9 @@ import stat
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
-from typing import IO, Any, Union
+from typing import IO, Any, Optional, Union
+
+from .errors import WriteError
 
 PathLike = Union[str, os.PathLike]
 
@@ -31,6 +35,9 @@ TEMP_SUFFIX = ".tmp"
 NEW_FILE_MODE = 0o666
 _NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
 _NONBLOCK = getattr(os, "O_NONBLOCK", 0)
+
+# Checks a freshly written temporary file (raises WriteError when it is not what was meant to be written).
+Verifier = Callable[[Path], None]
 
 
 def _process_umask() -> int:
@@ -139,20 +146,53 @@ def fsync_dir(path: PathLike) -> None:
         os.close(fd)
 
 
+def bytes_verifier(data: bytes) -> Verifier:
+    """A verifier that reads the file back: exactly ``len(data)`` bytes with ``data``'s sha256."""
+    expected = hashlib.sha256(data).hexdigest()
+
+    def verify(path: Path) -> None:
+        size = os.lstat(path).st_size
+        if size != len(data):
+            raise WriteError(f"{size} bytes are on disk, {len(data)} were written")
+        if sha256_file(path, follow_links=False) != expected:
+            raise WriteError("it reads back different from what was written")
+
+    return verify
+
+
 def write_bytes_synced(path: PathLike, data: bytes) -> None:
-    """Write ``data`` to ``path`` and fsync it (for files in a private folder that is committed as a whole)."""
-    with open(path, "wb") as handle:
+    """Write ``data`` to ``path``, fsync and read it back (for files in a private folder committed as a whole).
+
+    The file is created fresh (``O_NOFOLLOW``: a link planted under that name is not written through).
+    """
+    path = Path(path)
+    with contextlib.suppress(FileNotFoundError):
+        if os.path.islink(path):
+            raise NotARegularFileError(path, describe_path(path))
+    fd = os.open(str(path), os.O_WRONLY | os.O_CREAT | os.O_TRUNC | _NOFOLLOW, NEW_FILE_MODE)
+    with os.fdopen(fd, "wb") as handle:
         handle.write(data)
         handle.flush()
         os.fsync(handle.fileno())
+    try:
+        bytes_verifier(data)(path)
+    except WriteError as exc:
+        raise WriteError(incomplete_write_message(path, str(exc))) from exc
+
+
+def incomplete_write_message(path: PathLike, detail: str) -> str:
+    return f"{path} was not written completely: {detail} (is the disk full or failing?)"
 
 
 def atomic_write(path: PathLike, write: Callable[[Path], None], suffix: str = TEMP_SUFFIX,
-                 sync_dir: bool = False) -> Path:
-    """Replace ``path`` atomically with what ``write(temporary_path)`` writes.
+                 sync_dir: bool = False, verify: Optional[Verifier] = None) -> Path:
+    """Replace ``path`` atomically with what ``write(temporary_path)`` writes, once ``verify`` accepts it.
 
-    ``suffix`` ends the temporary file's name, for writers that choose the format by extension
-    (``".tmp.nii.gz"``).  With ``sync_dir`` the folder is fsynced too, so the rename survives a power cut.
+    ``verify(temporary_path)`` reads the written file back and raises :class:`WriteError` (saying what
+    differs) when it is not what was meant to be written; without one, only an empty file is refused.
+    Either way the target is left as it was and WriteError names it.  ``suffix`` ends the
+    temporary file's name, for writers that choose the format by extension (``".tmp.nii.gz"``).  With
+    ``sync_dir`` the folder is fsynced too, so the rename survives a power cut.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -165,6 +205,14 @@ def atomic_write(path: PathLike, write: Callable[[Path], None], suffix: str = TE
         os.chmod(temporary, NEW_FILE_MODE & ~_UMASK)
         write(temporary)
         fsync_file(temporary)
+        try:
+            if verify is not None:
+                verify(temporary)
+            elif temporary.stat().st_size == 0:
+                raise WriteError("the file is empty")
+        except WriteError as exc:
+            raise WriteError(incomplete_write_message(path, str(exc))
+                             + (f"; the earlier {path.name} is unchanged" if path.exists() else "")) from exc
         os.replace(temporary, path)
     except BaseException:
         with contextlib.suppress(OSError):
@@ -176,7 +224,8 @@ def atomic_write(path: PathLike, write: Callable[[Path], None], suffix: str = TE
 
 
 def write_bytes_atomic(path: PathLike, data: bytes, sync_dir: bool = False) -> Path:
-    return atomic_write(path, lambda temporary: temporary.write_bytes(data), sync_dir=sync_dir)
+    return atomic_write(path, lambda temporary: temporary.write_bytes(data), sync_dir=sync_dir,
+                        verify=bytes_verifier(data))
 
 
 def write_text_atomic(path: PathLike, text: str, sync_dir: bool = False) -> Path:

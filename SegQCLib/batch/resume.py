@@ -11,6 +11,7 @@ from ..errors import InputError
 from ..io.image_files import read_image, read_labelmap
 from ..quality.postprocess import PostprocessParams
 from ..quality.report import ERROR_PROB_PATTERN, REPORT_FILE_NAME, Report
+from ..staged_files import has_unfinished_commit
 from .case_steps import THUMBNAIL_FILE_RE, THUMBNAILS_DIR, case_dir, relative_path, row_from_report, write_thumbnails
 from .cases import BatchCase
 from .results import CaseStatus, RankRow
@@ -29,6 +30,8 @@ def completed_row(case: BatchCase, out_dir: Path, thumbnails_per_case: int = DEF
     """
     folder = case_dir(out_dir, case.case_id)
     report_path = folder / REPORT_FILE_NAME
+    if has_unfinished_commit(folder):  # a writer was killed while moving new files in: run it again
+        return None
     try:
         report = Report.load(report_path)
         report_mtime = report_path.stat().st_mtime

@@ -17,6 +17,7 @@ import numpy as np
 from PIL import Image
 from scipy import ndimage
 
+from ..errors import WriteError
 from ..files import atomic_write
 from ..geometry import Geometry
 from ..quality.report import Report
@@ -31,6 +32,17 @@ ERROR_COLOR = np.array([1.0, 0.1, 0.1])
 BOX_COLOR = np.array([1.0, 0.9, 0.0])
 CLASS_COLORS = np.array([[0.1, 0.9, 0.2], [0.2, 0.6, 1.0], [1.0, 0.5, 0.0], [0.9, 0.2, 0.9], [0.0, 0.9, 0.9]])
 BOX_LINE_PX = 2
+
+
+def _verify_png(path: Path, expected: Image.Image) -> None:
+    """The written PNG decodes (chunk CRCs and all) to the picture that was meant to be written."""
+    try:
+        with Image.open(path) as written:
+            same = written.size == expected.size and np.array_equal(np.asarray(written), np.asarray(expected))
+    except (OSError, SyntaxError, ValueError) as exc:  # Pillow reports a truncated PNG as OSError or SyntaxError
+        raise WriteError(f"it cannot be read back ({exc})") from exc
+    if not same:
+        raise WriteError("it reads back as another picture")
 
 
 @dataclass
@@ -94,7 +106,8 @@ def compose_slice(image: np.ndarray, segmentation: np.ndarray, error: np.ndarray
 
 def _save_png(path: Path, picture: np.ndarray) -> None:
     image = Image.fromarray(picture)  # (rows, cols, 3) uint8 -> RGB
-    atomic_write(path, lambda temporary: image.save(temporary, format="PNG"), suffix=".tmp.png")
+    atomic_write(path, lambda temporary: image.save(temporary, format="PNG"), suffix=".tmp.png",
+                 verify=lambda temporary: _verify_png(temporary, image))
 
 
 def render_thumbnails(image: np.ndarray, segmentation: np.ndarray, error_prob: Mapping[int, np.ndarray],

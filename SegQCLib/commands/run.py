@@ -31,6 +31,7 @@ if "torch" not in sys.modules:
 
 from ..engine import QCEngine, run_qc_files  # noqa: E402
 from ..errors import CancelledError, InputError, SegQCError  # noqa: E402
+from ..files import write_text_atomic  # noqa: E402
 from ..quality.report import REPORT_FILE_NAME, write_json_atomic  # noqa: E402
 from .common import add_region_options, format_summary, postprocess_params_from_args  # noqa: E402
 
@@ -203,10 +204,7 @@ def _write_summary(out_dir: Path, rows: list[dict[str, Any]]) -> Path:
     writer.writeheader()
     for row in rows:
         writer.writerow({k: ("" if v is None else v) for k, v in row.items()})
-    target = out_dir / SUMMARY_FILE
-    temporary = out_dir / f".{SUMMARY_FILE}.tmp"
-    temporary.write_text(buffer.getvalue(), encoding="utf-8")
-    temporary.replace(target)
+    target = write_text_atomic(out_dir / SUMMARY_FILE, buffer.getvalue())
     failures = [{"case_id": r["case_id"], "error": r["error"]} for r in rows if r["status"] != "ok"]
     write_json_atomic(out_dir / FAILURES_FILE, failures)
     return target

@@ -56,7 +56,7 @@ import numpy as np
 from filelock import FileLock, Timeout
 
 from .. import __version__
-from ..errors import InputError, ResourceError, SegQCError
+from ..errors import InputError, ResourceError, SegQCError, WriteError
 from ..files import fsync_dir, sha256_file, write_bytes_atomic, write_bytes_synced
 from ..io.image_files import write_array
 from ..io.volumes import LabelMap, Volume
@@ -109,9 +109,12 @@ def _checkpoint(step: str) -> None:
         _crash_hook(step)
 
 
-def _storage_error(exc: OSError, root: Path, action: str) -> SegQCError:
-    reason = os.strerror(exc.errno) if exc.errno else str(exc)
+def _storage_error(exc: Union[OSError, WriteError], root: Path, action: str) -> SegQCError:
     tail = "Nothing was recorded: the store and your segmentation files are unchanged."
+    if isinstance(exc, WriteError):
+        return WriteError(f"Cannot {action} in {root}: {exc}. {tail} Free some space or check the disk, then record "
+                          "again.")
+    reason = os.strerror(exc.errno) if exc.errno else str(exc)
     if exc.errno in (errno.ENOSPC, errno.EDQUOT):
         return ResourceError(f"Cannot {action} in {root}: the disk is full ({reason}). {tail} "
                              "Free some space or use a store on another disk, then record again.")
@@ -224,7 +227,7 @@ class CorrectionStore(StoreLayout):
                                       reviewed_boxes, review_duration_s)
         try:
             self._ensure_created()
-        except OSError as exc:
+        except (OSError, WriteError) as exc:
             raise _storage_error(exc, self.root, "create the corrections store") from exc
         return self._write_record(prepared.key, prepared.volumes, prepared.original, prepared.corrected,
                                   prepared.labels, prepared.draft)
@@ -273,7 +276,7 @@ class CorrectionStore(StoreLayout):
                 _drop_lock(writer_lock)
                 record = record_from_metadata(metadata, final)
                 self._after_commit(case_dir, record)
-        except OSError as exc:
+        except (OSError, WriteError) as exc:
             if not committed:
                 shutil.rmtree(work, ignore_errors=True)
                 raise _storage_error(exc, self.root, "record the correction") from exc

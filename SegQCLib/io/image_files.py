@@ -5,8 +5,9 @@ things for every format before and after SimpleITK reads: the path is a regular 
 size, voxel type and data fit the file and the memory left (:mod:`.image_headers`); no axis has size 0;
 the values are finite (NIfTI data are scanned by :mod:`.nifti_data`, since SimpleITK reads NaN there
 as 0); the direction matrix is orthonormal (:mod:`.directions`).  Writes are atomic and verified
-(:func:`SegQCLib.files.atomic_write`: temporary file in the same folder, then ``os.replace``) so a
-killed process never leaves a half file under the final name.
+(:func:`SegQCLib.files.atomic_write` with :func:`.written.image_file_verifier`: temporary file in the
+same folder, read back, then ``os.replace``), so neither a killed process nor a full disk ever leaves
+a half file under the final name.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from .nifti_data import scan_nifti_data
 from .nifti_header import sform_qform_notice
 from .seg_nrrd import SEG_NRRD_SUFFIX, read_seg_nrrd, write_seg_nrrd
 from .volumes import LabelMap, Volume, nonfinite_message, validate_label_array
+from .written import image_file_verifier
 
 logger = logging.getLogger(__name__)
 
@@ -157,7 +159,7 @@ def write_array(path: PathLike, array: np.ndarray, geometry: Geometry, compress:
     image = sitk.GetImageFromArray(array)
     geometry.apply_to(image)
     return atomic_write(path, lambda temporary: sitk.WriteImage(image, str(temporary), compress),
-                        suffix=f"{TEMP_SUFFIX}{_suffix(path)}")
+                        suffix=f"{TEMP_SUFFIX}{_suffix(path)}", verify=image_file_verifier(array, geometry))
 
 
 def write_labelmap(path: PathLike, labelmap: LabelMap) -> Path:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import InputError
+from ..errors import InputError, WriteError
 from ..files import TEMP_SUFFIX, atomic_write
 from ..geometry import Geometry
 from .directions import checked_direction
@@ -82,5 +82,14 @@ def write_seg_nrrd(path: Path, labelmap: LabelMap) -> Path:
             for label in sorted(set(labelmap.labels) | set(labelmap.names))
         ],
     }
+
+    def verify(temporary: Path) -> None:
+        try:
+            written = read_seg_nrrd(temporary)
+        except InputError as exc:
+            raise WriteError("reading it back failed") from exc
+        if not np.array_equal(written.array, labelmap.array) or geometry.differences(written.geometry):
+            raise WriteError("it reads back differently from what was written")
+
     return atomic_write(path, lambda temporary: slicerio.write_segmentation(str(temporary), segmentation),
-                        suffix=f"{TEMP_SUFFIX}{SEG_NRRD_SUFFIX}")
+                        suffix=f"{TEMP_SUFFIX}{SEG_NRRD_SUFFIX}", verify=verify)

@@ -27,7 +27,7 @@ from safetensors.torch import load_file as load_safetensors
 from safetensors.torch import save as safetensors_bytes
 
 from ..errors import ModelError
-from ..files import atomic_write, fsync_dir
+from ..files import atomic_write, fsync_dir, write_bytes_synced
 from ..files import sha256_file as file_sha256  # the name other modules import from here
 from .config import CONFIG_FILE, ModelConfig, read_config
 from .qcresunet import QCResUNet, build_model, count_parameters
@@ -140,8 +140,9 @@ def save_state_dict(path: PathLike, state_dict: dict[str, torch.Tensor]) -> Path
     """Write tensors as ``.safetensors`` (CPU, contiguous, each with its own memory, as the format requires)."""
     tensors = {name: tensor.detach().to("cpu").contiguous().clone() for name, tensor in state_dict.items()}
     path = Path(path)
-    # Written by us rather than safetensors' save_file, which makes the file private (0600) whatever the umask.
-    path.write_bytes(safetensors_bytes(tensors, metadata={"format": "pt"}))
+    # Written by us rather than safetensors' save_file, which makes the file private (0600) whatever the umask;
+    # read back before it counts as written.
+    write_bytes_synced(path, safetensors_bytes(tensors, metadata={"format": "pt"}))
     return path
 
 
@@ -238,10 +239,10 @@ def save_model_package(path: PathLike, config: ModelConfig, state_dict: dict[str
     path.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=str(path.parent)))
     try:
-        (staging / CONFIG_FILE).write_text(json.dumps(config.to_dict(), indent=2) + "\n", encoding="utf-8")
+        write_bytes_synced(staging / CONFIG_FILE, (json.dumps(config.to_dict(), indent=2) + "\n").encode("utf-8"))
         save_state_dict(staging / WEIGHTS_FILE, state_dict)
         if card:
-            (staging / CARD_FILE).write_text(card, encoding="utf-8")
+            write_bytes_synced(staging / CARD_FILE, card.encode("utf-8"))
         if path.exists():
             shutil.rmtree(path)
         os.replace(staging, path)

@@ -1,7 +1,9 @@
 """The files of a QC run: ``error_prob_<label>.nii.gz`` maps and ``report.json``, written and read back.
 
-:class:`QCResult` is what the engine (or ``segqc estimate``) produced for one case; its ``write`` puts the
-maps first and the report last, so a folder with a ``report.json`` is complete.  :func:`read_error_probs`
+:class:`QCResult` is what the engine (or ``segqc estimate``) produced for one case; its ``write`` writes the
+maps and the report beside the earlier ones (each read back as it is written), then moves them into place
+together, the report last (:mod:`SegQCLib.staged_files`): a folder with a ``report.json`` is complete, and a
+run that fails or is killed while writing leaves the earlier report and maps as they were.  :func:`read_error_probs`
 reads error maps from any source back (``segqc estimate``, the Slicer module, resume of ``segqc rank``).
 """
 
@@ -19,8 +21,11 @@ import numpy as np
 from ..errors import GeometryMismatchError, InputError
 from ..geometry import Geometry
 from ..io.image_files import read_image, write_array
+from ..staged_files import StagedFiles
 from .report import ERROR_PROB_PATTERN, REPORT_FILE_NAME, Report
 
+# The maps QCResult.write itself names (other readable names are inputs it never removes).
+ERROR_PROB_NAME_RE = re.compile(r"^error_prob_\d+\.nii\.gz$")
 ERROR_PROB_FILE_RE = re.compile(r"error_prob_(?P<label>\d+)\.(nii\.gz|nii|nrrd|nhdr|mha|mhd)$", re.IGNORECASE)
 
 
@@ -33,17 +38,21 @@ class QCResult:
     geometry: Geometry
 
     def write(self, out_dir: Union[str, Path]) -> Path:
-        """Write ``error_prob_<label>.nii.gz`` then ``report.json`` (last, so its presence means complete)."""
+        """Write ``error_prob_<label>.nii.gz`` and ``report.json`` beside the folder's earlier ones, then move
+        them into place together (report last); returns the report's path.  Maps of labels this result does
+        not have (an earlier run's) are removed in the same step, so the folder never mixes two runs."""
         out_dir = Path(out_dir)
-        out_dir.mkdir(parents=True, exist_ok=True)
-        # A report from an earlier run must not vouch for maps that this run is half-way through replacing.
-        (out_dir / REPORT_FILE_NAME).unlink(missing_ok=True)
         started = time.perf_counter()
-        for label, prob in self.error_prob.items():
-            write_array(out_dir / ERROR_PROB_PATTERN.format(label=label), prob.astype(np.float32, copy=False),
-                        self.geometry)
-        self.report.timing_s["write"] = round(time.perf_counter() - started, 4)
-        return self.report.save(out_dir / REPORT_FILE_NAME)
+        names = {label: ERROR_PROB_PATTERN.format(label=label) for label in self.error_prob}
+        with StagedFiles(out_dir) as staged:
+            for label, prob in self.error_prob.items():
+                write_array(staged.path(names[label]), prob.astype(np.float32, copy=False), self.geometry)
+            self.report.timing_s["write"] = round(time.perf_counter() - started, 4)
+            self.report.save(staged.path(REPORT_FILE_NAME))
+            obsolete = [p.name for p in out_dir.iterdir() if ERROR_PROB_NAME_RE.match(p.name)
+                        and p.name not in names.values()]
+            staged.commit([*names.values(), REPORT_FILE_NAME], last=REPORT_FILE_NAME, obsolete=obsolete)
+        return out_dir / REPORT_FILE_NAME
 
 
 def read_error_probs(sources: Union[str, Path, Sequence[Union[str, Path]]],

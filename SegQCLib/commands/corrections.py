@@ -37,9 +37,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     listing.add_argument("--json", action="store_true", help="one JSON object per line")
     listing.set_defaults(func=run_list)
 
-    verify = actions.add_parser("verify", help="check every record; exit 0 only when the store is whole")
+    verify = actions.add_parser("verify", help="check every record; exit 0 only when the store is whole (exit 3 while "
+                                               "a record is lost, even after --repair)")
     verify.add_argument("--store", required=True)
-    verify.add_argument("--repair", action="store_true", help="quarantine what is broken and rebuild the index")
+    verify.add_argument("--repair", action="store_true",
+                        help="quarantine what is broken (planted links too), record lost records in the ledger, "
+                             "rebuild the index, and write a new marker if it was lost")
     verify.add_argument("--json", action="store_true", help="print the report as JSON")
     verify.set_defaults(func=run_verify)
 
@@ -92,9 +95,8 @@ def run_list(args: argparse.Namespace) -> int:
 def run_verify(args: argparse.Namespace) -> int:
     report = CorrectionStore(args.store).verify(repair=args.repair)
     print(json.dumps(report.to_dict(), indent=2) if args.json else report.to_text())
-    if args.repair:
-        # After a repair the store is whole again unless records were damaged (those are now in quarantine).
-        return EXIT_OK if all(p.kind.value != "corrupt_record" for p in report.problems) else EXIT_STORE_DAMAGED
+    # After a repair the store is whole again unless a record is lost (deleted, or damaged and now in quarantine):
+    # a loss is reported, and fails verify, every time until the record is put back.
     return EXIT_OK if report.ok else EXIT_STORE_DAMAGED
 
 

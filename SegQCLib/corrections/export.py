@@ -155,6 +155,10 @@ def export_store(
     # Checksums first: a damaged record must stop the export before anything is written.
     records = [store.load(r.record_id, check=True) for r in summaries]
     labels, notices = label_table(records, config)
+    lost = store.lost_records()
+    if lost:
+        notices.append(f"{len(lost)} committed record(s) of this store are lost and cannot be exported "
+                       f"({', '.join(lost[:3])}); `segqc corrections verify` says more")
     channels = resolve_channel_names(records, channel_names, config, required=export_format is not ExportFormat.QC)
     folds = group_folds([(_case_name(r, all_versions), r.case_key) for r in records])
     if export_format is ExportFormat.NNUNET and not NNUNET_FOLDER_RE.match(out_dir.name):

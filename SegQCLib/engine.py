@@ -16,9 +16,11 @@ from typing import Any, Callable, Optional, Union
 import numpy as np
 import torch
 
+from .errors import InputError
 from .io.case import Case, load_case
 from .io.volumes import LabelMap
 from .network.config import ModelConfig
+from .network.config_schema import MAX_WINDOW_OVERLAP
 from .network.inference import CancelCheck, check_cancelled, predict_case, select_device
 from .network.package import ModelPackage, default_model_path, load_model_package
 from .quality.outputs import QCResult
@@ -68,6 +70,10 @@ class QCEngine:
 
     def __init__(self, model_path: Optional[PathLike] = None, device: str = "auto",
                  overlap: Optional[float] = None, window_batch: Optional[int] = None) -> None:
+        if overlap is not None and not 0 <= overlap <= MAX_WINDOW_OVERLAP:
+            raise InputError(f"Window overlap must be in [0, {MAX_WINDOW_OVERLAP}], got {overlap}")
+        if window_batch is not None and window_batch < 1:
+            raise InputError(f"Window batch must be at least 1, got {window_batch}")
         path = Path(model_path) if model_path is not None else default_model_path()
         self._package: ModelPackage = load_model_package(path)
         self._device = select_device(device)

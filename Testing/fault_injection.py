@@ -25,7 +25,7 @@ needs_strace = pytest.mark.skipif(
     STRACE is None or os.name != "posix",
     reason="strace is not installed (Debian: apt-get install strace; .ci/run installs it)")
 # A segqc command of these tests takes seconds; one that runs this long hangs.
-HANG_S = 300
+HANG_S = 900
 
 _CALL_RE = re.compile(r"^(?P<pid>\d+)\s+(?P<name>\w+)\((?P<args>.*)")
 _FD_PATH_RE = re.compile(r"^\d+<(?P<path>[^>]*)>")

@@ -42,7 +42,8 @@ def register(subparsers) -> None:
     convert = actions.add_parser(
         "convert", help=f"rewrite an older package's {LEGACY_WEIGHTS_FILE} as {WEIGHTS_FILE} (same tensors)",
         description=f"Rewrite {LEGACY_WEIGHTS_FILE} (a torch pickle) as {WEIGHTS_FILE} in place: the same tensors "
-                    "and dtypes, config.json and the card untouched. Safe to run again after an interruption.")
+                    "and dtypes; config.json gets the new file's sha256 (a package without one gets it too), the "
+                    "card is untouched. Safe to run again after an interruption.")
     convert.add_argument("path", help="model package folder")
     convert.set_defaults(func=run_convert)
 
@@ -68,7 +69,8 @@ def run_info(args: argparse.Namespace) -> int:
     macs = count_conv_macs(package.model, config.patch_size_zyx)
     print(f"model: {config.name} {config.version} ({'trained' if config.trained else 'UNTRAINED'})")
     print(f"path: {package.path}")
-    print(f"weights sha256: {package.sha256}")
+    print(f"weights sha256: {package.sha256} " + ("(matches config.json)" if package.sha256_checked else
+                                                   "(config.json stores none: `segqc model convert` adds it)"))
     print(f"parameters: {count_parameters(package.model):,}; {2 * macs / 1e9:.2f} GFLOPs per "
           f"{'x'.join(map(str, config.patch_size_zyx))} patch")
     print("config:")

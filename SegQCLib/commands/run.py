@@ -32,6 +32,7 @@ if "torch" not in sys.modules:
 from ..engine import QCEngine, run_qc_files  # noqa: E402
 from ..errors import CancelledError, InputError, SegQCError  # noqa: E402
 from ..files import write_text_atomic  # noqa: E402
+from ..network.config_schema import MAX_WINDOW_OVERLAP  # noqa: E402
 from ..quality.report import REPORT_FILE_NAME, write_json_atomic  # noqa: E402
 from .common import add_region_options, format_summary, postprocess_params_from_args  # noqa: E402
 
@@ -70,7 +71,7 @@ def register(subparsers) -> None:
     parser.add_argument("--progress", choices=("text", "json", "none"), default="text",
                         help="progress on stderr (text), as JSON lines on stdout (json), or none")
     parser.add_argument("--overlap", type=float, default=None,
-                        help="sliding-window overlap in [0, 1) (default: the model's)")
+                        help=f"sliding-window overlap in [0, {MAX_WINDOW_OVERLAP}] (default: the model's)")
     parser.add_argument("--window-batch", type=int, default=None,
                         help="windows per forward pass (default: as many as fit in memory)")
     parser.add_argument("--threads", type=int, default=None,
@@ -268,8 +269,8 @@ def _usage_problem(args: argparse.Namespace) -> Optional[str]:
         return "give either --manifest or --image/--seg, not both"
     if not args.manifest and not (args.image and args.seg):
         return "give --image (one per modality) and --seg, or --manifest"
-    if args.overlap is not None and not 0 <= args.overlap < 1:
-        return f"--overlap must be in [0, 1), got {args.overlap}"
+    if args.overlap is not None and not 0 <= args.overlap <= MAX_WINDOW_OVERLAP:
+        return f"--overlap must be in [0, {MAX_WINDOW_OVERLAP}], got {args.overlap}"
     if args.window_batch is not None and args.window_batch < 1:
         return f"--window-batch must be at least 1, got {args.window_batch}"
     if args.threads is not None and args.threads < 1:

@@ -33,6 +33,9 @@ PathLike = Union[str, os.PathLike]
 
 # Share of the progress bar taken by the network; the rest is the report (estimates, boxes, ranking).
 PROGRESS_NETWORK_END = 0.9
+# run_qc_files: reading the files, then run_case, then writing the outputs.
+PROGRESS_READ_END = 0.05
+PROGRESS_WRITE_START = 0.95
 
 
 def align_labels_to_model(segmentation: LabelMap, classes: dict[int, str]) -> tuple[LabelMap, list[str]]:
@@ -131,7 +134,7 @@ class QCEngine:
         }}
         report.timing_s = {**inference.timing_s, **report.timing_s,
                            "total": round(time.perf_counter() - started, 4)}
-        notify(1.0, "Done")
+        notify(1.0, "Report ready")
         return QCResult(report, inference.error_prob, segmentation.geometry)
 
 
@@ -145,9 +148,16 @@ def run_qc_files(image_paths: Sequence[PathLike], seg_path: PathLike, out_dir: P
     Nothing is written when reading, the network or the report fails or the run is cancelled.  Pass
     ``engine`` to reuse a loaded model (then ``model_path`` and ``device`` are ignored).
     """
+    notify = progress or (lambda _fraction, _message: None)
     engine = engine or QCEngine(model_path, device)
+    notify(0.0, "Reading image(s) and segmentation")
     case = load_case(image_paths, seg_path, resample_seg=resample_seg)
-    result = engine.run_case(case, progress=progress, cancel=cancel, postprocess_params=postprocess_params)
+    span = PROGRESS_WRITE_START - PROGRESS_READ_END
+    result = engine.run_case(case, progress=lambda fraction, message: notify(PROGRESS_READ_END + span * fraction,
+                                                                             message),
+                             cancel=cancel, postprocess_params=postprocess_params)
     check_cancelled(cancel)
+    notify(PROGRESS_WRITE_START, "Writing error maps and report")
     result.write(out_dir)
+    notify(1.0, "Done")
     return result

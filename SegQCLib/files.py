@@ -25,7 +25,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any, Optional, Union
 
-from .errors import WriteError
+from .errors import InputError, WriteError
 
 PathLike = Union[str, os.PathLike]
 
@@ -239,3 +239,38 @@ def json_bytes(data: Any, indent: int | None = 2) -> bytes:
 
 def write_json_atomic(path: PathLike, data: Any, sync_dir: bool = False) -> Path:
     return write_bytes_atomic(path, json_bytes(data), sync_dir=sync_dir)
+
+
+_WRITE_PROBLEMS = {errno.EACCES: "permission denied", errno.EPERM: "permission denied",
+                   errno.EROFS: "a read-only file system", errno.ENOSPC: "the disk is full",
+                   errno.EDQUOT: "the disk quota is exhausted"}
+
+
+def check_output_folder(path: PathLike, option: str = "--out") -> Path:
+    """InputError unless ``path`` is, or can be created as, a folder this process can write into.
+
+    Called before any computation, so that a typo costs seconds, not a whole run: an existing file, FIFO or
+    device in its place is refused ("--out must be a folder"), as is a folder (or, for a new one, the nearest
+    existing parent) where a file cannot be created, which is tried with a hidden file removed at once.
+    Nothing is created.
+    """
+    path = Path(path).expanduser()
+    if os.path.lexists(path) and not path.is_dir():
+        raise InputError(f"{option} must be a folder: {path} is {describe_path(path)}")
+    existing = path
+    while not existing.is_dir():
+        if os.path.lexists(existing) and not existing.is_dir():
+            raise InputError(f"{option} {path} cannot be created: {existing} is {describe_path(existing)}, not a "
+                             "folder")
+        if existing.parent == existing:
+            break
+        existing = existing.parent
+    try:
+        handle, probe = tempfile.mkstemp(prefix=".segqc-write-test-", dir=str(existing))
+    except OSError as exc:
+        reason = _WRITE_PROBLEMS.get(exc.errno, exc.strerror or str(exc))
+        where = "" if existing == path else f" (its nearest existing folder {existing})"
+        raise InputError(f"{option} {path}{where} is not writable: {reason}. Choose another folder.") from exc
+    os.close(handle)
+    os.unlink(probe)
+    return path

@@ -8,6 +8,7 @@ import json
 from ..corrections.export import ExportFormat, export_store
 from ..corrections.store import CorrectionStore
 from ..errors import InputError
+from ..files import check_output_folder
 
 EXIT_OK = 0
 EXIT_STORE_DAMAGED = 3
@@ -60,6 +61,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run_add(args: argparse.Namespace) -> int:
+    check_output_folder(args.store, "--store")
     qc_report = None
     if args.qc_report:
         try:
@@ -101,6 +103,7 @@ def run_verify(args: argparse.Namespace) -> int:
 
 
 def run_export(args: argparse.Namespace) -> int:
+    check_output_folder(args.out)
     result = export_store(CorrectionStore(args.store), args.format, args.out, all_versions=args.all_versions,
                           channel_names=args.channel_names, model=args.model)
     for notice in result.notices:

@@ -7,6 +7,7 @@ import logging
 import time
 from pathlib import Path
 
+from ..files import check_output_folder
 from ..io.case import load_case
 from ..io.image_files import read_labelmap
 from ..quality.outputs import QCResult, read_error_probs
@@ -36,6 +37,7 @@ def register(subparsers) -> None:
 
 def run(args: argparse.Namespace) -> int:
     started = time.perf_counter()
+    check_output_folder(args.out)
     if args.image:
         case = load_case([args.image], args.seg, resample_seg=args.resample_seg)
         segmentation, notices = case.segmentation, case.notices

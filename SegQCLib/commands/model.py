@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 
 from ..errors import InputError
+from ..files import check_output_folder
 from ..network.config import ModelConfig, read_config
 from ..network.package import (
     LEGACY_WEIGHTS_FILE,
@@ -49,6 +50,7 @@ def register(subparsers) -> None:
 
 
 def run_init(args: argparse.Namespace) -> int:
+    check_output_folder(args.out)
     config = ModelConfig()
     if args.config:
         path = Path(args.config)

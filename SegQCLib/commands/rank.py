@@ -19,6 +19,7 @@ from ..batch.runner import DEFAULT_PREFETCH, run_batch
 from ..batch.thumbnails import DEFAULT_THUMBNAILS_PER_CASE
 from ..batch.workers import ProcessWorkers
 from ..engine import QCEngine
+from ..files import check_output_folder
 from .common import add_region_options, postprocess_params_from_args
 from .run import read_manifest
 
@@ -89,6 +90,7 @@ def run(args: argparse.Namespace) -> int:
     if args.prefetch < 0 or args.workers < 1 or args.threads_per_worker < 1:
         print("segqc rank: error: --prefetch must be >= 0, --workers and --threads-per-worker >= 1", file=sys.stderr)
         return EXIT_USAGE
+    check_output_folder(args.out)  # before the model and the cases
     cases, unmatched = _cases(args)
     for message in unmatched:
         print(f"segqc rank: warning: skipped {message}", file=sys.stderr)

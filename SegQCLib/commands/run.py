@@ -31,7 +31,7 @@ if "torch" not in sys.modules:
 
 from ..engine import QCEngine, run_qc_files  # noqa: E402
 from ..errors import CancelledError, InputError, SegQCError  # noqa: E402
-from ..files import write_text_atomic  # noqa: E402
+from ..files import check_output_folder, write_text_atomic  # noqa: E402
 from ..network.config_schema import MAX_WINDOW_OVERLAP  # noqa: E402
 from ..quality.report import REPORT_FILE_NAME, write_json_atomic  # noqa: E402
 from .common import add_region_options, format_summary, postprocess_params_from_args  # noqa: E402
@@ -286,6 +286,13 @@ def run(args: argparse.Namespace) -> int:
         print(f"segqc run: error: {problem}", file=sys.stderr)
         return EXIT_USAGE
     started = time.perf_counter()
+    try:
+        check_output_folder(args.out)  # before the model and the cases: a typo must not cost a whole run
+    except SegQCError as exc:
+        if isinstance(reporter, JsonReporter):
+            reporter.event("error", message=str(exc))
+            return EXIT_FAILURE
+        raise
     work: Callable[[argparse.Namespace, QCEngine, Reporter], int] = _run_manifest if args.manifest else _run_single
     if args.threads:
         import torch

@@ -17,10 +17,11 @@ from typing import Any, Callable, Optional, Union
 import numpy as np
 import torch
 
-from .errors import ModelError, OutOfDomainError
+from .errors import InputError, ModelError, OutOfDomainError
 from .io.case import Case, load_case
 from .io.volumes import LabelMap
 from .network.config import ModelConfig
+from .network.config_schema import MAX_WINDOW_OVERLAP
 from .network.domain import DomainProfile
 from .network.domain_check import (
     DomainReport,
@@ -45,6 +46,9 @@ PathLike = Union[str, os.PathLike]
 
 # Share of the progress bar taken by the network; the rest is the report (estimates, boxes, ranking).
 PROGRESS_NETWORK_END = 0.9
+# run_qc_files: reading the files, then run_case, then writing the outputs.
+PROGRESS_READ_END = 0.05
+PROGRESS_WRITE_START = 0.95
 
 
 def align_labels_to_model(segmentation: LabelMap, classes: dict[int, str]) -> tuple[LabelMap, list[str]]:
@@ -120,6 +124,10 @@ class QCEngine:
     def __init__(self, model_path: Optional[PathLike] = None, device: str = "auto",
                  overlap: Optional[float] = None, window_batch: Optional[int] = None, flip_check: bool = True,
                  runtime: Runtime = Runtime.TORCH) -> None:
+        if overlap is not None and not 0 <= overlap <= MAX_WINDOW_OVERLAP:
+            raise InputError(f"Window overlap must be in [0, {MAX_WINDOW_OVERLAP}], got {overlap}")
+        if window_batch is not None and window_batch < 1:
+            raise InputError(f"Window batch must be at least 1, got {window_batch}")
         path = Path(model_path) if model_path is not None else default_model_path()
         self._package: ModelPackage = load_model_package(path)
         self._device = select_device(device)
@@ -238,7 +246,7 @@ class QCEngine:
         }}
         report.timing_s = {**inference.timing_s, **report.timing_s, "domain": round(checked.domain_s, 4),
                            "total": round(time.perf_counter() - started, 4)}
-        notify(1.0, "Done")
+        notify(1.0, "Report ready")
         return QCResult(report, inference.error_prob, segmentation.geometry, suggestion)
 
 
@@ -254,10 +262,17 @@ def run_qc_files(image_paths: Sequence[PathLike], seg_path: PathLike, out_dir: P
     the case is outside the model's domain.  Pass ``engine`` to reuse a loaded model (then ``model_path`` and
     ``device`` are ignored).
     """
+    notify = progress or (lambda _fraction, _message: None)
     engine = engine or QCEngine(model_path, device)
+    notify(0.0, "Reading image(s) and segmentation")
     case = load_case(image_paths, seg_path, resample_seg=resample_seg)
-    result = engine.run_case(case, progress=progress, cancel=cancel, postprocess_params=postprocess_params,
-                             strict=strict, suggest_edits=suggest_edits, min_gain_dice=min_gain_dice)
+    span = PROGRESS_WRITE_START - PROGRESS_READ_END
+    result = engine.run_case(case, progress=lambda fraction, message: notify(PROGRESS_READ_END + span * fraction,
+                                                                             message),
+                             cancel=cancel, postprocess_params=postprocess_params, strict=strict,
+                             suggest_edits=suggest_edits, min_gain_dice=min_gain_dice)
     check_cancelled(cancel)
+    notify(PROGRESS_WRITE_START, "Writing error maps and report")
     result.write(out_dir, inputs=[*image_paths, seg_path])
+    notify(1.0, "Done")
     return result

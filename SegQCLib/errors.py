@@ -27,3 +27,8 @@ class ResourceError(SegQCError):
 
 class OutOfDomainError(SegQCError):
     """A strict run refused to report estimates: the input is unlike the model's training data."""
+
+
+class WriteError(SegQCError):
+    """A file was not written completely: what reading it back found differs from what was meant to be written
+    (a full disk or a failing device whose error the writer did not report).  Nothing was replaced."""

@@ -140,10 +140,11 @@ def test_error_maps_in_metaimage_files_are_read(tmp_path, real_query):
     assert [c["label"] for c in report["classes"]] == [1, 2]
 
 
-def test_an_interrupted_rewrite_leaves_no_report_claiming_the_folder_is_complete(tmp_path, real_query, monkeypatch):
+def test_a_failed_rewrite_leaves_the_earlier_report_and_maps_as_they_were(tmp_path, real_query, monkeypatch):
     out = tmp_path / "o"
     args = ["--seg", real_query["seg"], "--error-prob", real_query["probs"], "--out", out]
     assert run_estimate(*args) == 0
+    earlier = {p.name: p.read_bytes() for p in out.iterdir()}
     real_write = outputs.write_probability_map
 
     def disk_full_at_the_second_map(path, *rest, **kwargs):
@@ -152,8 +153,9 @@ def test_an_interrupted_rewrite_leaves_no_report_claiming_the_folder_is_complete
         return real_write(path, *rest, **kwargs)
 
     monkeypatch.setattr(outputs, "write_probability_map", disk_full_at_the_second_map)
-    assert run_estimate(*args) == 1
-    assert not (out / "report.json").exists()  # error_prob_1 is new, error_prob_2 old: not a complete result
+    assert run_estimate(*args, "--threshold", "0.7") == 1
+    # Nothing half-replaced: the earlier report still vouches for the earlier maps, and no staging is left.
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == earlier
 
 
 def test_maps_written_uncompressed_replace_an_earlier_runs_compressed_maps(tmp_path, real_query):

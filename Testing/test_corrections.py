@@ -314,7 +314,10 @@ def test_verify_finds_a_changed_file_and_repair_quarantines_only_that_record(tmp
     assert len(repaired.quarantined) == 1
     quarantined = Path(repaired.quarantined[0])
     assert json.loads(Path(f"{quarantined}.reason.json").read_text())["kind"] == "corrupt_record"
-    assert store.verify().ok
+    after = store.verify()  # the damaged record is lost for training: said every time, never "whole" again
+    assert not after.ok and after.records_ok == after.records_checked == 1
+    assert [(p.kind, p.record_id) for p in after.problems] == [(ProblemKind.LOST_RECORD, "bad/v0001")]
+    assert quarantined.name in after.problems[0].detail
     assert [r.record_id for r in store.list()] == [good.record_id]
 
 

@@ -111,11 +111,11 @@ def test_writer_killed_at_each_step_loses_no_earlier_record_and_verify_explains_
     # A record is whole or absent: never a corrupt one, whatever the step.
     assert report.records_ok == report.records_checked == 2 + committed
     kinds = {p.kind for p in report.problems}
-    assert kinds <= {ProblemKind.INCOMPLETE_WRITE, ProblemKind.INDEX_DAMAGED}
+    assert kinds <= {ProblemKind.INCOMPLETE_WRITE, ProblemKind.INDEX_DAMAGED, ProblemKind.LEDGER_INCOMPLETE}
     if not committed:
         assert ProblemKind.INCOMPLETE_WRITE in kinds  # the partial folder or the writer's lock file
-    if kill_step == "committed":
-        assert kinds == {ProblemKind.INDEX_DAMAGED}  # renamed into place but not yet indexed
+    if kill_step == "committed":  # renamed into place but not yet in the ledger and the index
+        assert kinds == {ProblemKind.INDEX_DAMAGED, ProblemKind.LEDGER_INCOMPLETE}
     if kill_step == "indexed":
         assert report.ok
     assert all(p.describe() for p in report.problems)
@@ -144,7 +144,8 @@ def test_writers_killed_at_random_moments_leave_only_whole_records(tmp_path):
 
         report = store.verify()
         assert report.records_ok == report.records_checked
-        assert {p.kind for p in report.problems} <= {ProblemKind.INCOMPLETE_WRITE, ProblemKind.INDEX_DAMAGED}
+        assert {p.kind for p in report.problems} <= {ProblemKind.INCOMPLETE_WRITE, ProblemKind.INDEX_DAMAGED,
+                                                     ProblemKind.LEDGER_INCOMPLETE}
         store.verify(repair=True)
         assert store.verify().ok
         listed = {r.record_id for r in store.list()}

@@ -34,20 +34,31 @@ def package(tmp_path):
     return init_model_package(tmp_path / "pkg", ModelConfig(**TINY), seed=3)
 
 
+def forget_hash(folder):
+    """Make ``folder`` a package from before config.json stored the weights' sha256 (so what reads the weights file
+    is what refuses a bad one: the tests below are about those refusals; Testing/test_model_integrity.py about the
+    hash)."""
+    data = json.loads((folder / CONFIG_FILE).read_text())
+    data.pop("weights_sha256", None)
+    (folder / CONFIG_FILE).write_text(json.dumps(data, indent=2))
+    return folder
+
+
 @pytest.fixture
 def legacy_package(package):
-    """A package as written before safetensors: the same tensors in ``weights.pt`` (torch.save)."""
+    """A package as written before safetensors (and before the hash): the same tensors in ``weights.pt``."""
     torch.save(load_file(package / WEIGHTS_FILE), package / LEGACY_WEIGHTS_FILE)
     (package / WEIGHTS_FILE).unlink()
-    return package
+    return forget_hash(package)
 
 
 @pytest.fixture(params=[WEIGHTS_FILE, LEGACY_WEIGHTS_FILE])
 def weights_file(request, package):
-    """The weights file of a package in either format (the current one, or a legacy package's)."""
+    """The weights file of a package in either format (the current one, or a legacy package's), no hash stored."""
     if request.param == LEGACY_WEIGHTS_FILE:
         torch.save(load_file(package / WEIGHTS_FILE), package / LEGACY_WEIGHTS_FILE)
         (package / WEIGHTS_FILE).unlink()
+    forget_hash(package)
     return package / request.param
 
 
@@ -94,13 +105,14 @@ def test_converting_a_legacy_package_keeps_tensors_names_and_dtypes(legacy_packa
     state = torch.load(legacy_package / LEGACY_WEIGHTS_FILE, weights_only=True)
     state = {k: v.half() if v.is_floating_point() else v for k, v in state.items()}  # as the bundled model
     torch.save(state, legacy_package / LEGACY_WEIGHTS_FILE)
-    config_before = (legacy_package / CONFIG_FILE).read_bytes()
+    config_before = json.loads((legacy_package / CONFIG_FILE).read_bytes())
     assert convert_weights_to_safetensors(legacy_package) == legacy_package / WEIGHTS_FILE
     converted = load_file(legacy_package / WEIGHTS_FILE)
     assert converted.keys() == state.keys()
     assert all(converted[k].dtype == v.dtype and torch.equal(converted[k], v) for k, v in state.items())
     assert not (legacy_package / LEGACY_WEIGHTS_FILE).exists()
-    assert (legacy_package / CONFIG_FILE).read_bytes() == config_before
+    config_after = json.loads((legacy_package / CONFIG_FILE).read_bytes())
+    assert config_after == {**config_before, "weights_sha256": file_sha256(legacy_package / WEIGHTS_FILE)}
     assert load_model_package(legacy_package).sha256 == file_sha256(legacy_package / WEIGHTS_FILE)
 
 
@@ -177,6 +189,7 @@ def test_hostile_plain_pickle_is_refused_without_running_its_code(legacy_package
 
 
 def test_a_pickle_named_like_safetensors_is_refused_without_running_its_code(package, tmp_path):
+    forget_hash(package)
     marker = tmp_path / "code_was_executed"
     torch.save({"stem.0.weight": WritesMarker(marker)}, package / WEIGHTS_FILE)
     with pytest.raises(ModelError, match="corrupt"):
@@ -210,6 +223,7 @@ def test_weights_that_are_not_a_state_dict_are_refused(legacy_package):
 
 
 def test_weights_of_another_architecture_are_refused(package, tmp_path):
+    forget_hash(package)
     other = init_model_package(tmp_path / "other", ModelConfig(**{**TINY, "widths": [8, 16, 32]}))
     (package / WEIGHTS_FILE).write_bytes((other / WEIGHTS_FILE).read_bytes())
     with pytest.raises(ModelError, match="wrong shape"):
@@ -217,6 +231,7 @@ def test_weights_of_another_architecture_are_refused(package, tmp_path):
 
 
 def test_weights_with_missing_tensors_are_refused(package):
+    forget_hash(package)
     state = load_file(package / WEIGHTS_FILE)
     state.pop("error_head.weight")
     save_file(state, package / WEIGHTS_FILE)
@@ -225,6 +240,7 @@ def test_weights_with_missing_tensors_are_refused(package):
 
 
 def test_weights_with_nan_are_refused(package):
+    forget_hash(package)
     state = load_file(package / WEIGHTS_FILE)
     state["error_head.weight"][:] = float("nan")
     save_file(state, package / WEIGHTS_FILE)

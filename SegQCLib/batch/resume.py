@@ -13,6 +13,7 @@ from ..quality.postprocess import PostprocessParams
 from ..quality.report import ERROR_PROB_PATTERN, REPORT_FILE_NAME, Report
 from ..review.orientation import Orientation
 from ..review.pictures import pictures_in_folder
+from ..staged_files import has_unfinished_commit
 from .case_steps import DEFAULT_THUMBNAILS_PER_CASE, case_dir, draw_pictures, pictures_dir, row_from_report
 from .cases import BatchCase
 from .results import CaseStatus, RankRow
@@ -30,6 +31,8 @@ def completed_row(case: BatchCase, out_dir: Path, thumbnails_per_case: int = DEF
     """
     folder = case_dir(out_dir, case.case_id)
     report_path = folder / REPORT_FILE_NAME
+    if has_unfinished_commit(folder):  # a writer was killed while moving new files in: run it again
+        return None
     try:
         report = Report.load(report_path)
         report_mtime = report_path.stat().st_mtime

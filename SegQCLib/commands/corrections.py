@@ -8,6 +8,7 @@ import json
 from ..corrections.export import ExportFormat, export_store
 from ..corrections.store import CorrectionStore
 from ..errors import InputError
+from ..files import check_output_folder
 from ..review.rating import CaseRating
 
 EXIT_OK = 0
@@ -41,10 +42,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     listing.add_argument("--json", action="store_true", help="one JSON object per line (default: a table)")
     listing.set_defaults(func=run_list)
 
-    verify = actions.add_parser("verify", help="check every record; exit 0 only when the store is whole")
+    verify = actions.add_parser("verify", help="check every record; exit 0 only when the store is whole (exit 3 while "
+                                               "a record is lost, even after --repair)")
     verify.add_argument("--store", required=True)
     verify.add_argument("--repair", action="store_true",
-                        help="quarantine what is broken and rebuild the index (default: only report)")
+                        help="quarantine what is broken (planted links too), record lost records in the ledger, "
+                             "rebuild the index, and write a new marker if it was lost (default: only report)")
     verify.add_argument("--json", action="store_true", help="print the report as JSON (default: text)")
     verify.set_defaults(func=run_verify)
 
@@ -64,6 +67,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run_add(args: argparse.Namespace) -> int:
+    check_output_folder(args.store, "--store")
     qc_report = None
     if args.qc_report:
         try:
@@ -99,9 +103,8 @@ def run_list(args: argparse.Namespace) -> int:
 def run_verify(args: argparse.Namespace) -> int:
     report = CorrectionStore(args.store).verify(repair=args.repair)
     print(json.dumps(report.to_dict(), indent=2) if args.json else report.to_text())
-    if args.repair:
-        # After a repair the store is whole again unless records were damaged (those are now in quarantine).
-        return EXIT_OK if all(p.kind.value != "corrupt_record" for p in report.problems) else EXIT_STORE_DAMAGED
+    # After a repair the store is whole again unless a record is lost (deleted, or damaged and now in quarantine):
+    # a loss is reported, and fails verify, every time until the record is put back.
     return EXIT_OK if report.ok else EXIT_STORE_DAMAGED
 
 
@@ -116,6 +119,7 @@ def _queue_records(store: CorrectionStore, queue: str) -> tuple[list[str], list[
 
 
 def run_export(args: argparse.Namespace) -> int:
+    check_output_folder(args.out)
     store = CorrectionStore(args.store)
     record_ids, queue_notices = (None, []) if not args.queue else _queue_records(store, args.queue)
     if record_ids is not None and args.all_versions:

@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 from ..errors import InputError
+from ..files import check_output_folder
 from ..io.case import load_case
 from ..io.image_files import read_labelmap
 from ..quality.outputs import QCResult, read_error_probs
@@ -15,7 +16,6 @@ from ..quality.postprocess import build_report
 from ..quality.suggestion import suggest
 from ..quality.suggestion_settings import resolve_suggestion_params
 from .common import add_region_options, add_suggestion_options, format_summary, postprocess_params_from_args
-from .options import check_output_folder
 
 logger = logging.getLogger(__name__)
 

@@ -8,7 +8,8 @@ import json
 from pathlib import Path
 
 from ..errors import InputError
-from ..network.config import ModelConfig, UnknownKeys, read_config
+from ..files import check_output_folder
+from ..network.config import ModelConfig, UnknownKeys, read_config, read_config_json
 from ..network.domain import DOMAIN_FILE, read_domain_profile
 from ..network.package_layout import LEGACY_WEIGHTS_FILE, WEIGHTS_FILE
 from ..network.package_summary import read_package_summary
@@ -43,7 +44,8 @@ def register(subparsers) -> None:
     convert = actions.add_parser(
         "convert", help=f"rewrite an older package's {LEGACY_WEIGHTS_FILE} as {WEIGHTS_FILE} (same tensors)",
         description=f"Rewrite {LEGACY_WEIGHTS_FILE} (a torch pickle) as {WEIGHTS_FILE} in place: the same tensors "
-                    "and dtypes, config.json and the card untouched. Safe to run again after an interruption.")
+                    "and dtypes; config.json gets the new file's sha256 (a package without one gets it too), the "
+                    "card is untouched. Safe to run again after an interruption.")
     convert.add_argument("path", help="model package folder")
     convert.set_defaults(func=run_convert)
     profile = actions.add_parser(
@@ -68,6 +70,7 @@ def register(subparsers) -> None:
 def run_init(args: argparse.Namespace) -> int:
     from ..network.package import init_model_package
 
+    check_output_folder(args.out)
     config = ModelConfig()
     if Path(args.out).exists() and not args.force:
         raise InputError(f"{args.out} already exists: choose another --out, or pass --force to replace it")
@@ -89,7 +92,11 @@ def run_info(args: argparse.Namespace) -> int:
         return EXIT_OK
     print(f"model: {config.name} {config.version} ({'trained' if config.trained else 'UNTRAINED'})")
     print(f"path: {summary.path}")
-    print(f"weights: {summary.weights.name}, sha256: {summary.sha256}")
+    stored = read_config_json(summary.path)[0].get("weights_sha256")
+    verdict = ("matches config.json" if stored == summary.sha256 else
+               "config.json stores none: `segqc model convert` adds it" if stored is None else
+               "DIFFERS from the sha256 in config.json: the package will not load")
+    print(f"weights: {summary.weights.name}, sha256: {summary.sha256} ({verdict})")
     if summary.parameters is not None:
         print(f"parameters: {summary.parameters:,} in {summary.tensors} tensors")
     if args.flops:

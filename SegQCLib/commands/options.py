@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import argparse
 import math
-from pathlib import Path
 from typing import Callable, Union
 
-from ..errors import InputError
+from ..files import check_output_folder  # noqa: F401  (the commands import it from here too)
+from ..network.config_schema import MAX_WINDOW_OVERLAP
 
 Number = Union[int, float]
 
@@ -29,14 +29,7 @@ def _ranged(kind: Callable[[str], Number], allowed: Callable[[Number], bool], de
 
 
 probability_below_one = _ranged(float, lambda v: 0.0 <= v < 1.0, "a number in [0, 1)")
+window_overlap = _ranged(float, lambda v: 0.0 <= v <= MAX_WINDOW_OVERLAP, f"a number in [0, {MAX_WINDOW_OVERLAP}]")
 non_negative_float = _ranged(float, lambda v: v >= 0.0, "a number >= 0")
 non_negative_int = _ranged(int, lambda v: v >= 0, "a whole number >= 0")
 positive_int = _ranged(int, lambda v: v >= 1, "a whole number >= 1")
-
-
-def check_output_folder(path: Union[str, Path], option: str = "--out") -> Path:
-    """``--out`` must be a folder (existing or new), not a file."""
-    path = Path(path)
-    if path.exists() and not path.is_dir():
-        raise InputError(f"{option} must be a folder: {path} is a file")
-    return path

@@ -25,8 +25,9 @@ from ..batch.results import CaseStatus
 from ..batch.runner import DEFAULT_PREFETCH, run_batch
 from ..batch.workers import ProcessWorkers
 from ..engine import QCEngine
+from ..files import check_output_folder
 from .common import add_region_options, postprocess_params_from_args
-from .options import check_output_folder, non_negative_int, positive_int
+from .options import non_negative_int, positive_int
 from .run import read_manifest
 
 logger = logging.getLogger(__name__)
@@ -147,7 +148,7 @@ def run(args: argparse.Namespace) -> int:
     if problem:
         print(f"segqc rank: error: {problem}", file=sys.stderr)
         return EXIT_USAGE
-    check_output_folder(args.out)
+    check_output_folder(args.out)  # before the model and the cases
     cases, unmatched = _cases(args)
     for item in unmatched:
         print(f"segqc rank: warning: {item.case_id} cannot be checked: {item.message}", file=sys.stderr)

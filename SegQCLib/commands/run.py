@@ -30,6 +30,8 @@ if "torch" not in sys.modules:
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from ..errors import CancelledError, InputError, SegQCError  # noqa: E402
+from ..files import check_output_folder, write_text_atomic  # noqa: E402
+from ..network.config_schema import MAX_WINDOW_OVERLAP  # noqa: E402
 from ..quality.report import REPORT_FILE_NAME, write_json_atomic  # noqa: E402
 from .common import (  # noqa: E402
     add_region_options,
@@ -37,7 +39,7 @@ from .common import (  # noqa: E402
     format_summary,
     postprocess_params_from_args,
 )
-from .options import check_output_folder, positive_int, probability_below_one  # noqa: E402
+from .options import positive_int, window_overlap  # noqa: E402
 
 if TYPE_CHECKING:  # the engine (torch) is imported when a run starts, so that `segqc run --help` answers at once
     from ..engine import QCEngine
@@ -81,8 +83,8 @@ def register(subparsers) -> None:
                              "(default: refuse a segmentation on another grid)")
     parser.add_argument("--progress", choices=("text", "json", "none"), default="text",
                         help="progress on stderr (text), as JSON lines on stdout (json), or none (default: text)")
-    parser.add_argument("--overlap", type=probability_below_one, default=None,
-                        help="sliding-window overlap in [0, 1) (default: the model's)")
+    parser.add_argument("--overlap", type=window_overlap, default=None,
+                        help=f"sliding-window overlap in [0, {MAX_WINDOW_OVERLAP}] (default: the model's)")
     parser.add_argument("--window-batch", type=positive_int, default=None,
                         help="windows per forward pass (default: as many as fit in memory)")
     parser.add_argument("--runtime", choices=("torch", "openvino"), default="torch",
@@ -235,10 +237,7 @@ def _write_summary(out_dir: Path, rows: list[dict[str, Any]]) -> Path:
     writer.writeheader()
     for row in rows:
         writer.writerow({k: ("" if v is None else v) for k, v in row.items()})
-    target = out_dir / SUMMARY_FILE
-    temporary = out_dir / f".{SUMMARY_FILE}.tmp"
-    temporary.write_text(buffer.getvalue(), encoding="utf-8")
-    temporary.replace(target)
+    target = write_text_atomic(out_dir / SUMMARY_FILE, buffer.getvalue())
     failures = [{"case_id": r["case_id"], "error": r["error"]} for r in rows if r["status"] != "ok"]
     write_json_atomic(out_dir / FAILURES_FILE, failures)
     return target
@@ -362,6 +361,13 @@ def run(args: argparse.Namespace) -> int:
         print(f"segqc run: error: {problem}", file=sys.stderr)
         return EXIT_USAGE
     started = time.perf_counter()
+    try:
+        check_output_folder(args.out)  # before the model and the cases: a typo must not cost a whole run
+    except SegQCError as exc:
+        if isinstance(reporter, JsonReporter):
+            reporter.event("error", message=str(exc))
+            return EXIT_FAILURE
+        raise
     work: Callable[[argparse.Namespace, QCEngine, Reporter], int] = _run_manifest if args.manifest else _run_single
     if args.threads:
         import torch
@@ -370,7 +376,6 @@ def run(args: argparse.Namespace) -> int:
     try:
         from ..engine import QCEngine
 
-        check_output_folder(args.out)
         reporter.progress(0.0, "Loading model")
         engine = QCEngine(args.model, args.device, overlap=args.overlap, window_batch=args.window_batch,
                           runtime=args.runtime)

@@ -4,7 +4,9 @@ By default the newest version of each case is exported (``all_versions=True`` ex
 named ``<case_key>_v0002``).  Every record is checksum-verified before anything is written, and the
 export is built in a temporary sibling folder that is renamed into place at the end: the output folder
 holds a complete export or does not exist.  Files are copied byte for byte from the records (they are
-already NIfTI), so the images and masks keep their exact geometry and voxel types.
+already NIfTI), so the images and masks keep their exact geometry and voxel types; every copy and manifest
+is read back and checked (copies against the record's sha256) before the folder is renamed into place, so
+a full disk ends the export with an error, never with a short file in a complete-looking export.
 
 Layouts (``<case>`` is the record's case key, safe as a file name):
 
@@ -55,8 +57,8 @@ from pathlib import Path
 from typing import Any, Optional, Union
 
 from .. import __version__
-from ..errors import InputError, SegQCError
-from ..files import json_bytes, write_bytes_synced
+from ..errors import InputError, SegQCError, WriteError
+from ..files import NotARegularFileError, json_bytes, open_regular_file, sha256_file, write_bytes_synced
 from ..network.config import ModelConfig, read_config
 from .export_metadata import group_folds, label_table, nnunet_splits, resolve_channel_names
 from .records import CorrectionRecord
@@ -168,6 +170,10 @@ def export_store(
     # Checksums first: a damaged record must stop the export before anything is written.
     records = [store.load(r.record_id, check=True) for r in summaries]
     labels, notices = label_table(records, config)
+    lost = store.lost_records()
+    if lost:
+        notices.append(f"{len(lost)} committed record(s) of this store are lost and cannot be exported "
+                       f"({', '.join(lost[:3])}); `segqc corrections verify` says more")
     channels = resolve_channel_names(records, channel_names, config, required=export_format is not ExportFormat.QC)
     folds = group_folds([(_case_name(r, all_versions), r.case_key) for r in records])
     if export_format is ExportFormat.NNUNET and not NNUNET_FOLDER_RE.match(out_dir.name):
@@ -183,10 +189,14 @@ def export_store(
         if out_dir.exists():
             out_dir.rmdir()  # empty, checked above
         os.replace(work, out_dir)
+    except WriteError as exc:
+        shutil.rmtree(work, ignore_errors=True)
+        raise WriteError(f"Cannot write the export to {out_dir}: {exc}. Nothing was exported; the corrections store "
+                         "is unchanged.") from exc
     except OSError as exc:
         shutil.rmtree(work, ignore_errors=True)
         raise SegQCError(f"Cannot write the export to {out_dir}: {os.strerror(exc.errno) if exc.errno else exc}. "
-                         "The corrections store is unchanged.") from exc
+                         "Nothing was exported; the corrections store is unchanged.") from exc
     except BaseException:
         shutil.rmtree(work, ignore_errors=True)
         raise
@@ -198,9 +208,22 @@ def _case_name(record: CorrectionRecord, all_versions: bool) -> str:
     return f"{record.case_key}_v{record.version:04d}" if all_versions else record.case_key
 
 
-def _copy(source: Path, target: Path) -> str:
+def _copy(record: CorrectionRecord, source: Path, target: Path) -> str:
+    """Copy a record's file (never through a link) and check the copy against the record's checksum."""
+    expected = record.metadata.files.get(source.name, {})
     target.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(source, target)
+    try:
+        with open_regular_file(source, follow_links=False) as reader, open(target, "xb") as writer:
+            shutil.copyfileobj(reader, writer)
+            writer.flush()
+            os.fsync(writer.fileno())
+    except NotARegularFileError as exc:
+        raise InputError(f"Correction record {record.record_id}: {exc}; SegQC never follows links inside a store. "
+                         "Run `segqc corrections verify`.") from exc
+    size = target.stat().st_size
+    if size != expected.get("bytes") or sha256_file(target) != expected.get("sha256"):
+        raise WriteError(f"{target} was not written completely ({size} of {expected.get('bytes')} bytes, or "
+                         "different bytes; is the disk full or failing?)")
     return target.as_posix()
 
 
@@ -209,23 +232,23 @@ def _copy_case(record: CorrectionRecord, work: Path, export_format: ExportFormat
     images = []
     for channel, source in enumerate(record.image_paths):
         relative = f"{IMAGES_DIR}/{name}_{channel:04d}{FILE_ENDING}"
-        _copy(source, work / relative)
+        _copy(record, source, work / relative)
         images.append(relative)
     label = f"{LABELS_DIR}/{name}{FILE_ENDING}"
-    _copy(record.corrected_path, work / label)
+    _copy(record, record.corrected_path, work / label)
     exported = ExportedCase(name, record.record_id, images, label)
     if export_format is ExportFormat.QC:
         exported.query = f"{QUERIES_DIR}/{name}{FILE_ENDING}"
-        _copy(record.original_path, work / exported.query)
+        _copy(record, record.original_path, work / exported.query)
         for class_label, source in sorted(record.error_map_paths.items()):
             relative = f"{ERRORS_DIR}/{name}_label{class_label}{FILE_ENDING}"
-            _copy(source, work / relative)
+            _copy(record, source, work / relative)
             exported.errors[str(class_label)] = relative
     return exported
 
 
 def _write_json(path: Path, data: Any) -> None:
-    write_bytes_synced(path, json_bytes(data))  # inside the private work folder, renamed into place as a whole
+    write_bytes_synced(path, json_bytes(data))  # read back; inside the private work folder, renamed in as a whole
 
 
 def _write_manifests(work: Path, export_format: ExportFormat, records: list[CorrectionRecord],

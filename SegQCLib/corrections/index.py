@@ -7,11 +7,12 @@ The folders under ``records/`` decide which records exist; the index only saves 
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any, Optional
 
 from ..errors import InputError
-from ..files import write_bytes_atomic
+from ..files import read_bytes, write_bytes_atomic
 from .names import KEY_RE, VERSION_RE, StoreLayout, format_record_id
 from .records import CorrectionRecord, read_record_metadata, record_from_metadata, sorted_records
 
@@ -19,22 +20,24 @@ from .records import CorrectionRecord, read_record_metadata, record_from_metadat
 def scan_record_dirs(layout: StoreLayout) -> dict[str, Path]:
     """Every committed record folder by record id."""
     found: dict[str, Path] = {}
-    if not layout.records_dir.is_dir():
+    if not layout.records_dir.is_dir() or layout.records_dir.is_symlink():
         return found
-    for case_dir in layout.records_dir.iterdir():
-        if not (case_dir.is_dir() and KEY_RE.match(case_dir.name)):
+    for case_dir in layout.records_dir.iterdir():  # links are never followed (verify reports them)
+        if case_dir.is_symlink() or not (case_dir.is_dir() and KEY_RE.match(case_dir.name)):
             continue
         for version_dir in case_dir.iterdir():
             match = VERSION_RE.match(version_dir.name)
-            if match and version_dir.is_dir():
+            if match and version_dir.is_dir() and not version_dir.is_symlink():
                 found[format_record_id(case_dir.name, int(match[1]))] = version_dir
     return found
 
 
 def read_index(layout: StoreLayout) -> Optional[dict[str, dict[str, Any]]]:
     """Index entries by record id, or None when the index is missing or damaged."""
+    if os.path.islink(layout.index_path):
+        return None  # never read through a link (verify reports it)
     try:
-        text = layout.index_path.read_text(encoding="utf-8")
+        text = read_bytes(layout.index_path, follow_links=False).decode("utf-8")
     except FileNotFoundError:
         return None if scan_record_dirs(layout) else {}
     except (OSError, UnicodeDecodeError):

@@ -22,10 +22,14 @@ from ..errors import InputError
 PathLike = Union[str, os.PathLike]
 
 STORE_FORMAT = "segqc-corrections"
-STORE_FORMAT_VERSION = 1
+# 2: the store keeps a ledger (ledger.jsonl); stores of version 1 start one on their next add or repair.
+STORE_FORMAT_VERSION = 2
+# record.json's own format (unchanged by the ledger).
+RECORD_FORMAT_VERSION = 1
 MARKER_FILE = "segqc-store.json"
 LOCK_FILE = ".lock"
 INDEX_FILE = "index.jsonl"
+LEDGER_FILE = "ledger.jsonl"
 RECORDS_DIR = "records"
 TMP_DIR = ".tmp"
 QUARANTINE_DIR = "quarantine"
@@ -115,6 +119,18 @@ class StoreLayout:
     @property
     def index_path(self) -> Path:
         return self.root / INDEX_FILE
+
+    @property
+    def ledger_path(self) -> Path:
+        return self.root / LEDGER_FILE
+
+    @property
+    def marker_path(self) -> Path:
+        return self.root / MARKER_FILE
+
+    @property
+    def lock_path(self) -> Path:
+        return self.root / LOCK_FILE
 
     def record_path(self, record_id: str) -> Path:
         key, version = parse_record_id(record_id)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
@@ -11,11 +12,11 @@ from typing import Any, Optional
 import numpy as np
 
 from ..errors import InputError
-from ..files import sha256_file
+from ..files import NotARegularFileError, describe_path, read_bytes, sha256_file
 from ..io.image_files import read_image, read_labelmap
 from ..io.volumes import LabelMap, SegmentStyle, Volume
 from .box_review import BoxReview
-from .names import RECORD_FILE, STORE_FORMAT_VERSION
+from .names import RECORD_FILE, RECORD_FORMAT_VERSION
 
 
 @dataclass
@@ -48,7 +49,7 @@ class RecordMetadata:
     segment_styles: dict[str, dict[str, Any]] = field(default_factory=dict)  # label -> colour and terminology
     sources: dict[str, Any] = field(default_factory=dict)
     notices: list[str] = field(default_factory=list)  # e.g. an input whose NIfTI sform and qform disagree
-    format_version: int = STORE_FORMAT_VERSION
+    format_version: int = RECORD_FORMAT_VERSION
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> RecordMetadata:
@@ -133,9 +134,13 @@ def read_record_metadata(record_dir: Path) -> RecordMetadata:
     """Parse and self-check ``record.json``; InputError says what is wrong."""
     path = Path(record_dir) / RECORD_FILE
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = json.loads(read_bytes(path, follow_links=False).decode("utf-8"))
     except FileNotFoundError as exc:
         raise InputError(f"{path} is missing") from exc
+    except NotARegularFileError as exc:
+        raise InputError(f"{path} is {describe_path(path)}; SegQC never follows links inside a store") from exc
+    except OSError as exc:
+        raise InputError(f"{path} cannot be read ({exc})") from exc
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise InputError(f"{path} is not valid JSON ({exc})") from exc
     if not isinstance(data, dict):
@@ -185,11 +190,13 @@ def check_record_files(path: Path, metadata: RecordMetadata) -> Optional[str]:
         return "record.json lists inconsistent files"
     for name, info in sorted(metadata.files.items()):
         file_path = path / name
+        if os.path.islink(file_path):
+            return f"{name} is {describe_path(file_path)} (SegQC never follows links inside a store)"
         if not file_path.is_file():
             return f"{name} is missing"
         if file_path.stat().st_size != info.get("bytes"):
             return f"{name} has {file_path.stat().st_size} bytes, expected {info.get('bytes')}"
-        if sha256_file(file_path) != info.get("sha256"):
+        if sha256_file(file_path, follow_links=False) != info.get("sha256"):
             return f"{name} does not match its sha256 checksum"
     extra = sorted(p.name for p in path.iterdir() if p.name not in expected and p.name != RECORD_FILE)
     if extra:

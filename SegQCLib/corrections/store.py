@@ -3,8 +3,9 @@
 A store is a folder::
 
     STORE/
-      segqc-store.json          marker: {"format": "segqc-corrections", "format_version": 1}
+      segqc-store.json          marker: {"format": "segqc-corrections", "format_version": 2}
       .lock                     inter-process lock file (never deleted)
+      ledger.jsonl              append-only account of every commit and every loss (ledger.py)
       index.jsonl               one JSON line per record (a cache: rebuilt from records/ when damaged)
       records/<case_key>/v0001/ one committed record per folder:
           record.json           metadata (below), with the sha256 of every other file of the record
@@ -29,11 +30,19 @@ commit and index updates; the heavy file writing happens outside it.  Each write
 own ``.tmp`` folder so ``verify --repair`` never quarantines a write that is still in progress.
 
 Never overwrite: recording a case again adds the next version (``<case_key>/v0002``); version numbers
-are never reused, not even those of quarantined records.
+are never reused, not even those of quarantined or deleted records (the ledger keeps the highest one
+committed per case).  A committed record that disappears is reported as lost by every ``verify``.
+
+Never outside: no symbolic link inside the store is followed (:mod:`.links`): commands refuse a store
+whose own entries are links, files are opened with ``O_NOFOLLOW``, and ``verify`` lists planted links.
+
+A store that lost its ``segqc-store.json`` (but holds records, an index or a ledger) is refused by every
+command with the same advice, ``segqc corrections verify --repair``, which writes a new marker.
 
 Names (case keys, reviewer names, record ids) are explained in :mod:`.names`; the other modules of this
 package: ``records`` (one record), ``inputs`` (validating a new correction), ``index`` (the index),
-``verify`` (verify and repair), and :mod:`SegQCLib.files` (checksums, fsync, atomic writes).
+``verify`` (verify and repair), ``ledger``, ``links``, ``quarantine``, and :mod:`SegQCLib.files` (checksums,
+fsync, verified atomic writes).
 """
 
 from __future__ import annotations
@@ -56,17 +65,20 @@ import numpy as np
 from filelock import FileLock, Timeout
 
 from .. import __version__
-from ..errors import InputError, ResourceError, SegQCError
-from ..files import fsync_dir, sha256_file, write_bytes_atomic, write_bytes_synced
+from ..errors import InputError, ResourceError, SegQCError, WriteError
+from ..files import fsync_dir, read_bytes, sha256_file, write_bytes_atomic, write_bytes_synced
 from ..io.image_files import write_array
 from ..io.volumes import LabelMap, Volume
 from ..quality.metrics import error_maps
 from .index import index_line, read_index, records_from_disk, rewrite_index, scan_record_dirs
 from .inputs import prepare_correction
+from .ledger import append_ledger, committed_entry, read_ledger, start_ledger
+from .links import StoreLinkError, link_advice, refuse_links
 from .names import (
     CORRECTED_FILE,
     ERROR_FILE_PATTERN,
     IMAGE_FILE_PATTERN,
+    LEDGER_FILE,
     LOCK_FILE,
     MARKER_FILE,
     ORIGINAL_FILE,
@@ -81,6 +93,7 @@ from .names import (
     format_record_id,
     version_dir_name,
 )
+from .quarantine import quarantine_root_links, quarantined_versions
 from .records import (
     CorrectionRecord,
     RecordMetadata,
@@ -91,11 +104,12 @@ from .records import (
     record_from_metadata,
     sorted_records,
 )
-from .verify import ProblemKind, StoreProblem, VerifyReport, check_records, quarantined_versions, verify_locked
+from .verify import EXPLANATIONS, ProblemKind, StoreProblem, VerifyReport, check_records, verify_locked
 
 logger = logging.getLogger(__name__)
 
 PathLike = Union[str, os.PathLike]
+_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
 
 # How long a writer waits for another writer's commit before giving up (commits take milliseconds).
 LOCK_TIMEOUT_S = 120.0
@@ -109,9 +123,12 @@ def _checkpoint(step: str) -> None:
         _crash_hook(step)
 
 
-def _storage_error(exc: OSError, root: Path, action: str) -> SegQCError:
-    reason = os.strerror(exc.errno) if exc.errno else str(exc)
+def _storage_error(exc: Union[OSError, WriteError], root: Path, action: str) -> SegQCError:
     tail = "Nothing was recorded: the store and your segmentation files are unchanged."
+    if isinstance(exc, WriteError):
+        return WriteError(f"Cannot {action} in {root}: {exc}. {tail} Free some space or check the disk, then record "
+                          "again.")
+    reason = os.strerror(exc.errno) if exc.errno else str(exc)
     if exc.errno in (errno.ENOSPC, errno.EDQUOT):
         return ResourceError(f"Cannot {action} in {root}: the disk is full ({reason}). {tail} "
                              "Free some space or use a store on another disk, then record again.")
@@ -148,22 +165,45 @@ class CorrectionStore(StoreLayout):
 
     # --- creation and locking ----------------------------------------------------------------------
     def is_store(self) -> bool:
-        marker = self.root / MARKER_FILE
-        try:
-            data = json.loads(marker.read_text(encoding="utf-8"))
+        try:  # never through a link
+            data = json.loads(read_bytes(self.marker_path, follow_links=False))
         except (OSError, ValueError):
             return False
         return isinstance(data, dict) and data.get("format") == STORE_FORMAT
 
+    def holds_store_data(self) -> bool:
+        """True when the folder holds what only an existing store has (a ledger, an index or records): a store
+        whose marker is gone, not one that another process is creating right now."""
+        if any(os.path.lexists(p) for p in (self.ledger_path, self.index_path)):
+            return True
+        return any(folder.is_dir() and not folder.is_symlink() and any(folder.iterdir())
+                   for folder in (self.records_dir, self.quarantine_dir))
+
+    def marker_advice(self) -> str:
+        return (f"{self.root} holds a corrections store whose {MARKER_FILE} marker is missing or damaged. Run "
+                f"`segqc corrections verify --repair --store {self.root}` to write a new one; until then SegQC "
+                "neither reads nor writes this store.")
+
     def _require_store(self) -> None:
         if not self.root.is_dir():
             raise InputError(f"Corrections store not found: {self.root}")
+        refuse_links(self)
         if not self.is_store():
+            if self.holds_store_data():
+                raise InputError(self.marker_advice())
             raise InputError(f"{self.root} is not a SegQC corrections store (no valid {MARKER_FILE})")
 
     def _ensure_created(self) -> None:
+        if self.root.is_dir():
+            refuse_links(self)
         if not self.is_store():
-            self._create()
+            if self.root.is_dir() and self.holds_store_data():
+                with self._locked():  # another process may be creating it, between its ledger and its marker
+                    if not self.is_store():
+                        raise InputError(self.marker_advice())
+            else:
+                self._create()
+        refuse_links(self)
         self.tmp_dir.mkdir(exist_ok=True)
         self.records_dir.mkdir(exist_ok=True)
 
@@ -185,13 +225,21 @@ class CorrectionStore(StoreLayout):
             refuse_if_foreign()
             for folder in (self.records_dir, self.tmp_dir, self.quarantine_dir):
                 folder.mkdir(exist_ok=True)
-            marker = {"format": STORE_FORMAT, "format_version": STORE_FORMAT_VERSION,
-                      "created_by": f"segqc {__version__}"}
-            write_bytes_atomic(self.root / MARKER_FILE, json.dumps(marker, indent=2).encode("utf-8"), sync_dir=True)
+            if not os.path.lexists(self.ledger_path):
+                start_ledger(self, [], "new store")
+            self._write_marker()
+
+    def _write_marker(self, note: Optional[str] = None) -> None:
+        marker = {"format": STORE_FORMAT, "format_version": STORE_FORMAT_VERSION, "created_by": f"segqc {__version__}"}
+        if note:
+            marker["note"] = note
+        write_bytes_atomic(self.marker_path, json.dumps(marker, indent=2).encode("utf-8"), sync_dir=True)
 
     @contextlib.contextmanager
     def _locked(self, timeout_s: float = LOCK_TIMEOUT_S) -> Iterator[None]:
-        lock = FileLock(str(self.root / LOCK_FILE))
+        if os.path.islink(self.lock_path):  # FileLock would open (and truncate) what the link points to
+            raise StoreLinkError(f"{self.lock_path} is a symbolic link. {link_advice(self.root)}")
+        lock = FileLock(str(self.lock_path))
         try:
             lock.acquire(timeout=timeout_s)
         except Timeout as exc:
@@ -225,7 +273,7 @@ class CorrectionStore(StoreLayout):
                                       reviewed_boxes, review_duration_s, rating)
         try:
             self._ensure_created()
-        except OSError as exc:
+        except (OSError, WriteError) as exc:
             raise _storage_error(exc, self.root, "create the corrections store") from exc
         return self._write_record(prepared.key, prepared.volumes, prepared.original, prepared.corrected,
                                   prepared.labels, prepared.draft)
@@ -237,6 +285,7 @@ class CorrectionStore(StoreLayout):
         writer_lock = FileLock(str(self.tmp_dir / f"{name}.lock"))
         committed = False
         try:
+            refuse_links(self)
             writer_lock.acquire(timeout=0)  # a fresh name: nobody else can hold it
             work.mkdir()
             _checkpoint("tmp_created")
@@ -244,6 +293,9 @@ class CorrectionStore(StoreLayout):
             _checkpoint("files_written")
             fsync_dir(work)
             with self._locked():
+                case_dir = self.records_dir / key
+                refuse_links(self, [case_dir])
+                self._ensure_ledger()
                 version = self._next_version(key)
                 record_id = format_record_id(key, version)
                 metadata = RecordMetadata(
@@ -258,7 +310,6 @@ class CorrectionStore(StoreLayout):
                 write_bytes_synced(work / RECORD_FILE, json.dumps(data, indent=2, allow_nan=False).encode("utf-8"))
                 fsync_dir(work)
                 _checkpoint("metadata_written")
-                case_dir = self.records_dir / key
                 created_case_dir = not case_dir.exists()
                 case_dir.mkdir(exist_ok=True)
                 final = case_dir / version_dir_name(version)
@@ -273,8 +324,8 @@ class CorrectionStore(StoreLayout):
                 # The work folder is gone (renamed): drop its lock now so a kill from here on leaves nothing in .tmp.
                 _drop_lock(writer_lock)
                 record = record_from_metadata(metadata, final)
-                self._after_commit(case_dir, record)
-        except OSError as exc:
+                self._after_commit(case_dir, record, data["metadata_sha256"])
+        except (OSError, WriteError) as exc:
             if not committed:
                 shutil.rmtree(work, ignore_errors=True)
                 raise _storage_error(exc, self.root, "record the correction") from exc
@@ -288,20 +339,42 @@ class CorrectionStore(StoreLayout):
         logger.info("Recorded correction %s in %s", record.record_id, self.root)
         return record
 
-    def _after_commit(self, case_dir: Path, record: CorrectionRecord) -> None:
-        """Make the rename durable and index it; the record is already whole, so failures here only warn."""
+    def _after_commit(self, case_dir: Path, record: CorrectionRecord, metadata_sha256: str) -> None:
+        """Make the rename durable, enter it in the ledger and the index; the record is already whole, so
+        failures here only warn (verify reports what is missing and --repair adds it)."""
         _checkpoint("committed")
         try:
             fsync_dir(case_dir)
             fsync_dir(self.records_dir)
-            with open(self.index_path, "ab") as handle:
+            append_ledger(self, [committed_entry(record.record_id, record.case_key, record.version,
+                                                 record.created_utc, record.reviewer, metadata_sha256)])
+            fd = os.open(str(self.index_path), os.O_WRONLY | os.O_APPEND | os.O_CREAT | _NOFOLLOW, 0o666)
+            with os.fdopen(fd, "ab") as handle:
                 handle.write(index_line(record).encode("utf-8"))
                 handle.flush()
                 os.fsync(handle.fileno())
             _checkpoint("indexed")
         except OSError as exc:
-            logger.warning("Record %s is committed but the index could not be updated (%s); "
-                           "it is rebuilt on the next list or verify", record.record_id, exc)
+            logger.warning("Record %s is committed but the ledger or index could not be updated (%s); "
+                           "`segqc corrections verify --repair` completes them", record.record_id, exc)
+
+    def _ensure_ledger(self) -> None:
+        """Start the ledger of a store made before it (call under the lock): from the records on disk and the index
+        (an indexed record that is gone is then known, and reported, as lost)."""
+        if os.path.lexists(self.ledger_path):
+            return
+        entries: dict[str, dict[str, Any]] = {}
+        for record_id, entry in (read_index(self) or {}).items():
+            with contextlib.suppress(KeyError, ValueError, TypeError):
+                entries[record_id] = committed_entry(record_id, entry["case_key"], int(entry["version"]),
+                                                     entry.get("created_utc", ""), entry.get("reviewer"), None)
+        for record_id, path in scan_record_dirs(self).items():
+            with contextlib.suppress(OSError, ValueError, AttributeError):
+                raw = json.loads(read_bytes(path / RECORD_FILE, follow_links=False))
+                entries[record_id] = committed_entry(record_id, raw["case_key"], int(raw["version"]),
+                                                     raw.get("created_utc", ""), raw.get("reviewer"),
+                                                     raw.get("metadata_sha256"))
+        start_ledger(self, [entries[r] for r in sorted(entries)], "started for a store made before the ledger")
 
     def _write_payload(self, work: Path, volumes: list[Volume], original: LabelMap, corrected: LabelMap,
                        labels: list[int]) -> dict[str, dict[str, Any]]:
@@ -317,10 +390,12 @@ class CorrectionStore(StoreLayout):
         return {p.name: {"sha256": sha256_file(p), "bytes": p.stat().st_size} for p in written}
 
     def _next_version(self, key: str) -> int:
-        """One more than any version this case ever had, committed or quarantined (call under the lock)."""
-        used = [0, *quarantined_versions(self, key)]
+        """One more than any version this case ever had: committed (the ledger, the index), on disk or quarantined,
+        even if the record is gone since (call under the lock)."""
+        used = [0, *quarantined_versions(self, key), read_ledger(self).max_version(key)]
+        used += [int(e["version"]) for e in (read_index(self) or {}).values() if e.get("case_key") == key]
         case_dir = self.records_dir / key
-        if case_dir.is_dir():
+        if case_dir.is_dir() and not case_dir.is_symlink():
             used += [int(m[1]) for m in (VERSION_RE.match(p.name) for p in case_dir.iterdir()) if m]
         return max(used) + 1
 
@@ -331,9 +406,11 @@ class CorrectionStore(StoreLayout):
         entries = read_index(self)
         on_disk = scan_record_dirs(self)
         if entries is not None and set(entries) == set(on_disk):
+            self._warn_lost(on_disk)
             return sorted_records([record_from_index_entry(e, on_disk[e["record_id"]]) for e in entries.values()])
         try:
             with self._locked():
+                self._ensure_ledger()  # before the index forgets a record that is gone
                 records, broken = records_from_disk(self)
                 rewrite_index(self, records)
             logger.info("Rebuilt the index of %s from %d records", self.root, len(records))
@@ -344,7 +421,23 @@ class CorrectionStore(StoreLayout):
         for record_id, reason in broken.items():
             logger.warning("Record %s is damaged and not listed (%s); run `segqc corrections verify`", record_id,
                            reason)
+        self._warn_lost(on_disk)
         return records
+
+    def lost_records(self, on_disk: Optional[dict[str, Path]] = None) -> list[str]:
+        """Record ids the ledger lists as committed that are no longer in ``records/``."""
+        on_disk = scan_record_dirs(self) if on_disk is None else on_disk
+        try:
+            committed = read_ledger(self).committed
+        except SegQCError:
+            return []
+        return sorted(set(committed) - set(on_disk))
+
+    def _warn_lost(self, on_disk: dict[str, Path]) -> None:
+        lost = self.lost_records(on_disk)
+        if lost:
+            logger.warning("%d committed record(s) of %s are lost (e.g. %s); `segqc corrections verify` says more",
+                           len(lost), self.root, ", ".join(lost[:3]))
 
     def load(self, record_id: str, check: bool = True) -> CorrectionRecord:
         """One record with its metadata; with ``check`` every file's checksum is verified first."""
@@ -375,25 +468,35 @@ class CorrectionStore(StoreLayout):
         the index.  With ``repair``, move whatever is broken or left over to ``quarantine/`` (nothing is
         deleted) and rebuild the index."""
         report = VerifyReport()
-        if not self.is_store():
+        own_links = [name for name in (MARKER_FILE, LEDGER_FILE) if os.path.islink(self.root / name)]
+        if not self.root.is_dir() or not (self.is_store() or self.holds_store_data() or own_links):
             report.problems.append(StoreProblem(ProblemKind.NOT_A_STORE, str(self.root), "cannot verify"))
             return report
+        if repair:  # links among the store's own entries first: the lock itself may be one
+            for moved in quarantine_root_links(self, EXPLANATIONS[ProblemKind.PLANTED_LINK]):
+                report.quarantined.append(str(moved))
+                report.problems.append(StoreProblem(ProblemKind.PLANTED_LINK, moved.name.split("__")[-1],
+                                                    "a symbolic link in place of the store's own entry"))
         # Committed records never change, so the slow part (hashing every file) runs without the lock and
         # writers (a Slicer session recording a correction) are not kept waiting; the rest runs under it.
         checked = check_records(self)
         with contextlib.ExitStack() as stack:
             try:
                 stack.enter_context(self._locked())
-            except OSError as exc:
+            except (OSError, StoreLinkError) as exc:
+                if repair and isinstance(exc, StoreLinkError):
+                    raise
                 if repair:
                     raise _storage_error(exc, self.root, "lock the store for repair") from exc
                 logger.warning("Verifying %s without its lock (%s)", self.root, exc)
-            verify_locked(self, report, repair, checked)
+            verify_locked(self, report, repair,
+                          checked, lambda: self._write_marker("written by verify --repair: the marker was lost"))
         return report
 
 
 def _only_store_entries(root: Path) -> bool:
     """True when ``root`` holds nothing but what a store being created by another process may contain."""
-    allowed = {LOCK_FILE, RECORDS_DIR, TMP_DIR, QUARANTINE_DIR}
-    return all(p.name in allowed or re.match(rf"^\.{re.escape(MARKER_FILE)}\..+\.tmp$", p.name)
+    allowed = {LOCK_FILE, RECORDS_DIR, TMP_DIR, QUARANTINE_DIR, LEDGER_FILE}
+    return all(p.name in allowed or re.match(rf"^\.({re.escape(MARKER_FILE)}|{re.escape(LEDGER_FILE)})\..+\.tmp$",
+                                             p.name)
                for p in root.iterdir())

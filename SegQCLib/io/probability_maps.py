@@ -56,7 +56,12 @@ def write_probability_nifti(path: Path, prob: np.ndarray, geometry: Geometry) ->
     path = Path(path)
     image = sitk.GetImageFromArray(quantize_probabilities(prob))
     geometry.apply_to(image)
-    sitk.WriteImage(image, str(path), False)  # uncompressed: the header is patched, then the whole file gzipped
-    data = bytearray(path.read_bytes())
+    # Uncompressed first (ITK picks compression by extension): the header is patched, then the whole file gzipped.
+    raw = path.with_name(path.name + ".raw.nii")
+    try:
+        sitk.WriteImage(image, str(raw), False)
+        data = bytearray(raw.read_bytes())
+    finally:
+        raw.unlink(missing_ok=True)
     _set_scale(data, PROBABILITY_STEP, 0.0)
     path.write_bytes(gzip.compress(bytes(data), compresslevel=GZIP_LEVEL, mtime=0))

@@ -8,9 +8,10 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import InputError
+from ..errors import InputError, WriteError
 from ..files import TEMP_SUFFIX, atomic_write
 from ..geometry import Geometry
+from .directions import checked_direction
 from .volumes import LabelMap, SegmentStyle, validate_label_array
 
 logger = logging.getLogger(__name__)
@@ -46,10 +47,11 @@ def read_seg_nrrd(path: Path) -> LabelMap:
         names = {int(s["labelValue"]): s.get("name", f"Segment_{s['labelValue']}") for s in segments}
         styles = {int(s["labelValue"]): _style(s) for s in segments}
     array_zyx = np.ascontiguousarray(np.transpose(voxels, (2, 1, 0)))
-    geometry = _geometry_from_ijk_to_lps(np.asarray(segmentation["ijkToLPS"], dtype=float), array_zyx.shape)
+    geometry, notices = _geometry_from_ijk_to_lps(np.asarray(segmentation["ijkToLPS"], dtype=float),
+                                                  array_zyx.shape, str(path))
     array = validate_label_array(array_zyx, str(path))
     styles = {label: style for label, style in styles.items() if style != SegmentStyle()}
-    return LabelMap(array, geometry, names, str(path), styles=styles)
+    return LabelMap(array, geometry, names, str(path), notices, styles=styles)
 
 
 def _style(segment: dict) -> SegmentStyle:
@@ -73,11 +75,19 @@ def _segment_fields(style: SegmentStyle | None) -> dict:
     return fields
 
 
-def _geometry_from_ijk_to_lps(matrix: np.ndarray, shape_zyx: tuple[int, int, int]) -> Geometry:
+def _geometry_from_ijk_to_lps(matrix: np.ndarray, shape_zyx: tuple[int, int, int],
+                              source: str) -> tuple[Geometry, list[str]]:
+    if matrix.shape != (4, 4) or not np.all(np.isfinite(matrix)):
+        raise InputError(f"Segmentation {source} has a damaged geometry (space directions/origin not finite)")
     spacing = np.linalg.norm(matrix[:3, :3], axis=0)
-    direction = matrix[:3, :3] / spacing
-    return Geometry(tuple(int(s) for s in shape_zyx), tuple(float(s) for s in spacing),
-                    tuple(float(v) for v in matrix[:3, 3]), tuple(float(v) for v in direction.ravel()))
+    if np.any(spacing <= 0):
+        raise InputError(f"Segmentation {source} has a voxel axis of length 0 in its space directions")
+    direction, notice = checked_direction((matrix[:3, :3] / spacing).ravel(), source, "Segmentation")
+    if notice:
+        logger.warning(notice)
+    geometry = Geometry(tuple(int(s) for s in shape_zyx), tuple(float(s) for s in spacing),
+                        tuple(float(v) for v in matrix[:3, 3]), direction)
+    return geometry, [notice] if notice else []
 
 
 def write_seg_nrrd(path: Path, labelmap: LabelMap) -> Path:
@@ -98,5 +108,14 @@ def write_seg_nrrd(path: Path, labelmap: LabelMap) -> Path:
             for label in sorted(set(labelmap.labels) | set(labelmap.names))
         ],
     }
+
+    def verify(temporary: Path) -> None:
+        try:
+            written = read_seg_nrrd(temporary)
+        except InputError as exc:
+            raise WriteError("reading it back failed") from exc
+        if not np.array_equal(written.array, labelmap.array) or geometry.differences(written.geometry):
+            raise WriteError("it reads back differently from what was written")
+
     return atomic_write(path, lambda temporary: slicerio.write_segmentation(str(temporary), segmentation),
-                        suffix=f"{TEMP_SUFFIX}{SEG_NRRD_SUFFIX}")
+                        suffix=f"{TEMP_SUFFIX}{SEG_NRRD_SUFFIX}", verify=verify)

@@ -62,6 +62,12 @@ class LabelMap:
         return [int(v) for v in np.unique(self.array) if v != 0]
 
 
+def nonfinite_message(what: str, source: str, count: int) -> str:
+    """The one message for NaN or infinite voxel values, whatever the file format."""
+    return (f"{what} {source} contains NaN or infinite values ({count} voxel{'s' if count != 1 else ''}); "
+            "SegQC needs finite numbers in every voxel")
+
+
 def validate_label_array(array: np.ndarray, source: str) -> np.ndarray:
     """Return ``array`` as a compact integer label array, or raise InputError saying what is wrong."""
     if array.ndim != 3:
@@ -69,8 +75,9 @@ def validate_label_array(array: np.ndarray, source: str) -> np.ndarray:
     if array.size == 0:
         raise InputError(f"Segmentation {source} has no voxels")
     if np.issubdtype(array.dtype, np.floating):
-        if not np.all(np.isfinite(array)):
-            raise InputError(f"Segmentation {source} contains NaN or infinite values; expected integer labels")
+        nonfinite = int(array.size - np.count_nonzero(np.isfinite(array)))
+        if nonfinite:
+            raise InputError(nonfinite_message("Segmentation", source, nonfinite) + "; expected integer labels")
         if not np.all(np.equal(np.mod(array, 1), 0)):
             raise InputError(
                 f"Segmentation {source} has non-integer values (e.g. {array[np.mod(array, 1) != 0].flat[0]:.4g}); "

@@ -16,6 +16,8 @@ from pathlib import Path
 from typing import Any, Optional, Union
 
 from ..errors import ModelError
+from ..files import NotARegularFileError, open_regular_file
+from .config_schema import coerce_config_values
 
 CONFIG_FILE = "config.json"
 HIPPOCAMPUS_CLASSES = {1: "anterior", 2: "posterior"}
@@ -49,6 +51,8 @@ class UnknownKeys(str, Enum):
 
 # Keys a package's config.json must define: without them the architecture is not determined.
 REQUIRED_CONFIG_KEYS = ("classes", "modalities", "widths", "blocks_per_stage", "strides", "patch_size_zyx")
+# Keys of config.json that describe the package, not the network (read by network/package.py, not kept here).
+PACKAGE_KEYS = ("weights_sha256",)
 
 
 @dataclass
@@ -119,6 +123,8 @@ class ModelConfig:
 
     # --- validation and (de)serialisation ------------------------------------------------------
     def validate(self) -> None:
+        """Types and ranges of every field (:mod:`.config_schema`), then how the fields fit together."""
+        coerce_config_values({f.name: getattr(self, f.name) for f in fields(self)})
         problems = []
         if not self.classes:
             problems.append("classes is empty (need at least one foreground class)")
@@ -134,8 +140,6 @@ class ModelConfig:
                             f"({len(self.strides)}) need one entry per stage")
         if any(len(s) != 3 or min(s) < 1 for s in self.strides):
             problems.append(f"each stride is three positive integers (z, y, x), got {self.strides}")
-        if any(w < 1 for w in self.widths) or any(b < 1 for b in self.blocks_per_stage) or self.full_res_width < 1:
-            problems.append("widths, blocks_per_stage and full_res_width must be positive")
         if not 0 <= self.decoder_from_stage < stages:
             problems.append(f"decoder_from_stage {self.decoder_from_stage} is not a stage index 0..{stages - 1}")
         if len(self.patch_size_zyx) != 3:
@@ -147,27 +151,12 @@ class ModelConfig:
             if any(p // t < 2 for p, t in zip(self.patch_size_zyx, total)):
                 problems.append(f"patch_size_zyx {self.patch_size_zyx} leaves less than 2 voxels per axis at the "
                                 f"bottleneck (total stride {total}); instance norm needs more")
-        if self.target_spacing_zyx_mm is not None and (len(self.target_spacing_zyx_mm) != 3
-                                                       or min(self.target_spacing_zyx_mm) <= 0):
-            problems.append(f"target_spacing_zyx_mm must be three positive values or null, got "
-                            f"{self.target_spacing_zyx_mm}")
         if self.normalization not in {n.value for n in Normalization}:
             problems.append(f"normalization {self.normalization!r} is not one of {[n.value for n in Normalization]}")
-        if not 0 <= self.window_overlap < 1:
-            problems.append(f"window_overlap must be in [0, 1), got {self.window_overlap}")
-        if self.full_res_kernel not in (1, 3):
-            problems.append(f"full_res_kernel must be 1 or 3, got {self.full_res_kernel}")
-        if not isinstance(self.tta_flips, list) or any(
-                not isinstance(f, list) or not f or any(a not in (0, 1, 2) for a in f) or len(set(f)) != len(f)
-                for f in self.tta_flips):
-            problems.append(f"tta_flips must be a list of non-empty lists of distinct axes 0, 1, 2, got "
-                            f"{self.tta_flips!r}")
+        if self.tta_flips and any(len(set(f)) != len(f) for f in self.tta_flips):
+            problems.append(f"tta_flips must be lists of distinct axes 0, 1, 2, got {self.tta_flips!r}")
         if self.output not in {k.value for k in OutputKind}:
             problems.append(f"output {self.output!r} is not one of {[k.value for k in OutputKind]}")
-        if not (isinstance(self.truth_temperature, (int, float)) and 0.05 <= self.truth_temperature <= 20):
-            problems.append(f"truth_temperature must be a number in [0.05, 20], got {self.truth_temperature!r}")
-        if self.eca_kernel_size < 1 or self.eca_kernel_size % 2 == 0:
-            problems.append(f"eca_kernel_size must be odd and positive, got {self.eca_kernel_size}")
         if problems:
             raise ModelError("Invalid model configuration: " + "; ".join(problems))
 
@@ -198,7 +187,7 @@ class ModelConfig:
                 raise ModelError(f"Model configuration is missing required keys: {', '.join(missing)}"
                                  + (" (the config is empty)" if not data else ""))
         known = {f.name for f in fields(cls)}
-        unknown = sorted(key for key in data if key not in known)
+        unknown = sorted(key for key in data if key not in known and key not in PACKAGE_KEYS)
         if unknown and unknown_keys is UnknownKeys.REFUSE:
             raise ModelError(f"Model configuration has unknown key(s) {', '.join(unknown)}; the fields are: "
                              f"{', '.join(sorted(known))}")
@@ -207,26 +196,11 @@ class ModelConfig:
         for key, value in data.items():
             if key in known:
                 values[key] = value
-            else:
+            elif key not in PACKAGE_KEYS:
                 extra[key] = value
         values["extra"] = extra
-        try:
-            if "classes" in values:
-                values["classes"] = {int(k): str(v) for k, v in dict(values["classes"]).items()}
-            for key in ("widths", "blocks_per_stage", "patch_size_zyx"):
-                if key in values:
-                    values[key] = [int(v) for v in values[key]]
-            if "strides" in values:
-                values["strides"] = [[int(v) for v in s] for s in values["strides"]]
-            if values.get("tta_flips"):
-                values["tta_flips"] = [[int(v) for v in f] for f in values["tta_flips"]]
-            if values.get("target_spacing_zyx_mm") is not None:
-                values["target_spacing_zyx_mm"] = [float(v) for v in values["target_spacing_zyx_mm"]]
-            if "modalities" in values:
-                values["modalities"] = [str(v) for v in values["modalities"]]
-            config = cls(**values)
-        except (TypeError, ValueError) as exc:
-            raise ModelError(f"Invalid model configuration: {exc}") from exc
+        # Types and ranges first, in our words ("48" is refused, not read as [4, 8]); then the cross-field checks.
+        config = cls(**coerce_config_values(values))
         config._unknown_keys = unknown  # type: ignore[attr-defined]  # not a field: not written back
         return config
 
@@ -249,16 +223,34 @@ def read_config(path: Union[str, os.PathLike], base: Optional[ModelConfig] = Non
 
     ``base``, ``require_complete`` and ``unknown_keys`` are passed to :meth:`ModelConfig.from_dict` (a partial
     file overriding ``base``; keys that are not fields kept or refused)."""
-    path = Path(path)
-    if path.is_dir():
-        path = path / CONFIG_FILE
-    if not path.is_file():
-        raise ModelError(f"Model configuration not found: {path}")
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ModelError(f"Model configuration {path} is not valid JSON ({exc})") from exc
+    data, path = read_config_json(path)
     try:
         return ModelConfig.from_dict(data, base=base, require_complete=require_complete, unknown_keys=unknown_keys)
     except ModelError as exc:
         raise ModelError(f"{path}: {exc}") from exc
+
+
+# A configuration is a few kilobytes; a much larger "config.json" is not one (and is not read into memory).
+MAX_CONFIG_BYTES = 16 << 20
+
+
+def read_config_json(path: Union[str, os.PathLike]) -> tuple[Any, Path]:
+    """The parsed JSON of a config.json (or of the config.json in a folder) and its path; ModelError otherwise."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / CONFIG_FILE
+    if not path.exists():
+        raise ModelError(f"Model configuration not found: {path}")
+    try:
+        with open_regular_file(path) as handle:
+            raw = handle.read(MAX_CONFIG_BYTES + 1)
+    except NotARegularFileError as exc:
+        raise ModelError(f"Model configuration {path} is {exc.kind}, not a file; refused") from exc
+    except OSError as exc:
+        raise ModelError(f"Model configuration {path} cannot be read ({exc.strerror or exc})") from exc
+    if len(raw) > MAX_CONFIG_BYTES:
+        raise ModelError(f"Model configuration {path} is larger than {MAX_CONFIG_BYTES >> 20} MB: not a config.json")
+    try:
+        return json.loads(raw.decode("utf-8")), path
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ModelError(f"Model configuration {path} is not valid JSON ({exc})") from exc

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 import threading
 import time
 from collections.abc import Sequence
@@ -39,6 +38,8 @@ import torch
 
 from ..errors import CancelledError, InputError, ModelError, ResourceError
 from ..geometry import Geometry
+from ..memory import available_memory_bytes as host_available_memory_bytes
+from ..memory import format_bytes, require_memory
 from .config import ModelConfig
 from .crop import CropBox, crop_box_around
 from .normalization import normalize_intensity
@@ -239,17 +240,8 @@ def available_memory_bytes(device: torch.device) -> Optional[int]:
         return int(free)
     if device.type != "cpu":
         return None
-    try:  # Linux: MemAvailable counts reclaimable page cache, which "free" pages do not
-        with open("/proc/meminfo", encoding="ascii") as stream:
-            for line in stream:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        pass
-    try:
-        return int(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
-    except (AttributeError, ValueError, OSError):
-        return None
+    # MemAvailable (reclaimable page cache included), the cgroup limit and ulimit -v, whichever is least.
+    return host_available_memory_bytes()
 
 
 def choose_window_batch(device: torch.device, window_bytes: int) -> int:
@@ -258,6 +250,10 @@ def choose_window_batch(device: torch.device, window_bytes: int) -> int:
     free = available_memory_bytes(device)
     if free is None:
         return 1
+    if window_bytes > free:
+        raise ResourceError(f"One window of the QC network needs about {format_bytes(window_bytes)} on {device}, but "
+                            f"only {format_bytes(free)} is free: the model's patch_size_zyx or widths are too large "
+                            "for this machine; close other programs or use a machine with more memory")
     fitting = int(free * MEMORY_SAFETY_FRACTION // max(window_bytes, 1))
     if fitting < 1:
         logger.warning("One window needs about %.0f MiB, more than the safe share of %.0f MiB free on %s",
@@ -394,6 +390,16 @@ def check_input_matches_model(config: ModelConfig, modality_count: int, seg: np.
         )
 
 
+def _require_working_memory(config: ModelConfig, shape_zyx: Sequence[int], patch_zyx: Sequence[int],
+                            modalities: int) -> None:
+    """ResourceError before allocating when the network's input and outputs at ``shape_zyx`` (padded to the patch)
+    cannot fit: images, one-hot masks, labels, blended probabilities and their weights, as float32 (labels int64)."""
+    voxels = math.prod(max(int(s), int(p)) for s, p in zip(shape_zyx, patch_zyx))
+    per_voxel = 4 * (modalities + len(config.mask_labels) + 2 * len(config.labels) + 1) + 8
+    require_memory(voxels * per_voxel, f"QC of a {'×'.join(str(int(v)) for v in shape_zyx)} voxel grid (the model "
+                   f"{config.name} at spacing {config.target_spacing_zyx_mm} mm)")
+
+
 def _stage_progress(progress: Optional[ProgressCallback], start: float, end: float) -> Optional[ProgressCallback]:
     if progress is None:
         return None
@@ -451,12 +457,14 @@ def _predict_case(model, config, images, seg, geometry, device, overlap, window_
     crop_geometry = geometry.with_shape(crop.shape, crop.start_zyx)
     target = resampled_geometry(crop_geometry, config.target_spacing_zyx_mm)
     if target is not None:
+        _require_working_memory(config, target.shape_zyx, config.patch_size_zyx, len(images))
         notices.append(f"Resampled from spacing (z,y,x) {tuple(round(v, 3) for v in geometry.spacing_zyx_mm)} mm to "
                        f"the model's {tuple(config.target_spacing_zyx_mm)} mm and back")
         normalized = [resample_array(a, crop_geometry, target, linear=True) for a in normalized]
         seg_crop = resample_array(seg_crop, crop_geometry, target, linear=False)
-    image_tensor = torch.from_numpy(np.stack(normalized).astype(np.float32, copy=False))
     patch = list(config.patch_size_zyx)
+    _require_working_memory(config, target.shape_zyx if target is not None else crop.shape, patch, len(images))
+    image_tensor = torch.from_numpy(np.stack(normalized).astype(np.float32, copy=False))
     image_tensor, keep = pad_to_shape(image_tensor, patch)
     # Pad the labels, not the one-hot: padding is background (matters with a background channel).
     # The one-hot mask is kept as bool (1 byte per voxel and channel, not float32's 4; the network casts each

@@ -37,7 +37,7 @@ def package_dir(path: PathLike) -> Path:
 
 def weights_path(folder: Path) -> Path:
     """The package's weights file: ``weights.safetensors``, or ``weights.pt`` in an older package."""
-    present = [folder / name for name in WEIGHTS_FILES if (folder / name).is_file()]
+    present = [folder / name for name in WEIGHTS_FILES if os.path.lexists(folder / name)]  # links too: refused later
     if len(present) > 1:
         raise ModelError(f"Model package {folder} has both {WEIGHTS_FILE} and {LEGACY_WEIGHTS_FILE}: which one "
                          "the config belongs to is unclear. If a conversion was interrupted, `segqc model convert "

@@ -48,6 +48,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..errors import ModelError
 from .config import ModelConfig, OutputKind
 
 LEAKY_SLOPE = 0.01
@@ -278,9 +279,18 @@ def with_test_time_augmentation(model: nn.Module) -> nn.Module:
     """``model`` wrapped in :class:`FlipAveraged` when its config asks for flips, else ``model`` itself."""
     flips = getattr(model.config, "tta_flips", None)
     return FlipAveraged(model, flips) if flips else model
+# The published QCResUNet has 16.6 M parameters; a configuration far above it is a mistake or an attack.
+MAX_PARAMETERS = 200_000_000
 
 
 def build_model(config: ModelConfig) -> QCResUNet:
+    """The network of ``config``; ModelError (before any weight is allocated) when it would exceed MAX_PARAMETERS."""
+    with torch.device("meta"):  # shapes only: counts the parameters without allocating them
+        parameters = count_parameters(QCResUNet(config))
+    if parameters > MAX_PARAMETERS:
+        raise ModelError(f"Invalid model configuration: the network would have {parameters:,} parameters "
+                         f"({parameters * 4 / 2**30:.1f} GB as float32), more than the {MAX_PARAMETERS:,} allowed "
+                         "(the published QCResUNet has 16.6 M): check widths, blocks_per_stage and decoder_convs")
     return QCResUNet(config)
 
 

@@ -1,7 +1,9 @@
 """The files of a QC run: ``error_prob_<label>.nii.gz`` maps and ``report.json``, written and read back.
 
-:class:`QCResult` is what the engine (or ``segqc estimate``) produced for one case; its ``write`` puts the
-maps first and the report last, so a folder with a ``report.json`` is complete.  :func:`read_error_probs`
+:class:`QCResult` is what the engine (or ``segqc estimate``) produced for one case; its ``write`` writes the
+maps and the report beside the earlier ones (each read back as it is written), then moves them into place
+together, the report last (:mod:`SegQCLib.staged_files`): a folder with a ``report.json`` is complete, and a
+run that fails or is killed while writing leaves the earlier report and maps as they were.  :func:`read_error_probs`
 reads error maps from any source back (``segqc estimate``, the Slicer module, resume of ``segqc rank``).
 """
 
@@ -21,10 +23,13 @@ from ..geometry import Geometry
 from ..io.image_files import read_image, write_probability_map
 from ..io.nifti_header import is_nifti
 from ..io.nifti_values import count_nonfinite
+from ..staged_files import StagedFiles
 from .report import ERROR_PROB_PATTERN, REPORT_FILE_NAME, Report
 from .suggestion import Suggestion
-from .suggestion_files import remove_suggestion_files, write_suggestion_files
+from .suggestion_files import SUGGESTION_FILE_RE, write_suggestion_files
 
+# The maps QCResult.write itself names (other readable names are inputs it never removes).
+ERROR_PROB_NAME_RE = re.compile(r"^error_prob_\d+\.nii\.gz$")
 ERROR_PROB_FILE_RE = re.compile(r"error_prob_(?P<label>\d+)\.(nii\.gz|nii|nrrd|nhdr|mha|mhd)$", re.IGNORECASE)
 
 
@@ -39,23 +44,33 @@ class QCResult:
     suggestion: Optional[Suggestion] = None
 
     def write(self, out_dir: Union[str, Path], inputs: Sequence[Union[str, Path]] = ()) -> Path:
-        """Write ``error_prob_<label>.nii.gz`` (and the suggestion's files) then ``report.json`` (last, so its
-        presence means complete).  Suggestion files of an earlier run are removed, except ``inputs`` of this one.
+        """Write ``error_prob_<label>.nii.gz``, the suggestion's files and ``report.json`` beside the folder's
+        earlier ones, then move them into place together (report last); returns the report's path.
 
-        The maps are 8-bit probabilities scaled by 1/255 in the NIfTI header (:mod:`SegQCLib.io.probability_maps`):
-        every reader gets float32 within 1/510 of ``error_prob``, from which the report was computed."""
+        Maps of labels this result does not have and suggestion files of an earlier run (except ``inputs`` of
+        this one) are removed in the same step, so the folder never mixes two runs.  The maps are 8-bit
+        probabilities scaled by 1/255 in the NIfTI header (:mod:`SegQCLib.io.probability_maps`): every reader
+        gets float32 within 1/510 of ``error_prob``, from which the report was computed."""
         out_dir = Path(out_dir)
-        out_dir.mkdir(parents=True, exist_ok=True)
-        # A report from an earlier run must not vouch for maps that this run is half-way through replacing.
-        (out_dir / REPORT_FILE_NAME).unlink(missing_ok=True)
-        remove_suggestion_files(out_dir, keep=inputs)
         started = time.perf_counter()
-        for label, prob in self.error_prob.items():
-            write_probability_map(out_dir / ERROR_PROB_PATTERN.format(label=label), prob, self.geometry)
-        if self.suggestion is not None:
-            write_suggestion_files(out_dir, self.suggestion)
-        self.report.timing_s["write"] = round(time.perf_counter() - started, 4)
-        return self.report.save(out_dir / REPORT_FILE_NAME)
+        names = {label: ERROR_PROB_PATTERN.format(label=label) for label in self.error_prob}
+        with StagedFiles(out_dir) as staged:
+            for label, prob in self.error_prob.items():
+                write_probability_map(staged.path(names[label]), prob, self.geometry)
+            suggestion_names: list[str] = []
+            if self.suggestion is not None:
+                staging_dir = staged.path(REPORT_FILE_NAME).parent
+                suggestion_names = [p.name for p in write_suggestion_files(staging_dir, self.suggestion)]
+            self.report.timing_s["write"] = round(time.perf_counter() - started, 4)
+            self.report.save(staged.path(REPORT_FILE_NAME))
+            kept = {Path(p).resolve() for p in inputs}
+            obsolete = [p.name for p in out_dir.iterdir()
+                        if ERROR_PROB_NAME_RE.match(p.name) and p.name not in names.values()
+                        or SUGGESTION_FILE_RE.match(p.name) and p.name not in suggestion_names
+                        and p.resolve() not in kept]
+            staged.commit([*names.values(), *suggestion_names, REPORT_FILE_NAME], last=REPORT_FILE_NAME,
+                          obsolete=obsolete)
+        return out_dir / REPORT_FILE_NAME
 
 
 def read_error_probs(sources: Union[str, Path, Sequence[Union[str, Path]]],

@@ -10,7 +10,14 @@ import torch
 from training_helpers import tiny_bank
 
 from SegQCLib.network.package import load_model_package
-from training.calibrate import CALIBRATION_FILE, TuningOutputs, calibrate, fit_temperature, scores_at
+from training.calibrate import (
+    CALIBRATION_FILE,
+    TuningOutputs,
+    calibrate,
+    fit_temperature,
+    lowest_estimate_mae_temperature,
+    scores_at,
+)
 from training.train import Trainer, TrainSettings
 
 LABELS = [1, 2]
@@ -50,3 +57,10 @@ def test_calibrating_a_run_writes_a_package_with_its_temperature_and_the_tuning_
     assert package.config.truth_temperature == pytest.approx(result["after"]["temperature"], abs=1e-3)
     assert result["after"]["near_cross_entropy"] <= result["before"]["near_cross_entropy"] + 1e-6
     assert json.loads((tmp_path / "calibrated" / CALIBRATION_FILE).read_text())["queries"] == result["queries"]
+
+
+def test_the_estimate_objective_picks_the_grid_temperature_with_the_lowest_dice_error():
+    outputs = _overconfident(2.0, seed=2)
+    chosen = lowest_estimate_mae_temperature(outputs, LABELS, grid=(0.5, 1.0, 2.0, 4.0))
+    errors = {t: scores_at(outputs, t, LABELS)["est_dice_mae"] for t in (0.5, 1.0, 2.0, 4.0)}
+    assert errors[chosen] == min(errors.values())

@@ -66,7 +66,10 @@ def model_card(package, run: Path, settings: dict, summary: dict, evaluation: di
         f"# {config.name} {config.version}: QC network for hippocampus segmentations (MRI T1)",
         "",
         "Predicts, from a T1 image and a segmentation of the hippocampus (1 = anterior, 2 = posterior), where",
-        "the segmentation is wrong (one error-probability map per class) and its case Dice and NSD (1 mm).",
+        "the segmentation is wrong (one error-probability map per class)" + (
+            " and its case Dice and NSD (1 mm)." if config.report_case_head else
+            "; the case Dice is SegQC's estimate from those maps (the network's own Dice/NSD head is not "
+            "reported: `report_case_head` is false, see below)."),
         "",
         "## Data and license",
         "",
@@ -104,7 +107,7 @@ def model_card(package, run: Path, settings: dict, summary: dict, evaluation: di
         f"{settings.get('device', 'cpu')} (a shared 2-core CPU) in the last stage. Checkpoint: `{run.name}`.",
     ]
     if config.output == OutputKind.TRUTH.value:
-        lines.append(f"- Calibration: temperature {config.truth_temperature:g} on the truth logits, fitted on the "
+        lines.append(f"- Calibration: temperature {config.truth_temperature:g} on the truth logits, chosen on the "
                      "tuning cases (`python -m training.calibrate`).")
     if config.tta_flips:
         lines.append(f"- Inference: flip test-time augmentation over axes {config.tta_flips} (z, y, x) besides the "

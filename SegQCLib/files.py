@@ -205,10 +205,10 @@ def atomic_write(path: PathLike, write: Callable[[Path], None], suffix: str = TE
         # mkstemp makes the file private (0600); the result must be readable like any file the user
         # creates (a served HTML report, outputs shared with colleagues).
         os.chmod(temporary, NEW_FILE_MODE & ~_UMASK)
-        write(temporary)
-        if durable:
-            fsync_file(temporary)
         try:
+            write(temporary)  # a writer that finds its own output damaged says so with WriteError
+            if durable:
+                fsync_file(temporary)
             if verify is not None:
                 verify(temporary)
             elif temporary.stat().st_size == 0:

@@ -158,19 +158,6 @@ def test_a_failed_rewrite_leaves_the_earlier_report_and_maps_as_they_were(tmp_pa
     assert {p.name: p.read_bytes() for p in out.iterdir()} == earlier
 
 
-def test_maps_written_uncompressed_replace_an_earlier_runs_compressed_maps(tmp_path, real_query):
-    """What `segqc run --no-compress` (the Slicer module's process) writes into a folder used before."""
-    from SegQCLib.quality.report import Report
-
-    out = tmp_path / "o"
-    assert run_estimate("--seg", real_query["seg"], "--error-prob", real_query["probs"], "--out", out) == 0
-    result = outputs.QCResult(Report.load(out), outputs.read_error_probs(out), real_query["geometry"])
-    result.write(out, compress=False)
-    assert sorted(p.name for p in out.iterdir()) == ["error_prob_1.nii", "error_prob_2.nii", "report.json"]
-    assert (out / "error_prob_1.nii").read_bytes()[:2] != b"\x1f\x8b"
-    np.testing.assert_array_equal(outputs.read_error_probs(out)[2], result.error_prob[2])
-
-
 def test_an_output_path_that_is_a_file_is_a_clear_error(tmp_path, real_query, capsys):
     taken = tmp_path / "taken"
     taken.write_text("not a folder")

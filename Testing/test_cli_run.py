@@ -231,7 +231,7 @@ def test_corrupt_model_weights_are_refused(default_package, hippocampus_cases, t
     case = hippocampus_cases[0]
     code = run_cli("--image", str(case.images[0]), "--seg", str(case.label), "--out", str(tmp_path / "out"),
                    "--model", str(broken))
-    assert code == 1 and "corrupt or truncated" in capsys.readouterr().err
+    assert code == 1 and "changed or damaged" in capsys.readouterr().err  # its sha256 is not the one recorded
 
 
 def test_without_model_the_message_says_none_is_installed(hippocampus_cases, tmp_path, capsys, monkeypatch):

@@ -112,8 +112,8 @@ def test_forward_refuses_wrong_channel_counts():
 
 
 @pytest.mark.parametrize("overrides, message", [
-    ({"classes": {}}, "classes is empty"),
-    ({"modalities": []}, "modalities is empty"),
+    ({"classes": {}}, "classes must name 1 to"),
+    ({"modalities": []}, "modalities must have 1 to"),
     ({"patch_size_zyx": [50, 64, 48]}, "not divisible"),
     ({"blocks_per_stage": [1, 1]}, "one entry per stage"),
     ({"decoder_from_stage": 7}, "decoder_from_stage"),

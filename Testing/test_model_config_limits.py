@@ -134,4 +134,4 @@ def test_segqc_run_refuses_an_overlap_that_would_make_the_window_count_explode(c
     from SegQCLib.commands.cli import main
 
     assert main(["run", "--image", "i.nii.gz", "--seg", "s.nii.gz", "--out", "o", "--overlap", "0.99"]) == 2
-    assert "--overlap must be in [0, 0.9]" in capsys.readouterr().err
+    assert "--overlap: must be a number in [0, 0.9]" in capsys.readouterr().err

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
+from SegQCLib.errors import InputError
 from SegQCLib.io.image_files import read_image
 from SegQCLib.io.nifti_values import count_nonfinite
 
@@ -15,7 +16,9 @@ nib = pytest.importorskip("nibabel", reason="nibabel (from the test extra) write
 def test_simpleitk_reads_nan_voxels_of_a_nifti_as_zero_which_is_why_they_are_counted(tmp_path):
     values = np.full((3, 4, 5), np.nan, np.float32)
     sitk.WriteImage(sitk.GetImageFromArray(values), str(tmp_path / "nan.nii.gz"))
-    assert np.isfinite(read_image(tmp_path / "nan.nii.gz").array).all()  # what a reader sees
+    assert np.isfinite(sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / "nan.nii.gz")))).all()  # what ITK sees
+    with pytest.raises(InputError, match="NaN"):  # what SegQC says
+        read_image(tmp_path / "nan.nii.gz")
     assert count_nonfinite(tmp_path / "nan.nii.gz") == values.size
 
 

@@ -13,9 +13,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from SegQCLib import engine as engine_module
 from SegQCLib.commands import estimate as estimate_command
 from SegQCLib.commands import rank as rank_command
-from SegQCLib.commands import run as run_command
 from SegQCLib.commands.cli import main as segqc
 from SegQCLib.geometry import Geometry
 from SegQCLib.io.image_files import write_array
@@ -58,7 +58,7 @@ def nothing_computed(monkeypatch):
     def refuse(*_args, **_kwargs):
         raise AssertionError("computation started before the output folder was checked")
 
-    monkeypatch.setattr(run_command, "QCEngine", refuse)
+    monkeypatch.setattr(engine_module, "QCEngine", refuse)  # segqc run imports it when work starts
     monkeypatch.setattr(rank_command, "QCEngine", refuse)
     monkeypatch.setattr(estimate_command, "read_labelmap", refuse)
     monkeypatch.setattr(estimate_command, "load_case", refuse)

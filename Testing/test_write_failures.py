@@ -174,15 +174,19 @@ def test_a_write_failing_in_any_map_or_the_report_keeps_the_earlier_outputs(tmp_
 
 def test_maps_beyond_the_file_size_limit_fail_the_run_and_keep_the_earlier_outputs(earlier_outputs, case_files):
     out, before = earlier_outputs
-    outcome = run(estimate_command(case_files, out, "0.3"), preexec=file_size_limit(40_000))
+    outcome = run(estimate_command(case_files, out, "0.3"), preexec=file_size_limit(10_000))  # a map is ~30 KB
     assert_failed_cleanly(outcome, "error_prob_1.nii.gz was not written completely")
     assert tree_bytes(out) == before
 
 
-def test_outputs_on_a_disk_that_runs_full_fail_the_run_and_keep_the_earlier_outputs(tmp_path, case_files):
-    with small_tmpfs(tmp_path / "disk", 400) as disk:
+def test_outputs_on_a_disk_that_runs_full_fail_the_run_and_keep_the_earlier_outputs(tmp_path, case_files,
+                                                                                     earlier_outputs):
+    _, earlier = earlier_outputs
+    # Room for one set of maps and report and half another (tmpfs rounds each file up to a 4 KB page).
+    one_set_kb = sum(len(data) for data in earlier.values()) // 1024 + 4 * len(earlier)
+    with small_tmpfs(tmp_path / "disk", one_set_kb * 3 // 2) as disk:
         out = disk / "out"
-        assert run(estimate_command(case_files, out)).returncode == 0  # ~250 KB of maps and report
+        assert run(estimate_command(case_files, out)).returncode == 0
         before = tree_bytes(out)
         outcome = run(estimate_command(case_files, out, "0.3"))  # a second set does not fit beside the first
         assert_failed_cleanly(outcome)

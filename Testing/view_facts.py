@@ -153,7 +153,7 @@ def box_mask(geometry, bbox_zyx):
     return inside
 
 
-def check_roi_frames_box(view, scene, corners_ras: np.ndarray, tolerance_px: float = 2.0) -> dict[str, float]:
+def check_roi_frames_box(view, scene, corners_ras: np.ndarray, tolerance_px: float = 2.5) -> dict[str, float]:
     """The ROI is drawn as a frame around the box (edges within ``tolerance_px``) and leaves its inside as it
     was, so the overlay it frames stays visible."""
     with_roi = view.render()

@@ -173,7 +173,8 @@ def write_probability_map(path: PathLike, prob: np.ndarray, geometry: Geometry) 
         raise ValueError(f"Array shape {prob.shape} does not match geometry {geometry.shape_zyx}")
     # Read back like every image SegQC writes: the stored voxels are the 8-bit codes.
     return atomic_write(path, lambda temporary: write_probability_nifti(temporary, prob, geometry),
-                        suffix=f"{TEMP_SUFFIX}.nii.gz", verify=image_file_verifier(quantize_probabilities(prob), geometry))
+                        suffix=f"{TEMP_SUFFIX}.nii.gz",
+                        verify=image_file_verifier(quantize_probabilities(prob), geometry))
 
 
 def write_labelmap(path: PathLike, labelmap: LabelMap) -> Path:

@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
+from ..errors import WriteError
 from ..geometry import Geometry
 
 PROBABILITY_LEVELS = 255
@@ -45,7 +46,7 @@ def quantize_probabilities(prob: np.ndarray) -> np.ndarray:
 def _set_scale(header: bytearray, slope: float, intercept: float) -> None:
     (size,) = struct.unpack_from("<i", header, 0)
     if size not in _SCALE_FIELDS:
-        raise ValueError(f"SimpleITK wrote a NIfTI header of {size} bytes; expected 348 (NIfTI-1) or 540 (NIfTI-2)")
+        raise WriteError(f"the NIfTI header reads back as {size} bytes long, not 348 (NIfTI-1) or 540 (NIfTI-2)")
     offset, layout = _SCALE_FIELDS[size]
     struct.pack_into(layout, header, offset, slope, intercept)
 
@@ -64,4 +65,7 @@ def write_probability_nifti(path: Path, prob: np.ndarray, geometry: Geometry) ->
     finally:
         raw.unlink(missing_ok=True)
     _set_scale(data, PROBABILITY_STEP, 0.0)
-    path.write_bytes(gzip.compress(bytes(data), compresslevel=GZIP_LEVEL, mtime=0))
+    try:
+        path.write_bytes(gzip.compress(bytes(data), compresslevel=GZIP_LEVEL, mtime=0))
+    except OSError as exc:  # like SimpleITK's silent short writes: the map is incomplete (a full disk, a size limit)
+        raise WriteError(exc.strerror or str(exc)) from exc

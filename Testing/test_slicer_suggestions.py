@@ -231,3 +231,33 @@ def test_an_accepted_suggestion_changed_by_hand_afterwards_is_recorded_as_edited
     box = record_of(logic, tmp_path)[row]
     assert box["status"] == "fixed (suggestion)" and box["decision"] == "edited"
     assert box["edit_outcome"]["as_suggested"] < box["edit_outcome"]["voxels"]
+
+
+# ----------------------------------------------------------------------------------------------
+# What the reviewer sees: the preview, rendered off-screen
+
+
+def test_the_preview_is_drawn_in_the_slice_view_where_the_box_is_and_nowhere_else(hippocampus_case):
+    from offscreen_views import OffscreenSliceViews, offscreen_rendering_problem
+    from slicer_scene import SlicerApp
+    from view_facts import box_mask, check_label_layer
+
+    problem = offscreen_rendering_problem()
+    if problem:
+        pytest.skip(problem)
+    app = SlicerApp()
+    review = apply_true_error(build_review(*hippocampus_case, scene=app.scene), suggest=True)
+    logic, geometry = review["logic"], review["image"].geometry
+    row, _ = first_box(review)
+    box = review["report"]["boxes"][row]
+    views = OffscreenSliceViews(app)
+    views.fit()
+    logic.jumpToBox(row)
+    logic.previewSuggestion(row)
+    view = views.facing(geometry.ijk_to_ras_matrix()[:3, 2 - review["report"]["slice_axis"]])
+    shown = np.array(slicer.util.arrayFromVolume(logic.findNode(NodeRole.PREVIEW)))
+    facts = check_label_layer(view, review["scene"], shown, geometry, box_mask(geometry, box["bbox_zyx"]))
+    assert facts["drawn_in_box"] >= 0.98
+    logic.clearPreview()
+    with pytest.raises(AssertionError, match="missing"):  # the check sees a preview that is not there
+        check_label_layer(view, review["scene"], shown, geometry)

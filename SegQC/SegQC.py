@@ -179,6 +179,10 @@ class SegQCWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.markReviewedButton.connect("clicked(bool)", lambda: self.markCurrentItem(ItemStatus.REVIEWED))
         self.ui.markFixedButton.connect("clicked(bool)", lambda: self.markCurrentItem(ItemStatus.FIXED))
         self.ui.segmentEditorButton.connect("clicked(bool)", self.onSegmentEditorButton)
+        self.ui.previewSuggestionButton.connect("clicked(bool)", self.onPreviewSuggestion)
+        self.ui.acceptSuggestionButton.connect("clicked(bool)", self.onAcceptSuggestion)
+        self.ui.rejectSuggestionButton.connect("clicked(bool)", self.onRejectSuggestion)
+        self.ui.undoSuggestionButton.connect("clicked(bool)", self.onUndoSuggestion)
         self.ui.recordCorrectionButton.connect("clicked(bool)", self.onRecordCorrectionButton)
         self.ui.boxesTableView.connect("clicked(QModelIndex)", lambda index: self.goToItem(ReviewItem.box, index.row()))
         self.ui.slicesTableView.connect("clicked(QModelIndex)",
@@ -280,7 +284,9 @@ class SegQCWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         hasResults = self._hasResults()
         for button in (self.ui.previousBoxButton, self.ui.nextBoxButton, self.ui.previousSliceButton,
                        self.ui.nextSliceButton, self.ui.markReviewedButton, self.ui.markFixedButton,
-                       self.ui.segmentEditorButton, self.ui.recordCorrectionButton):
+                       self.ui.segmentEditorButton, self.ui.recordCorrectionButton,
+                       self.ui.previewSuggestionButton, self.ui.acceptSuggestionButton,
+                       self.ui.rejectSuggestionButton, self.ui.undoSuggestionButton):
             button.enabled = hasResults and not running
         self.ui.rerunButton.enabled = hasResults and ready and not running
         self.ui.ratingComboBox.enabled = hasResults and not running
@@ -612,6 +618,9 @@ class SegQCWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 self.ui.slicesTableView.selectRow(index)
             self._parameterNode.currentItem = kind
             self.ui.statusLabel.text = f"{kind.value.capitalize()} {index + 1} of {count}"
+            if kind is ReviewItem.box:
+                self.logic.clearPreview()
+                self.ui.suggestionLabel.text = self.logic.boxSuggestionText(index)
 
     def stepItem(self, kind: ReviewItem, step: int) -> None:
         current = self._parameterNode.currentBox if kind is ReviewItem.box else self._parameterNode.currentSlice
@@ -642,6 +651,32 @@ class SegQCWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             if segmentId:
                 editor.setCurrentSegmentID(segmentId)
 
+    # --- suggested edits of the current box: the logic does the work ---------------------------
+    def _suggestionAction(self, action: Callable[[int], Any], done: str) -> None:
+        with slicer.util.tryWithErrorDisplay("SegQC: suggested edit not applied.", waitCursor=True):
+            if self._parameterNode.currentItem is not ReviewItem.box:
+                self.stepItem(ReviewItem.box, 0)  # the suggestion belongs to a box: go to the current one
+            index = self._parameterNode.currentBox
+            action(index)
+            self.ui.statusLabel.text = done.format(box=index + 1)
+        self.queuePanel.saveReviewState()
+
+    def onPreviewSuggestion(self) -> None:
+        self._suggestionAction(self.logic.previewSuggestion, "Box {box}: suggested edit shown (cyan added, magenta "
+                               "removed)")
+
+    def onAcceptSuggestion(self) -> None:
+        self._suggestionAction(self.logic.acceptSuggestion, "Box {box}: suggested edit accepted")
+
+    def onRejectSuggestion(self) -> None:
+        self._suggestionAction(self.logic.rejectSuggestion, "Box {box}: suggested edit rejected")
+
+    def onUndoSuggestion(self) -> None:
+        with slicer.util.tryWithErrorDisplay("SegQC could not undo the suggested edit.", waitCursor=True):
+            entry = self.logic.undoSuggestion()
+            self.ui.statusLabel.text = f"Box {entry.row + 1}: accepted suggestion undone"
+        self.queuePanel.saveReviewState()
+
     def onRecordCorrectionButton(self) -> bool:
         """Record the correction (a queued case also becomes `corrected` in the queue); True when recorded."""
         with slicer.util.tryWithErrorDisplay("SegQC could not record the correction.", waitCursor=True):
@@ -669,6 +704,10 @@ class SegQCWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             ShortcutAction.SEGMENT_EDITOR: self.onSegmentEditorButton,
             ShortcutAction.NEXT_CASE: lambda: self.queuePanel.step(+1),
             ShortcutAction.PREVIOUS_CASE: lambda: self.queuePanel.step(-1),
+            ShortcutAction.PREVIEW_SUGGESTION: self.onPreviewSuggestion,
+            ShortcutAction.ACCEPT_SUGGESTION: self.onAcceptSuggestion,
+            ShortcutAction.REJECT_SUGGESTION: self.onRejectSuggestion,
+            ShortcutAction.UNDO_SUGGESTION: self.onUndoSuggestion,
         }
 
     def installShortcuts(self) -> None:
@@ -694,7 +733,11 @@ class SegQCWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                    ShortcutAction.MARK_FIXED: self.ui.markFixedButton,
                    ShortcutAction.SEGMENT_EDITOR: self.ui.segmentEditorButton,
                    ShortcutAction.NEXT_CASE: self.ui.nextCaseButton,
-                   ShortcutAction.PREVIOUS_CASE: self.ui.previousCaseButton}
+                   ShortcutAction.PREVIOUS_CASE: self.ui.previousCaseButton,
+                   ShortcutAction.PREVIEW_SUGGESTION: self.ui.previewSuggestionButton,
+                   ShortcutAction.ACCEPT_SUGGESTION: self.ui.acceptSuggestionButton,
+                   ShortcutAction.REJECT_SUGGESTION: self.ui.rejectSuggestionButton,
+                   ShortcutAction.UNDO_SUGGESTION: self.ui.undoSuggestionButton}
         for action, button in buttons.items():
             entry = shortcutFor(action)
             button.toolTip = f"{entry.description[0].upper()}{entry.description[1:]} (key: {entry.keys})"

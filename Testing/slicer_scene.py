@@ -197,14 +197,18 @@ def build_review(image, truth, scene=None) -> dict:
             "image": image, "truth": truth.array, "wrong": wrong}
 
 
-def apply_true_error(review: dict, **options) -> dict:
-    """Apply results made from the true error of the review's segmentation (exact, so checkable)."""
+def apply_true_error(review: dict, suggest: bool = False, **options) -> dict:
+    """Apply results made from the true error of the review's segmentation (exact, so checkable); with ``suggest``
+    also the suggested edits made from it (as ``segqc run --suggest`` would, with the true error as Ê)."""
     from SegQCLib.quality.postprocess import build_report
+    from SegQCLib.quality.suggestion import suggest as suggest_edits
 
     logic = review["logic"]
     prepared = logic.prepareInputs([review["volume"]], review["segmentation"], CLASS_NAMES)
     error = true_error(prepared.case.segmentation.array, review["truth"])
-    report = build_report(prepared.case.segmentation, error, class_names=CLASS_NAMES).to_dict()
-    review.update(prepared=prepared, error=error, report=report,
-                  result=logic.applyResult(prepared, report, error, **options))
+    report = build_report(prepared.case.segmentation, error, class_names=CLASS_NAMES)
+    suggestion = suggest_edits(prepared.case.segmentation, error, report) if suggest else None
+    report = report.to_dict()
+    review.update(prepared=prepared, error=error, report=report, suggestion=suggestion,
+                  result=logic.applyResult(prepared, report, error, suggestion=suggestion, **options))
     return review

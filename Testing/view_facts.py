@@ -194,3 +194,32 @@ def check_slice_shown(view, scene, image_zyx: np.ndarray, geometry, axis: int, e
     assert best == expected_index, f"{view.name}: shows slice {best} (r={scores[best]:.3f}), not {expected_index}"
     assert facts["correlation"] >= 0.9, f"{view.name}: slice {expected_index} matches poorly: {facts}"
     return facts
+
+
+def check_label_layer(view, scene, values_zyx: np.ndarray, geometry, inside_ras_box=None) -> dict[str, float]:
+    """A label layer (e.g. the suggestion preview) is drawn exactly where ``values_zyx`` (the data, on ``geometry``)
+    is non-zero and nowhere else; with ``inside_ras_box``, also drawn inside that region."""
+    composites = [scene.GetNthNodeByClass(i, "vtkMRMLSliceCompositeNode")
+                  for i in range(scene.GetNumberOfNodesByClass("vtkMRMLSliceCompositeNode"))]
+    with layers_hidden(scene, overlay=True, segmentations=True, markups=True):
+        with_label = view.render()
+        opacities = [c.GetLabelOpacity() for c in composites]
+        for composite in composites:
+            composite.SetLabelOpacity(0.0)
+        try:
+            without_label = view.render()
+        finally:
+            for composite, opacity in zip(composites, opacities):
+                composite.SetLabelOpacity(opacity)
+    expected = sample(values_zyx, geometry, view.pixel_ras(), outside=0.0) != 0
+    drawn = changed(with_label, without_label)
+    inside, outside = judged(expected)
+    assert inside.sum() > 0, f"{view.name}: no labelled voxel in this view: nothing to check"
+    facts = {"drawn_where_expected": float(drawn[inside].mean()), "drawn_elsewhere": float(drawn[outside].mean())}
+    assert facts["drawn_where_expected"] >= 0.98, f"{view.name}: label layer missing where expected: {facts}"
+    assert facts["drawn_elsewhere"] <= 0.005, f"{view.name}: label layer drawn where nothing is labelled: {facts}"
+    if inside_ras_box is not None:
+        in_box = inside_ras_box(view.pixel_ras())
+        facts["drawn_in_box"] = float(drawn[in_box & inside].mean()) if np.any(in_box & inside) else 0.0
+        assert facts["drawn_in_box"] >= 0.98, f"{view.name}: label layer not shown in the box: {facts}"
+    return facts

@@ -67,6 +67,10 @@ class NodeRole(str, Enum):
     REPORT = "report"
     COLORS = "colors"
     QUEUE = "queue"
+    SUGGESTION = "suggestion"  # hidden label map: the suggested segmentation of the QC run (segqc run --suggest)
+    EDITS = "edits"  # hidden label map per class (SegQC.Label): the ids of its suggested edits
+    PREVIEW = "preview"  # label map shown while a suggested edit is previewed: 1 added, 2 removed, 3 other
+    PREVIEW_COLORS = "preview colors"
 
 
 class ItemKind(str, Enum):
@@ -79,7 +83,16 @@ class ItemStatus(str, Enum):
 
     PENDING = "pending"
     REVIEWED = "reviewed"
-    FIXED = "fixed"
+    FIXED = "fixed"  # fixed by hand (Segment Editor)
+    FIXED_SUGGESTION = "fixed (suggestion)"  # the box's suggested edit was accepted
+    REJECTED = "rejected"  # the box's suggested edit was rejected
+
+
+# Voxel values of the preview label map, and their colours (distinct from the segments and the yellow-red overlay).
+PREVIEW_ADDED, PREVIEW_REMOVED, PREVIEW_OTHER = 1, 2, 3
+PREVIEW_COLORS = {PREVIEW_ADDED: ("added", (0.0, 1.0, 1.0)), PREVIEW_REMOVED: ("removed", (1.0, 0.0, 1.0)),
+                  PREVIEW_OTHER: ("relabelled", (1.0, 1.0, 1.0))}
+PREVIEW_OPACITY = 0.8
 
 
 # Columns of the ranked tables; the logic reads box geometry back from these, so they are the contract.
@@ -125,6 +138,24 @@ class SegQCResult:
     reportNode: Any
     snapshotNode: Any
     notices: list[str] = field(default_factory=list)
+    suggestion: Any = None  # SegQCLib.quality.suggestion.Suggestion of a run with --suggest, else None
+
+
+@dataclass
+class AcceptedSuggestion:
+    """One accepted suggested edit, kept so that :meth:`SegQCLogic.undoSuggestion` can restore the segments.
+
+    ``before`` / ``after``: the masks (on the QC grid) of the segments the accept changed, before and after it;
+    ``previousStatuses``: the statuses of the boxes that frame the edit (every box of its 3D region) before it.
+    """
+
+    sourceID: str
+    row: int
+    editId: int
+    voxels: int
+    previousStatuses: dict[int, ItemStatus]
+    before: dict[str, np.ndarray]
+    after: dict[str, np.ndarray]
 
 
 def useColumnHeaders(tableNode: Any) -> None:
@@ -148,6 +179,7 @@ class SegQCLogic(_LogicBase):
             _LogicBase.__init__(self)
         self.scene = scene if scene is not None else slicer.mrmlScene
         self._engines: dict[tuple[str, str], Any] = {}
+        self._accepted: list[AcceptedSuggestion] = []  # undo stack of accepted suggestions (all reviews)
 
     # ------------------------------------------------------------------------------------------
     # Model
@@ -381,21 +413,23 @@ class SegQCLogic(_LogicBase):
     def runQC(self, imageNodes: Sequence[Any], segmentationNode: Any, modelPath: Optional[str] = None,
               device: str = "auto", progress: Optional[ProgressCallback] = None,
               cancel: Optional[CancelCallback] = None, mapping: Optional[dict[str, int]] = None,
-              keepSnapshot: bool = False, strict: bool = False) -> SegQCResult:
+              keepSnapshot: bool = False, strict: bool = False, suggest: bool = True) -> SegQCResult:
         """Run QC synchronously and create/update the result nodes.
 
         No node is created before the engine has finished, so a failed or cancelled run leaves the scene as
         it was; the segmentation node is only read.  ``strict``: an input outside the model's domain raises
-        OutOfDomainError and creates no result.
+        OutOfDomainError and creates no result.  ``suggest``: also the suggested edits (segqc run --suggest).
         """
         engine = self.engine(modelPath, device)
         classNames = {int(label): str(name) for label, name in engine.config.classes.items()}
         prepared = self.prepareInputs(imageNodes, segmentationNode, classNames, mapping,
                                       len(engine.config.modalities))
-        qcResult = engine.run_case(prepared.case, progress=progress, cancel=cancel, strict=strict)
+        qcResult = engine.run_case(prepared.case, progress=progress, cancel=cancel, strict=strict,
+                                   suggest_edits=suggest)
         if cancel is not None and cancel():
             raise CancelledError("QC cancelled")
-        return self.applyResult(prepared, qcResult.report.to_dict(), qcResult.error_prob, keepSnapshot)
+        return self.applyResult(prepared, qcResult.report.to_dict(), qcResult.error_prob, keepSnapshot,
+                                suggestion=getattr(qcResult, "suggestion", None))
 
     @staticmethod
     def writeProcessInputs(prepared: PreparedInputs, workDir: str) -> tuple[list[str], str]:
@@ -413,8 +447,12 @@ class SegQCLogic(_LogicBase):
 
     @staticmethod
     def processCommand(python: str, imagePaths: Sequence[str], segmentationPath: str, outputDir: str,
-                       modelPath: Optional[str] = None, device: str = "auto", strict: bool = False) -> list[str]:
-        """Command line of a ``segqc run`` process that reports progress as JSON lines on stdout."""
+                       modelPath: Optional[str] = None, device: str = "auto", strict: bool = False,
+                       suggest: bool = True) -> list[str]:
+        """Command line of a ``segqc run`` process that reports progress as JSON lines on stdout.
+
+        ``suggest`` (the default): the run also writes the suggested segmentation and edits (``--suggest``).
+        """
         command = [python, "-m", "SegQCLib.commands.cli", "run"]
         for path in imagePaths:
             command += ["--image", str(path)]
@@ -422,6 +460,8 @@ class SegQCLogic(_LogicBase):
                     "--progress", "json"]
         if modelPath:
             command += ["--model", str(modelPath)]
+        if suggest:
+            command.append("--suggest")
         if strict:
             command.append("--strict")
         return command
@@ -451,29 +491,39 @@ class SegQCLogic(_LogicBase):
         return event if isinstance(event, dict) and "event" in event else None
 
     @staticmethod
-    def readProcessResult(outputDir: str, geometry: Geometry) -> tuple[dict[str, Any], dict[int, np.ndarray]]:
-        """The report (as its JSON dict) and error maps of a ``segqc run`` output folder.
+    def readProcessResult(outputDir: str, geometry: Geometry) -> tuple[dict[str, Any], dict[int, np.ndarray], Any]:
+        """The report (as its JSON dict), error maps and suggestion (None without) of a ``segqc run`` output folder.
 
         Touches no MRML node, so it runs on a worker thread; :meth:`applyResult` then makes the nodes.
         """
         from SegQCLib.quality.outputs import read_error_probs
         from SegQCLib.quality.report import Report
+        from SegQCLib.quality.suggestion_files import read_suggestion
 
-        return Report.load(outputDir).to_dict(), read_error_probs(outputDir, geometry)
+        report = Report.load(outputDir)
+        suggestion = read_suggestion(outputDir, report) if report.suggestion is not None else None
+        if suggestion is not None and suggestion.geometry.differences(geometry):
+            raise GeometryMismatchError(f"The suggestion in {outputDir} is not on the grid QC ran on: "
+                                        + "; ".join(suggestion.geometry.differences(geometry)))
+        return report.to_dict(), read_error_probs(outputDir, geometry), suggestion
 
     def loadProcessResult(self, prepared: PreparedInputs, outputDir: str, keepSnapshot: bool = False) -> SegQCResult:
         """Create the result nodes from a ``segqc run`` output folder, reading it on the calling thread."""
-        report, errorProb = self.readProcessResult(outputDir, prepared.case.geometry)
-        return self.applyResult(prepared, report, errorProb, keepSnapshot)
+        report, errorProb, suggestion = self.readProcessResult(outputDir, prepared.case.geometry)
+        return self.applyResult(prepared, report, errorProb, keepSnapshot, suggestion=suggestion)
 
     def applyResult(self, prepared: PreparedInputs, report: dict[str, Any], errorProb: dict[int, np.ndarray],
-                    keepSnapshot: bool = False, overlay: Optional[OverlaySettings] = None) -> SegQCResult:
+                    keepSnapshot: bool = False, overlay: Optional[OverlaySettings] = None,
+                    suggestion: Any = None) -> SegQCResult:
         """Create or update overlays, tables, ROI, report and snapshot nodes; on failure remove what it added.
 
         ``keepSnapshot`` (Re-run QC after edits) keeps the segmentation snapshot of the earlier run, so a
         recorded correction covers every edit since the review began.  The overlay is shown with ``overlay``'s
         settings, else with those the views showed before (a re-run keeps the reviewer's class, opacity and
-        threshold), else the first class with the default opacity and threshold.
+        threshold), else the first class with the default opacity and threshold.  ``suggestion`` (a
+        :class:`SegQCLib.quality.suggestion.Suggestion` of the same run) is kept in hidden label maps; a result
+        without one removes those of an earlier run, and either way the undo list of accepted suggestions of
+        this segmentation is cleared (the boxes it refers to are gone).
         """
         report = dict(report)
         report["notices"] = list(dict.fromkeys([*report.get("notices", []), *prepared.notices]))
@@ -496,12 +546,20 @@ class SegQCLogic(_LogicBase):
             roi = self._roiNode(sourceID, created)
             snapshot = self._snapshotNode(prepared, created, keepSnapshot)
             reportNode = self._reportNode(prepared, report, created)
+            if suggestion is not None:
+                self._suggestionNodes(sourceID, suggestion, prepared.case.geometry, created)
         except BaseException:
             for node in created:
                 self.removeNode(node)
             raise
+        if suggestion is None:
+            for role in (NodeRole.SUGGESTION, NodeRole.EDITS):
+                for node in self.findNodes(role, sourceID):
+                    self.removeNode(node)
+        self.clearPreview(sourceID)
+        self._accepted = [entry for entry in self._accepted if entry.sourceID != sourceID]
         result = SegQCResult(report, overlays, summary, slices, boxes, roi, reportNode, snapshot,
-                             list(report["notices"]))
+                             list(report["notices"]), suggestion)
         if report.get("boxes"):
             self.jumpToBox(0, sourceID)
         labels = sorted(overlays)
@@ -743,7 +801,7 @@ class SegQCLogic(_LogicBase):
         """Remove every SegQC node of a reviewed segmentation (the segmentation itself is untouched)."""
         sourceID = self._sourceID(sourceID)
         for role in NodeRole:
-            if role is NodeRole.COLORS:
+            if role in (NodeRole.COLORS, NodeRole.PREVIEW_COLORS):
                 continue
             for node in self.findNodes(role, sourceID):
                 self.removeNode(node)
@@ -935,6 +993,268 @@ class SegQCLogic(_LogicBase):
         return None
 
     # ------------------------------------------------------------------------------------------
+    # Suggested edits (segqc run --suggest): preview, accept, reject, undo
+    # ------------------------------------------------------------------------------------------
+    def _suggestionNodes(self, sourceID: str, suggestion: Any, geometry: Geometry, created: list[Any]) -> None:
+        """Keep a run's suggestion in the scene: the suggested segmentation and one edit-id map per class."""
+        if suggestion.geometry.differences(geometry):
+            raise GeometryMismatchError("The suggestion is not on the grid QC ran on: "
+                                        + "; ".join(suggestion.geometry.differences(geometry)))
+        arrays = [(NodeRole.SUGGESTION, None, "SegQC suggested segmentation", suggestion.segmentation)]
+        arrays += [(NodeRole.EDITS, int(label), f"SegQC suggested edits {label}", edits)
+                   for label, edits in sorted(suggestion.edit_maps.items())]
+        wanted = {str(label) for _, label, _, _ in arrays[1:]}
+        for node in self.findNodes(NodeRole.EDITS, sourceID):  # classes of an earlier run that this one lacks
+            if node.GetAttribute(LABEL_ATTRIBUTE) not in wanted:
+                self.removeNode(node)
+        for role, label, name, array in arrays:
+            node = self._getOrCreate("vtkMRMLLabelMapVolumeNode", role, sourceID, name, created, label)
+            node.SetHideFromEditors(True)
+            node.SetIJKToRASMatrix(slicer.util.vtkMatrixFromArray(geometry.ijk_to_ras_matrix()))
+            slicer.util.updateVolumeFromArray(node, np.ascontiguousarray(array))
+
+    def suggestion(self, sourceID: Optional[str] = None) -> Any:
+        """The suggestion of the QC run (a :class:`SegQCLib.quality.suggestion.Suggestion`), None without one.
+
+        Built from the scene (hidden label maps and the report), so a saved and reopened scene keeps it.
+        """
+        from SegQCLib.quality.report import SuggestionSummary
+        from SegQCLib.quality.suggestion import Suggestion
+
+        sourceID = self._sourceID(sourceID)
+        summary = self.reportData(sourceID).get("report", {}).get("suggestion")
+        segmentationNode = self.findNode(NodeRole.SUGGESTION, sourceID)
+        if not summary or segmentationNode is None or segmentationNode.GetImageData() is None:
+            return None
+        editMaps = {int(node.GetAttribute(LABEL_ATTRIBUTE)): np.array(slicer.util.arrayFromVolume(node))
+                    for node in self.findNodes(NodeRole.EDITS, sourceID)}
+        return Suggestion(np.array(slicer.util.arrayFromVolume(segmentationNode)), editMaps,
+                          SuggestionSummary.from_dict(summary), self.volumeGeometry(segmentationNode))
+
+    def boxEdit(self, index: int, sourceID: Optional[str] = None) -> Any:
+        """The suggested edit (a :class:`SegQCLib.quality.report.SuggestedEdit`) of a ranked box, None when the run
+        made no suggestion or the box has no edit (its class's suggestion changes nothing there)."""
+        sourceID = self._sourceID(sourceID)
+        row = self._checkIndex(self._table(ItemKind.BOX, sourceID), index, "box")
+        boxes = self.reportData(sourceID).get("report", {}).get("boxes", [])
+        editId = boxes[row].get("edit_id") if row < len(boxes) else None
+        suggestion = self.suggestion(sourceID) if editId else None
+        return suggestion.edit(int(editId)) if suggestion is not None else None
+
+    def boxSuggestionText(self, index: int, sourceID: Optional[str] = None) -> str:
+        """One line about a box's suggested edit for the module panel."""
+        try:
+            edit = self.boxEdit(index, sourceID)
+        except InputError:
+            return ""
+        if edit is None:
+            return "No suggested edit for this box."
+        offered = "" if edit.offered else " (not offered: expected gain below the model's threshold)"
+        return (f"Suggested edit {edit.id}: +{edit.added_voxels} / -{edit.removed_voxels} voxels "
+                f"({edit.volume_mm3:.0f} mm3), expected Dice {edit.dice_est_before:.3f} -> "
+                f"{edit.dice_est_after:.3f}{offered}")
+
+    def _boxesOfEdit(self, editId: int, sourceID: str) -> list[int]:
+        """Rows of the boxes that frame one edit (an error region seen on several slices has a box on each)."""
+        boxes = self.reportData(sourceID).get("report", {}).get("boxes", [])
+        count = self._table(ItemKind.BOX, sourceID).GetNumberOfRows()
+        return [row for row, box in enumerate(boxes[:count]) if box.get("edit_id") == editId]
+
+    def _editOfBox(self, index: int, sourceID: str, force: bool) -> tuple[Any, Any, int]:
+        suggestion = self.suggestion(sourceID)
+        if suggestion is None:
+            raise InputError("This QC run made no suggested edits: run QC again (the module asks for them)")
+        edit = self.boxEdit(index, sourceID)
+        if edit is None:
+            raise InputError(f"Box {index + 1} has no suggested edit: fix it by hand in the Segment Editor")
+        if not edit.offered and not force:
+            raise InputError(f"The suggested edit of box {index + 1} is not offered: its expected Dice gain "
+                             f"{edit.gain_dice_est:+.4f} is below the model's threshold")
+        return suggestion, edit, int(index)
+
+    def _reviewInputs(self, sourceID: str) -> tuple[Any, dict[str, int], Any]:
+        """(segmentation node, segment -> class mapping, first image node) of a QC run, checked to be there."""
+        data = self.reportData(sourceID)
+        segmentationNode = self.scene.GetNodeByID(sourceID)
+        images = [self.scene.GetNodeByID(i) for i in data.get("imageNodeIDs", [])]
+        if segmentationNode is None or not images or images[0] is None:
+            raise InputError("The segmentation or image QC ran on is no longer in the scene")
+        mapping = {str(k): int(v) for k, v in data["mapping"].items()}
+        missing = [s for s in mapping if segmentationNode.GetSegmentation().GetSegment(s) is None]
+        if missing:
+            raise InputError(f"Segments {missing} were deleted since QC ran; re-run QC")
+        return segmentationNode, mapping, images[0]
+
+    def currentLabels(self, sourceID: Optional[str] = None) -> np.ndarray:
+        """The reviewed segmentation now, as a label array of the model's classes on the QC grid."""
+        segmentationNode, mapping, image = self._reviewInputs(self._sourceID(sourceID))
+        return self.exportLabelArray(segmentationNode, mapping, image)
+
+    def previewSuggestion(self, index: int, sourceID: Optional[str] = None, force: bool = False) -> Any:
+        """Show what accepting a box's suggested edit would change, in every slice view's label layer.
+
+        Only that edit, on the segmentation as it is now: voxels it adds to the box's class (cyan), removes from it
+        (magenta) and, rarely, relabels between other classes (white).  Returns the
+        :class:`SegQCLib.quality.edit_actions.EditPreview`.  Not-offered edits only with ``force``.
+        """
+        sourceID = self._sourceID(sourceID)
+        suggestion, edit, _ = self._editOfBox(index, sourceID, force)
+        preview = suggestion.preview(self.currentLabels(sourceID), edit.id)
+        values = np.zeros(suggestion.segmentation.shape, dtype=np.uint8)
+        crop = values[preview.crop]
+        crop[preview.other] = PREVIEW_OTHER
+        crop[preview.added] = PREVIEW_ADDED
+        crop[preview.removed] = PREVIEW_REMOVED
+        node = self._getOrCreate("vtkMRMLLabelMapVolumeNode", NodeRole.PREVIEW, sourceID, "SegQC suggestion preview",
+                                 [])
+        node.SetHideFromEditors(True)
+        node.SetIJKToRASMatrix(slicer.util.vtkMatrixFromArray(suggestion.geometry.ijk_to_ras_matrix()))
+        slicer.util.updateVolumeFromArray(node, values)
+        node.SetAttribute("SegQC.EditId", str(edit.id))
+        if node.GetDisplayNode() is None:
+            node.CreateDefaultDisplayNodes()
+        node.GetDisplayNode().SetAndObserveColorNodeID(self._previewColorNode().GetID())
+        for composite in self.nodesByClass("vtkMRMLSliceCompositeNode"):
+            composite.SetLabelVolumeID(node.GetID())
+            composite.SetLabelOpacity(PREVIEW_OPACITY)
+        return preview
+
+    def previewedEditId(self, sourceID: Optional[str] = None) -> Optional[int]:
+        """The edit whose preview the slice views show now (None when none is shown)."""
+        node = self.findNode(NodeRole.PREVIEW, self._sourceID(sourceID))
+        if node is None:
+            return None
+        shown = any(c.GetLabelVolumeID() == node.GetID() for c in self.nodesByClass("vtkMRMLSliceCompositeNode"))
+        return int(node.GetAttribute("SegQC.EditId")) if shown and node.GetAttribute("SegQC.EditId") else None
+
+    def clearPreview(self, sourceID: Optional[str] = None) -> None:
+        """Take the preview out of the slice views and the scene."""
+        sourceID = sourceID or self.reviewedSegmentationID()
+        for node in self.findNodes(NodeRole.PREVIEW, sourceID) if sourceID else []:
+            for composite in self.nodesByClass("vtkMRMLSliceCompositeNode"):
+                if composite.GetLabelVolumeID() == node.GetID():
+                    composite.SetLabelVolumeID(None)
+            self.removeNode(node)
+
+    def _previewColorNode(self) -> Any:
+        for node in self.findNodes(NodeRole.PREVIEW_COLORS):
+            return node
+        node = self.scene.AddNewNodeByClass("vtkMRMLColorTableNode", "SegQC suggestion preview colours")
+        node.SetAttribute(ROLE_ATTRIBUTE, NodeRole.PREVIEW_COLORS.value)
+        node.SetTypeToUser()
+        node.SetNumberOfColors(max(PREVIEW_COLORS) + 1)
+        node.SetColor(0, "background", 0.0, 0.0, 0.0, 0.0)
+        for value, (name, rgb) in PREVIEW_COLORS.items():
+            node.SetColor(value, name, *rgb, 1.0)
+        return node
+
+    def _segmentMasks(self, segmentationNode: Any, segmentIds: Sequence[str], image: Any) -> dict[str, np.ndarray]:
+        return {sid: self.exportLabelArray(segmentationNode, {sid: 1}, image) != 0 for sid in segmentIds}
+
+    def _writeSegmentMask(self, segmentationNode: Any, segmentId: str, mask: np.ndarray, image: Any) -> None:
+        """Replace a segment's voxels by a mask on the image's grid (what the Segment Editor's undo would keep)."""
+        colorTablesBefore = {node.GetID() for node in self.nodesByClass("vtkMRMLColorTableNode")}
+        labelmapNode = self.scene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode", "__SegQC_import__")
+        labelmapNode.SetHideFromEditors(True)
+        try:
+            matrix = vtk.vtkMatrix4x4()
+            image.GetIJKToRASMatrix(matrix)
+            labelmapNode.SetIJKToRASMatrix(matrix)
+            slicer.util.updateVolumeFromArray(labelmapNode, np.ascontiguousarray(mask, dtype=np.uint8))
+            ids = vtk.vtkStringArray()
+            ids.InsertNextValue(segmentId)
+            if not slicer.vtkSlicerSegmentationsModuleLogic.ImportLabelmapToSegmentationNode(
+                    labelmapNode, segmentationNode, ids):
+                raise InputError(f"Cannot write segment '{segmentId}' of {segmentationNode.GetName()}")
+        finally:
+            self.removeNode(labelmapNode)
+            for node in self.nodesByClass("vtkMRMLColorTableNode"):
+                if node.GetID() not in colorTablesBefore:
+                    self.scene.RemoveNode(node)
+
+    def acceptSuggestion(self, index: int, sourceID: Optional[str] = None,
+                         force: bool = False) -> AcceptedSuggestion:
+        """Apply a box's suggested edit to the reviewed segmentation: its voxels get the suggested labels.
+
+        Only the segments whose voxels change are written (the box's class, and on a label swap the other class);
+        their masks before are kept so :meth:`undoSuggestion` restores them exactly.  The box becomes
+        *fixed (suggestion)*, and so does every other box framing the same edit (its region on other slices).
+        Not-offered edits only with ``force``.
+        """
+        sourceID = self._sourceID(sourceID)
+        suggestion, edit, row = self._editOfBox(index, sourceID, force)
+        if self.itemStatus(ItemKind.BOX, row, sourceID) is ItemStatus.FIXED_SUGGESTION:
+            raise InputError(f"The suggested edit of box {row + 1} is already accepted")
+        segmentationNode, mapping, image = self._reviewInputs(sourceID)
+        labels = self.exportLabelArray(segmentationNode, mapping, image)
+        applied = suggestion.accept(labels, edit.id)
+        changedLabels = {int(v) for v in np.unique(np.concatenate([applied.previous, applied.written]))} - {0}
+        segmentOf = {label: segmentId for segmentId, label in mapping.items() if label}
+        touched = [segmentOf[label] for label in sorted(changedLabels) if label in segmentOf]
+        before = self._segmentMasks(segmentationNode, touched, image)
+        after = {}
+        for segmentId in touched:
+            label = mapping[segmentId]
+            mask = before[segmentId].copy().reshape(-1)
+            concerned = (applied.previous == label) | (applied.written == label)
+            mask[applied.indices[concerned]] = applied.written[concerned] == label
+            after[segmentId] = mask.reshape(before[segmentId].shape)
+        # Segments that lose voxels first, so a label swap never makes two segments overlap on the way.
+        for segmentId in sorted(touched, key=lambda s: int(after[s].sum()) - int(before[s].sum())):
+            self._writeSegmentMask(segmentationNode, segmentId, after[segmentId], image)
+        rows = self._boxesOfEdit(int(edit.id), sourceID)
+        entry = AcceptedSuggestion(sourceID, row, int(edit.id), applied.voxels,
+                                   {r: self.itemStatus(ItemKind.BOX, r, sourceID) for r in rows}, before, after)
+        self._accepted.append(entry)
+        for r in rows:  # one accept fixes the whole error region, so every box framing it
+            self.setItemStatus(ItemKind.BOX, r, ItemStatus.FIXED_SUGGESTION, sourceID)
+        self.clearPreview(sourceID)
+        logger.info("SegQC: suggested edit %d of box %d accepted (%d voxels)", edit.id, row + 1, applied.voxels)
+        return entry
+
+    def rejectSuggestion(self, index: int, sourceID: Optional[str] = None) -> None:
+        """Refuse a box's suggested edit: the segmentation is left as it is and the box (with every other box of
+        the same edit) becomes *rejected*."""
+        sourceID = self._sourceID(sourceID)
+        suggestion, edit, row = self._editOfBox(index, sourceID, force=True)
+        if self.itemStatus(ItemKind.BOX, row, sourceID) is ItemStatus.FIXED_SUGGESTION:
+            raise InputError(f"The suggested edit of box {row + 1} is accepted: undo it first")
+        for r in self._boxesOfEdit(int(edit.id), sourceID):
+            self.setItemStatus(ItemKind.BOX, r, ItemStatus.REJECTED, sourceID)
+        self.clearPreview(sourceID)
+
+    def canUndoSuggestion(self, sourceID: Optional[str] = None) -> bool:
+        sourceID = sourceID or self.reviewedSegmentationID()
+        return any(entry.sourceID == sourceID for entry in self._accepted)
+
+    def undoSuggestion(self, sourceID: Optional[str] = None) -> AcceptedSuggestion:
+        """Undo the latest accepted suggestion: its segments get back their voxels from before, bit for bit, and
+        boxes of its edit their earlier statuses.
+
+        Refused (InputError, nothing changed) when those segments were edited since the accept: restoring them
+        would throw the hand edit away (Slicer's own undo, Ctrl+Z, can still go back step by step).
+        """
+        sourceID = self._sourceID(sourceID)
+        entries = [entry for entry in self._accepted if entry.sourceID == sourceID]
+        if not entries:
+            raise InputError("No accepted suggestion to undo")
+        entry = entries[-1]
+        segmentationNode, _, image = self._reviewInputs(sourceID)
+        now = self._segmentMasks(segmentationNode, list(entry.after), image)
+        edited = [segmentationNode.GetSegmentation().GetSegment(s).GetName() for s in entry.after
+                  if not np.array_equal(now[s], entry.after[s])]
+        if edited:
+            raise InputError(f"Segment(s) {edited} were edited after the suggestion was accepted: undo those edits "
+                             "first (Ctrl+Z), or fix the box by hand")
+        for segmentId in sorted(entry.before, key=lambda s: int(entry.before[s].sum()) - int(entry.after[s].sum())):
+            self._writeSegmentMask(segmentationNode, segmentId, entry.before[segmentId], image)
+        self._accepted.remove(entry)
+        for row, status in entry.previousStatuses.items():
+            self.setItemStatus(ItemKind.BOX, row, status, sourceID)
+        logger.info("SegQC: suggested edit %d of box %d undone", entry.editId, entry.row + 1)
+        return entry
+
+    # ------------------------------------------------------------------------------------------
     # Corrections
     # ------------------------------------------------------------------------------------------
     def recordCorrection(self, outputDir: str, sourceID: Optional[str] = None, caseId: Optional[str] = None,
@@ -973,7 +1293,8 @@ class SegQCLogic(_LogicBase):
         report = data.get("report", {})
         record = CorrectionStore(outputDir).add(
             caseId or imageNodes[0].GetName(), images, original, corrected, reviewer=reviewer,
-            qc_report=report, model_info=report.get("model"), reviewed_boxes=self.reviewedBoxes(sourceID),
+            qc_report=report, model_info=report.get("model"),
+            reviewed_boxes=self.reviewedBoxes(sourceID, original.array, corrected.array),
             review_duration_s=max(0.0, time.time() - float(data.get("epoch", time.time()))),
             rating=self.caseRating(sourceID),
         )
@@ -996,15 +1317,40 @@ class SegQCLogic(_LogicBase):
         node = self.findNode(NodeRole.REPORT, self._sourceID(sourceID))
         return (node.GetAttribute(RATING_ATTRIBUTE) or None) if node is not None else None
 
-    def reviewedBoxes(self, sourceID: Optional[str] = None) -> list[dict[str, Any]]:
-        """Boxes of the report that the reviewer marked (with their status), for the correction record."""
+    def reviewedBoxes(self, sourceID: Optional[str] = None, original: Optional[np.ndarray] = None,
+                      corrected: Optional[np.ndarray] = None) -> list[dict[str, Any]]:
+        """Boxes of the report that the reviewer marked (with their status), for the correction record.
+
+        With a suggestion, each marked box also says what happened to its suggested edit (``decision``, see
+        :mod:`SegQCLib.corrections.box_review`): *fixed (suggestion)* is ``accepted`` (``edited`` when the edit's
+        voxels were changed by hand afterwards), *rejected* is ``rejected``, *fixed* (by hand) is ``edited``, and
+        *reviewed* records no decision; and, given the label maps ``original`` (at QC time) and ``corrected``,
+        where the edit's voxels ended up (``edit_outcome``).
+        """
+        from SegQCLib.corrections.box_review import BoxReview, SuggestionDecision, edit_outcome
+
         sourceID = self._sourceID(sourceID)
         boxes = self.reportData(sourceID).get("report", {}).get("boxes", [])
         table = self._table(ItemKind.BOX, sourceID)
         statusColumn = table.GetColumnIndex(STATUS_COLUMN)
+        suggestion = self.suggestion(sourceID)
+        decisions = {ItemStatus.FIXED_SUGGESTION: SuggestionDecision.ACCEPTED,
+                     ItemStatus.REJECTED: SuggestionDecision.REJECTED, ItemStatus.FIXED: SuggestionDecision.EDITED}
         marked = []
         for row, box in enumerate(boxes[:table.GetNumberOfRows()]):
-            status = table.GetCellText(row, statusColumn)
-            if status != ItemStatus.PENDING.value:
-                marked.append({**box, "rank": row + 1, "status": status})
+            status = ItemStatus(table.GetCellText(row, statusColumn))
+            if status is ItemStatus.PENDING:
+                continue
+            entry = {**box, "rank": row + 1, "status": status.value}
+            if suggestion is not None:
+                review = BoxReview.from_dict(entry)
+                review.decision = decisions.get(status)
+                if box.get("edit_id") and original is not None and corrected is not None:
+                    review.edit_outcome = edit_outcome(original, corrected, suggestion.segmentation,
+                                                       suggestion.full_mask(int(box["edit_id"])))
+                    outcome = review.edit_outcome
+                    if review.decision is SuggestionDecision.ACCEPTED and outcome.as_suggested < outcome.voxels:
+                        review.decision = SuggestionDecision.EDITED  # accepted, then changed by hand
+                entry = review.to_dict()
+            marked.append(entry)
         return marked

@@ -5,7 +5,7 @@ then :class:`QCRun` goes through its states each time the widget's timer calls :
 
 * ``WRITING_INPUTS``: the image(s) and the segmentation are written as plain NIfTI on a worker thread;
 * ``RUNNING``: ``segqc run --progress json`` runs in a child process (:class:`~.process.QCProcess`);
-* ``READING_RESULTS``: report and error maps are read back on a worker thread;
+* ``READING_RESULTS``: report, error maps and suggested edits are read back on a worker thread;
 * then the result nodes are made on the GUI thread (the only step that touches the scene) and the run ends
   ``DONE``, or ``FAILED`` / ``CANCELLED`` with the scene as it was.
 
@@ -68,10 +68,12 @@ class QCRunSettings:
     keepSnapshot: bool = False
     overlay: Optional[OverlaySettings] = None  # what the panel shows; None: what the views show now
     strict: bool = False  # refuse results for inputs outside the model's domain (segqc run --strict)
+    suggest: bool = True  # also the suggested edits of the error boxes (segqc run --suggest)
 
 
 InputWriter = Callable[[PreparedInputs, str], tuple[list[str], str]]
-ResultReader = Callable[[str, Any], tuple[dict[str, Any], dict[int, Any]]]
+# (report, error maps) or (report, error maps, suggestion or None), as SegQCLogic.readProcessResult returns them
+ResultReader = Callable[[str, Any], tuple]
 
 
 class QCRun:
@@ -149,7 +151,8 @@ class QCRun:
             self._end(RunState.CANCELLED, "QC cancelled")
             return
         command = self.logic.processCommand(self.settings.python, images, segmentation, str(self.workDir / "output"),
-                                            self.settings.modelPath, self.settings.device, self.settings.strict)
+                                            self.settings.modelPath, self.settings.device, self.settings.strict,
+                                            self.settings.suggest)
         self._log("$ " + " ".join(command))
         self.process = QCProcess(command, self.settings.environment, self.settings.launcher)
         try:
@@ -186,7 +189,7 @@ class QCRun:
 
     def _afterResultsRead(self) -> None:
         try:
-            report, errorProb = self._future.result()
+            report, errorProb, *rest = self._future.result()
         except Exception as exc:
             self._fail(f"could not read the QC results: {exc}")
             return
@@ -194,7 +197,7 @@ class QCRun:
             self._end(RunState.CANCELLED, "QC cancelled: the scene and the segmentation are unchanged")
             return
         self.result = self.logic.applyResult(self.prepared, report, errorProb, self.settings.keepSnapshot,
-                                             self.settings.overlay)
+                                             self.settings.overlay, suggestion=rest[0] if rest else None)
         self._end(RunState.DONE, "QC done")
 
     # --- bookkeeping ---------------------------------------------------------------------------

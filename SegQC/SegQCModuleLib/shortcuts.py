@@ -24,6 +24,10 @@ class ShortcutAction(str, Enum):
     SEGMENT_EDITOR = "segment_editor"
     NEXT_CASE = "next_case"
     PREVIOUS_CASE = "previous_case"
+    PREVIEW_SUGGESTION = "preview_suggestion"
+    ACCEPT_SUGGESTION = "accept_suggestion"
+    REJECT_SUGGESTION = "reject_suggestion"
+    UNDO_SUGGESTION = "undo_suggestion"
 
 
 @dataclass(frozen=True)
@@ -43,6 +47,10 @@ SHORTCUTS: tuple[Shortcut, ...] = (
     Shortcut("e", ShortcutAction.SEGMENT_EDITOR, "Segment Editor on the segment of the current box's class"),
     Shortcut("c", ShortcutAction.NEXT_CASE, "next case of the case queue"),
     Shortcut("Shift+C", ShortcutAction.PREVIOUS_CASE, "previous case of the case queue"),
+    Shortcut("o", ShortcutAction.PREVIEW_SUGGESTION, "preview the current box's suggested edit"),
+    Shortcut("k", ShortcutAction.ACCEPT_SUGGESTION, "accept the current box's suggested edit (keep)"),
+    Shortcut("j", ShortcutAction.REJECT_SUGGESTION, "reject the current box's suggested edit"),
+    Shortcut("u", ShortcutAction.UNDO_SUGGESTION, "undo the last accepted suggestion"),
 )
 
 # Keys Slicer binds, by where they are bound.  "Shift+v" is VTK's "V"; keys in RESERVED_WITH_ANY_MODIFIER

@@ -44,8 +44,12 @@ TASK_PREFIX = "segqc-rank:"
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
-    with LocalRayCluster(tmp_path_factory.mktemp("ray"), worker_nodes=1, cpus_per_node=1) as running:
-        yield running
+    # Ray keeps a token in ~/.ray/auth_token; one left by an earlier cluster makes a new node's GCS connection
+    # fail ("token is missing or incorrect"). Every process of these tests gets a home of its own.
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("HOME", str(tmp_path_factory.mktemp("home")))
+        with LocalRayCluster(tmp_path_factory.mktemp("ray"), worker_nodes=1, cpus_per_node=1) as running:
+            yield running
 
 
 @pytest.fixture(scope="module")

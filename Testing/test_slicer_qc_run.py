@@ -8,6 +8,7 @@ import os
 import signal
 import sys
 import threading
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -132,7 +133,18 @@ def test_a_process_that_cannot_start_ends_the_run_and_removes_its_folder(review,
     assert node_count(review["scene"]) == before
 
 
-def test_cancelling_midway_stops_the_process_and_leaves_the_scene_as_it_was(review, model_path, tmp_path):
+def large_review(hippocampus_case) -> dict:
+    """The review of a field of view 3x as large each way (the image tiled): a run of seconds, not of one poll
+    interval, on a fast machine."""
+    image, truth = hippocampus_case
+    tiled = [(0, 2 * n) for n in image.array.shape]
+    geometry = replace(image.geometry, shape_zyx=tuple(3 * n for n in image.geometry.shape_zyx))
+    return build_review(replace(image, array=np.pad(image.array, tiled, mode="wrap"), geometry=geometry),
+                        replace(truth, array=np.pad(truth.array, tiled, mode="wrap"), geometry=geometry))
+
+
+def test_cancelling_midway_stops_the_process_and_leaves_the_scene_as_it_was(hippocampus_case, model_path, tmp_path):
+    review = large_review(hippocampus_case)
     before = node_count(review["scene"])
     run = new_run(review, model_path, tmp_path / "work")
     run.start()

@@ -8,6 +8,7 @@ is a launcher: killing it alone would leave Python running).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import queue
@@ -114,6 +115,10 @@ class QCProcess:
             children = parent.children(recursive=True)
             for process in [*children, parent]:
                 process.kill()
-            psutil.wait_procs([*children, parent], timeout=5)
+            # Only the grandchildren are reaped here: psutil reaping our own child would leave subprocess
+            # nothing to read, and it then reports exit code 0 for the killed process.
+            psutil.wait_procs(children, timeout=5)
         except psutil.NoSuchProcess:
             pass  # it ended on its own meanwhile
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self._process.wait(timeout=5)

@@ -172,9 +172,10 @@ def write_probability_map(path: PathLike, prob: np.ndarray, geometry: Geometry) 
     if tuple(prob.shape) != tuple(geometry.shape_zyx):
         raise ValueError(f"Array shape {prob.shape} does not match geometry {geometry.shape_zyx}")
     # Read back like every image SegQC writes: the stored voxels are the 8-bit codes.
-    return atomic_write(path, lambda temporary: write_probability_nifti(temporary, prob, geometry),
+    codes = quantize_probabilities(prob)  # once: written, then compared with what reads back
+    return atomic_write(path, lambda temporary: write_probability_nifti(temporary, codes, geometry),
                         suffix=f"{TEMP_SUFFIX}.nii.gz",
-                        verify=image_file_verifier(quantize_probabilities(prob), geometry))
+                        verify=image_file_verifier(codes, geometry))
 
 
 def write_labelmap(path: PathLike, labelmap: LabelMap) -> Path:

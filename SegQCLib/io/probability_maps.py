@@ -51,11 +51,12 @@ def _set_scale(header: bytearray, slope: float, intercept: float) -> None:
     struct.pack_into(layout, header, offset, slope, intercept)
 
 
-def write_probability_nifti(path: Path, prob: np.ndarray, geometry: Geometry) -> None:
-    """Write ``prob`` (z, y, x) to ``path`` as a gzip-compressed, scaled ``uint8`` NIfTI (not atomic: see
+def write_probability_nifti(path: Path, codes: np.ndarray, geometry: Geometry) -> None:
+    """Write the 8-bit ``codes`` (z, y, x; :func:`quantize_probabilities`) to ``path`` as a gzip-compressed NIfTI
+    scaled by 1/255 in its header (not atomic: see
     :func:`SegQCLib.io.image_files.write_probability_map`)."""
     path = Path(path)
-    image = sitk.GetImageFromArray(quantize_probabilities(prob))
+    image = sitk.GetImageFromArray(codes)
     geometry.apply_to(image)
     # Uncompressed first (ITK picks compression by extension): the header is patched, then the whole file gzipped.
     raw = path.with_name(path.name + ".raw.nii")

@@ -36,6 +36,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
+from measure import run_measured, write_volumes
 
 logger = logging.getLogger("bench_inference")
 
@@ -74,37 +75,16 @@ class Measurement:
         return max(self.peak_rss_mib)
 
 
-def run_measured(command: list[str], environment: dict[str, str]) -> tuple[float, float, float]:
-    """Wall seconds, CPU seconds (user + system, from ``wait4``) and peak RSS (MiB) of one command; its output
-    goes to files (a pipe would need ``communicate``, which reaps the process before ``wait4`` can)."""
-    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
-        started = time.perf_counter()
-        process = subprocess.Popen(command, stdout=out, stderr=err, env=environment, cwd=REPOSITORY)
-        _pid, status, usage = os.wait4(process.pid, 0)
-        wall = time.perf_counter() - started
-        process.returncode = os.waitstatus_to_exitcode(status)
-        if process.returncode != 0:
-            err.seek(0)
-            raise RuntimeError(f"{' '.join(command)} failed:\n{err.read().decode(errors='replace')[-3000:]}")
-    return wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / KIB
-
-
 def write_case(folder: Path) -> tuple[Path, Path]:
     """64x256x256 MR-like volume at 1x1x2 mm, two classes covering ~65 % of it."""
-    import SimpleITK as sitk
 
     rng = np.random.default_rng(0)
     z, y, x = np.meshgrid(*(np.linspace(-1, 1, s) for s in CASE_SHAPE_ZYX), indexing="ij")
     inside = (np.abs(z) < 0.9) & (np.abs(y) < 0.85) & (np.abs(x) < 0.85)
     seg = np.where(inside, np.where(x < 0, 1, 2), 0).astype(np.uint8)
     image = (100 + 40 * seg + 20 * np.sin(3 * y) + rng.normal(0, 10, CASE_SHAPE_ZYX)).astype(np.float32)
-    paths = []
-    for name, array in (("image.nii.gz", image), ("seg.nii.gz", seg)):
-        volume = sitk.GetImageFromArray(array)
-        volume.SetSpacing(CASE_SPACING_XYZ_MM)
-        sitk.WriteImage(volume, str(folder / name))
-        paths.append(folder / name)
-    return paths[0], paths[1]
+    image_path, seg_path = write_volumes(folder, {"image.nii.gz": image, "seg.nii.gz": seg}, CASE_SPACING_XYZ_MM)
+    return image_path, seg_path
 
 
 def v2_architecture_package(folder: Path) -> Path:
@@ -185,10 +165,10 @@ def main(argv=None) -> int:
         measured = {name: Measurement() for name in commands}
         for name, command in commands.items():
             logger.info("warm-up: %s", name)
-            run_measured(command, environment)
+            run_measured(command, environment, REPOSITORY)
         for repeat in range(args.repeats):
             for name, command in commands.items():
-                measured[name].add(*run_measured(command, environment))
+                measured[name].add(*run_measured(command, environment, REPOSITORY))
                 logger.info("repeat %d %-40s %7.2f s wall %7.2f s cpu", repeat + 1, name, measured[name].wall_s[-1],
                             measured[name].cpu_s[-1])
         reports = {name: json.loads((scratch / f"out_{name.split()[1]}_{name.split()[2]}" / "report.json")
@@ -199,7 +179,7 @@ def main(argv=None) -> int:
             for name, command in startup_commands(next(iter(models.values()))).items():
                 startup[name] = Measurement()
                 for _ in range(args.repeats):
-                    startup[name].add(*run_measured(command, environment))
+                    startup[name].add(*run_measured(command, environment, REPOSITORY))
 
     anchor = measured["anchor"]
     print()

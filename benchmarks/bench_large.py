@@ -22,16 +22,14 @@ import time
 from pathlib import Path
 
 import numpy as np
+from measure import run_measured, write_volumes
 
 REPOSITORY = Path(__file__).resolve().parents[1]
 SHAPE_ZYX = (300, 512, 512)
 SPACING_XYZ_MM = (0.8, 0.8, 1.5)
-KIB = 1024
 
 
 def write_case(folder: Path) -> tuple[Path, Path]:
-    import SimpleITK as sitk
-
     rng = np.random.default_rng(0)
     depth, height, width = SHAPE_ZYX
     z, y, x = np.ogrid[:depth, :height, :width]
@@ -45,13 +43,8 @@ def write_case(folder: Path) -> tuple[Path, Path]:
     seg[depth // 2:depth // 2 + 6] = 0  # a missed slab
     blob = ((z - depth * 0.2) ** 2 + (y - height * 0.8) ** 2 + (x - width * 0.5) ** 2) <= 15 ** 2
     seg[blob & body] = 2  # an extra blob
-    paths = []
-    for name, array in (("image.nii.gz", image), ("seg.nii.gz", seg)):
-        volume = sitk.GetImageFromArray(array)
-        volume.SetSpacing(SPACING_XYZ_MM)
-        sitk.WriteImage(volume, str(folder / name))
-        paths.append(folder / name)
-    return paths[0], paths[1]
+    image_path, seg_path = write_volumes(folder, {"image.nii.gz": image, "seg.nii.gz": seg}, SPACING_XYZ_MM)
+    return image_path, seg_path
 
 
 def main(argv=None) -> int:
@@ -71,24 +64,17 @@ def main(argv=None) -> int:
                    "--out", str(scratch / "out"), "--model", args.model, "--progress", "none", "--device", "cpu",
                    "--runtime", args.runtime] + (["--threads", str(args.threads)] if args.threads else [])
         environment = {**os.environ, "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY", "PASSIVE")}
-        with tempfile.TemporaryFile() as err:
-            import subprocess
-
-            started = time.perf_counter()
-            process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=err, env=environment)
-            _pid, status, usage = os.wait4(process.pid, 0)
-            wall = time.perf_counter() - started
-            if os.waitstatus_to_exitcode(status) != 0:
-                err.seek(0)
-                print(err.read().decode(errors="replace")[-3000:])
-                return 1
+        try:
+            wall, cpu_s, peak_mib = run_measured(command, environment)
+        except RuntimeError as exc:
+            print(exc)
+            return 1
         report = json.loads((scratch / "out" / "report.json").read_text())
         map_bytes = sum(p.stat().st_size for p in (scratch / "out").glob("error_prob_*.nii.gz"))
     voxels = int(np.prod(SHAPE_ZYX))
     grid_1mm = int(np.prod([s * sp for s, sp in zip(SHAPE_ZYX, SPACING_XYZ_MM[::-1])]))
-    peak_mib = usage.ru_maxrss / KIB
     inputs_mib = voxels * 5 / 2**20
-    print(f"segqc run: {wall:.1f} s wall, {usage.ru_utime + usage.ru_stime:.1f} s CPU, peak RSS {peak_mib:.0f} MiB "
+    print(f"segqc run: {wall:.1f} s wall, {cpu_s:.1f} s CPU, peak RSS {peak_mib:.0f} MiB "
           f"= {peak_mib / inputs_mib:.1f} x the inputs held in memory ({inputs_mib:.0f} MiB); one float32 map of the "
           f"1 mm grid is {grid_1mm * 4 / 2**20:.0f} MiB")
     inference = report["parameters"]["inference"]
@@ -96,7 +82,7 @@ def main(argv=None) -> int:
     print(f"windows {inference['windows']} (batch {inference['window_batch']}), runtime {inference.get('runtime')}, "
           f"boxes {len(report['boxes'])}, error maps {map_bytes / 2**20:.1f} MiB")
     if args.json:
-        Path(args.json).write_text(json.dumps({"wall_s": wall, "cpu_s": usage.ru_utime + usage.ru_stime,
+        Path(args.json).write_text(json.dumps({"wall_s": wall, "cpu_s": cpu_s,
                                                "peak_rss_mib": peak_mib, "timing_s": report["timing_s"],
                                                "windows": inference["windows"], "boxes": len(report["boxes"])},
                                               indent=2))

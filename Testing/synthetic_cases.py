@@ -10,6 +10,10 @@ import SimpleITK as sitk
 
 from SegQCLib.batch.cases import BatchCase
 
+# A QC network small enough to build, save and run in a test (3 stages, widths 4-16, 16^3 patches).
+TINY_ARCHITECTURE = dict(widths=[4, 8, 16], blocks_per_stage=[1, 1, 1], strides=[[1, 1, 1], [2, 2, 2], [2, 2, 2]],
+                         decoder_from_stage=1, full_res_width=4, case_head_hidden=8, patch_size_zyx=[16, 16, 16])
+
 SMALL_SHAPE_ZYX = (24, 32, 28)
 SPACING_XYZ_MM = (1.0, 1.0, 1.5)
 

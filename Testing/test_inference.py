@@ -7,6 +7,7 @@ import threading
 import numpy as np
 import pytest
 import torch
+from synthetic_cases import TINY_ARCHITECTURE
 
 from SegQCLib.errors import CancelledError, InputError, ModelError, ResourceError
 from SegQCLib.geometry import Geometry
@@ -28,9 +29,7 @@ from SegQCLib.network.inference import (
 from SegQCLib.network.qcresunet import QCOutput, build_model, one_hot
 
 CPU = torch.device("cpu")
-TINY = dict(widths=[4, 8, 16], blocks_per_stage=[1, 1, 1], strides=[[1, 1, 1], [2, 2, 2], [2, 2, 2]],
-            decoder_from_stage=1, full_res_width=4, case_head_hidden=8, patch_size_zyx=[16, 16, 16], dropout=0.0,
-            target_spacing_zyx_mm=[1.0, 1.0, 1.0], crop_margin_mm=2.0)
+TINY = dict(TINY_ARCHITECTURE, dropout=0.0, target_spacing_zyx_mm=[1.0, 1.0, 1.0], crop_margin_mm=2.0)
 
 
 def tiny_model(seed: int = 0, **overrides):

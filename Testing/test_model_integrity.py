@@ -12,6 +12,7 @@ import stat
 import pytest
 import torch
 from safetensors.torch import load_file
+from synthetic_cases import TINY_ARCHITECTURE
 
 from SegQCLib.commands.cli import main as segqc
 from SegQCLib.errors import ModelError
@@ -27,8 +28,7 @@ from SegQCLib.network.package import (
     save_model_package,
 )
 
-TINY = dict(widths=[4, 8, 16], blocks_per_stage=[1, 1, 1], strides=[[1, 1, 1], [2, 2, 2], [2, 2, 2]],
-            decoder_from_stage=1, full_res_width=4, case_head_hidden=8, patch_size_zyx=[16, 16, 16])
+TINY = TINY_ARCHITECTURE
 TORCH_ADVICE = ("weights_only", "trusted source", "Re-running", "will likely succeed", "file an issue")
 
 

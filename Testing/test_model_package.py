@@ -9,6 +9,7 @@ import pickle
 import pytest
 import torch
 from safetensors.torch import load_file, save_file
+from synthetic_cases import TINY_ARCHITECTURE
 
 from SegQCLib.errors import ModelError
 from SegQCLib.network import model_files
@@ -25,8 +26,7 @@ from SegQCLib.network.package import (
     load_model_package,
 )
 
-TINY = dict(widths=[4, 8, 16], blocks_per_stage=[1, 1, 1], strides=[[1, 1, 1], [2, 2, 2], [2, 2, 2]],
-            decoder_from_stage=1, full_res_width=4, case_head_hidden=8, patch_size_zyx=[16, 16, 16])
+TINY = TINY_ARCHITECTURE
 
 
 @pytest.fixture

@@ -154,12 +154,19 @@ def earlier_outputs(tmp_path, case_files) -> tuple[Path, dict[str, bytes]]:
     return out, tree_bytes(out)
 
 
+def traced_rerun(tmp_path: Path, case_files: dict[str, Path], earlier: Path, syscalls: str):
+    """The rerun the tests below vary (estimate at threshold 0.3 into a copy of the earlier outputs) under strace:
+    its result, the traced calls, and the copy's folder."""
+    traced = tmp_path / "traced"
+    shutil.copytree(earlier, traced)
+    result, calls = trace(estimate_command(case_files, traced, "0.3"), syscalls, tmp_path / "estimate.strace")
+    return result, calls, traced
+
+
 @needs_strace
 def test_a_write_failing_in_any_map_or_the_report_keeps_the_earlier_outputs(tmp_path, case_files, earlier_outputs):
     earlier, before = earlier_outputs
-    traced = tmp_path / "traced"
-    shutil.copytree(earlier, traced)
-    result, calls = trace(estimate_command(case_files, traced, "0.3"), "write", tmp_path / "estimate.strace")
+    result, calls, traced = traced_rerun(tmp_path, case_files, earlier, "write")
     assert result.returncode == 0, result.stderr
     targets = first_write_of_each_file(calls, traced)
     assert len(targets) >= 3  # two maps and the report
@@ -197,9 +204,7 @@ def test_outputs_on_a_disk_that_runs_full_fail_the_run_and_keep_the_earlier_outp
 def test_a_run_killed_while_writing_leaves_the_earlier_report_and_maps_readable(tmp_path, case_files,
                                                                                 earlier_outputs):
     earlier, before = earlier_outputs
-    traced = tmp_path / "traced"
-    shutil.copytree(earlier, traced)
-    _, calls = trace(estimate_command(case_files, traced, "0.3"), "write", tmp_path / "estimate.strace")
+    _, calls, traced = traced_rerun(tmp_path, case_files, earlier, "write")
     for number, call in enumerate(first_write_of_each_file(calls, traced)):
         out = tmp_path / f"out{number}"
         shutil.copytree(earlier, out)
@@ -218,10 +223,7 @@ def test_a_run_killed_while_writing_leaves_the_earlier_report_and_maps_readable(
 def test_a_run_killed_while_moving_its_files_in_is_finished_by_the_next_writer(tmp_path, case_files,
                                                                               earlier_outputs):
     earlier, _ = earlier_outputs
-    traced = tmp_path / "traced"
-    shutil.copytree(earlier, traced)
-    _, calls = trace(estimate_command(case_files, traced, "0.3"), "rename,renameat,renameat2",
-                     tmp_path / "rename.strace")
+    _, calls, traced = traced_rerun(tmp_path, case_files, earlier, "rename,renameat,renameat2")
     moves = [c for c in calls if len(c.paths) >= 2 and STAGING_PREFIX in c.paths[0]
              and Path(c.paths[1]).parent == traced]
     assert len(moves) == 3  # two maps, then the report

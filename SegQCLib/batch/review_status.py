@@ -33,6 +33,8 @@ from filelock import FileLock, Timeout
 
 from ..errors import InputError, SegQCError
 from ..files import write_text_atomic
+from ..review.status_file import STATUS_FILE as QUEUE_FILE
+from ..review.status_file import ReviewStatusFile
 
 PathLike = Union[str, os.PathLike]
 
@@ -137,9 +139,6 @@ def queue_reviews(folder: PathLike) -> dict[str, CaseReview]:
     """The entries of the Slicer case queue's ``review_status.json`` in ``folder`` as :class:`CaseReview` ({} when
     there is none): *corrected* is *fixed*; the verdicts accept / minor fixes / major fixes / reject are ratings
     5 / 4 / 2 / 1."""
-    from ..review.status_file import STATUS_FILE as QUEUE_FILE
-    from ..review.status_file import ReviewStatusFile
-
     if not (Path(folder) / QUEUE_FILE).is_file():
         return {}
     reviews = {}

@@ -7,7 +7,6 @@ import argparse
 import math
 from typing import Callable, Union
 
-from ..files import check_output_folder  # noqa: F401  (the commands import it from here too)
 from ..network.config_schema import MAX_WINDOW_OVERLAP
 
 Number = Union[int, float]
